@@ -1,0 +1,33 @@
+"""`akshara-hf` command line. Each command module exposes `register(subparsers)`, which adds its subcommand with
+`set_defaults(func=...)`; heavy imports stay inside the handlers so `--help` is fast."""
+
+import argparse
+import importlib
+import sys
+
+from .errors import AksharaError
+
+COMMAND_MODULES = (
+    "akshara_hf.convert",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="akshara-hf", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (AksharaError, FileNotFoundError) as error:
+        print(f"akshara-hf {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,334 @@
+"""Akshara: the nanochat (late-2025) GPT as a transformers model.
+
+Published to the Hub as remote code, so it imports only torch and transformers. Module and parameter names are
+nanochat's (`transformer.wte`, `transformer.h.{i}.attn.c_q`, ... , `lm_head`), so a nanochat state dict loads as is.
+"""
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.generation import GenerationMixin
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+
+# The standard eager attention (GQA via `module.num_key_value_groups`); SDPA/flash/flex come from the interface.
+from transformers.models.llama.modeling_llama import eager_attention_forward
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
+
+from .configuration_akshara import AksharaConfig
+
+
+class AksharaRMSNorm(nn.Module):
+    """Parameter-free RMSNorm: nanochat's `F.rms_norm(x, (x.size(-1),))` (no weight, torch's default eps)."""
+
+    def __init__(self, eps: float | None = None):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(hidden_states, (hidden_states.size(-1),), eps=self.eps)
+
+    def extra_repr(self):
+        return f"eps={self.eps}"
+
+
+def compute_rotary_tables(config: AksharaConfig, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables of shape `(positions, head_dim // 2)`, rounded to bf16 exactly as nanochat stores them."""
+    head_dim = config.head_dim
+    channels = torch.arange(0, head_dim, 2, dtype=torch.float32, device=device)
+    inv_freq = 1.0 / (config.rope_theta ** (channels / head_dim))
+    positions = torch.arange(config.rotary_cache_factor * config.max_position_embeddings, dtype=torch.float32, device=device)
+    freqs = torch.outer(positions, inv_freq)
+    return freqs.cos().bfloat16(), freqs.sin().bfloat16()
+
+
+class AksharaRotaryEmbedding(nn.Module):
+    """Looks up precomputed bf16 tables (non-persistent buffers, recomputed in `_init_weights` after loading)."""
+
+    def __init__(self, config: AksharaConfig):
+        super().__init__()
+        self.config = config
+        cos, sin = compute_rotary_tables(config)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    @torch.no_grad()
+    def forward(self, position_ids: torch.LongTensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not torch.compiler.is_compiling() and int(position_ids.max()) >= self.cos.shape[0]:
+            raise ValueError(
+                f"position {int(position_ids.max())} is beyond the rotary tables ({self.cos.shape[0]} positions = "
+                f"rotary_cache_factor x max_position_embeddings)"
+            )
+        return self.cos[position_ids], self.sin[position_ids]
+
+
+def apply_rotary_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """nanochat's rotary on `(batch, heads, seq, head_dim)`: halves rotated, tables broadcast over heads."""
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    d = x.shape[-1] // 2
+    x1, x2 = x[..., :d], x[..., d:]
+    y1 = x1 * cos + x2 * sin
+    y2 = x1 * (-sin) + x2 * cos
+    return torch.cat([y1, y2], dim=-1).to(x.dtype)
+
+
+class AksharaAttention(nn.Module):
+    """project -> rotary on q, k -> QK-norm (after rotary) -> causal attention (GQA) -> c_proj."""
+
+    def __init__(self, config: AksharaConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.head_dim = config.head_dim
+        self.num_key_value_groups = config.num_attention_heads // config.num_key_value_heads
+        self.scaling = self.head_dim**-0.5
+        self.attention_dropout = config.attention_dropout
+        self.is_causal = True
+        hidden, kv_dim = config.hidden_size, config.num_key_value_heads * self.head_dim
+        self.c_q = nn.Linear(hidden, config.num_attention_heads * self.head_dim, bias=False)
+        self.c_k = nn.Linear(hidden, kv_dim, bias=False)
+        self.c_v = nn.Linear(hidden, kv_dim, bias=False)
+        self.c_proj = nn.Linear(config.num_attention_heads * self.head_dim, hidden, bias=False)
+        self.q_norm = AksharaRMSNorm(config.rms_norm_eps)
+        self.k_norm = AksharaRMSNorm(config.rms_norm_eps)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+        query = self.c_q(hidden_states).view(hidden_shape).transpose(1, 2)
+        key = self.c_k(hidden_states).view(hidden_shape).transpose(1, 2)
+        value = self.c_v(hidden_states).view(hidden_shape).transpose(1, 2)
+
+        cos, sin = position_embeddings
+        query, key = apply_rotary_emb(query, cos, sin), apply_rotary_emb(key, cos, sin)
+        query, key = self.q_norm(query), self.k_norm(key)
+
+        if past_key_values is not None:
+            key, value = past_key_values.update(key, value, self.layer_idx)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=0.0 if not self.training else self.attention_dropout,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        attn_output = attn_output.reshape(*input_shape, -1).contiguous()
+        return self.c_proj(attn_output), attn_weights
+
+
+class AksharaMLP(nn.Module):
+    def __init__(self, config: AksharaConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.c_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(F.relu(self.c_fc(hidden_states)).square())
+
+
+class AksharaBlock(GradientCheckpointingLayer):
+    def __init__(self, config: AksharaConfig, layer_idx: int):
+        super().__init__()
+        self.attn = AksharaAttention(config, layer_idx)
+        self.mlp = AksharaMLP(config)
+        self.input_layernorm = AksharaRMSNorm(config.rms_norm_eps)
+        self.post_attention_layernorm = AksharaRMSNorm(config.rms_norm_eps)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> torch.Tensor:
+        attn_output, _ = self.attn(
+            self.input_layernorm(hidden_states),
+            position_embeddings=position_embeddings,
+            attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            **kwargs,
+        )
+        hidden_states = hidden_states + attn_output
+        return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
+
+
+class AksharaPreTrainedModel(PreTrainedModel):
+    config: AksharaConfig
+    config_class = AksharaConfig
+    base_model_prefix = "transformer"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["AksharaBlock"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_record_outputs = {"hidden_states": AksharaBlock, "attentions": AksharaAttention}
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """nanochat's init for new models; also restores the rotary tables, which `from_pretrained` leaves empty."""
+        if isinstance(module, nn.Linear):
+            if any(module is zero for zero in self._zero_init_linears()):
+                init.zeros_(module.weight)
+            else:
+                fan_out, fan_in = module.weight.shape
+                init.normal_(module.weight, mean=0.0, std=fan_in**-0.5 * min(1.0, (fan_out / fan_in) ** 0.5))
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=1.0)
+        elif isinstance(module, AksharaRotaryEmbedding):
+            cos, sin = compute_rotary_tables(module.config, device=module.cos.device)
+            init.copy_(module.cos, cos)
+            init.copy_(module.sin, sin)
+
+    def _zero_init_linears(self) -> list[nn.Module]:
+        """nanochat starts the output projections and the head at zero. (transformers initialises leaf modules only,
+        so they are recognised by identity here rather than from their parent module.)"""
+        backbone = getattr(self, self.base_model_prefix, self)
+        linears = [linear for block in backbone.h for linear in (block.attn.c_proj, block.mlp.c_proj)]
+        head = self.get_output_embeddings()
+        return linears if head is None else [*linears, head]
+
+
+class AksharaModel(AksharaPreTrainedModel):
+    """The backbone: embedding, norm, blocks, final norm (inside, so TRL's fused loss sees normed states)."""
+
+    def __init__(self, config: AksharaConfig):
+        super().__init__(config)
+        self.wte = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.h = nn.ModuleList([AksharaBlock(config, i) for i in range(config.num_hidden_layers)])
+        self.embedding_norm = AksharaRMSNorm(config.rms_norm_eps)
+        self.norm = AksharaRMSNorm(config.rms_norm_eps)
+        self.rotary_emb = AksharaRotaryEmbedding(config)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.wte
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.wte = value
+
+    @merge_with_config_defaults
+    @capture_outputs
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutputWithPast:
+        if (input_ids is None) ^ (inputs_embeds is not None):
+            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.wte(input_ids)
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache(config=self.config)
+        if position_ids is None:
+            past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
+            position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device).unsqueeze(0) + past_seen
+
+        causal_mask = create_causal_mask(
+            config=self.config,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            position_ids=position_ids,
+        )
+        position_embeddings = self.rotary_emb(position_ids)
+
+        hidden_states = self.embedding_norm(inputs_embeds)
+        for block in self.h:
+            hidden_states = block(
+                hidden_states,
+                attention_mask=causal_mask,
+                position_embeddings=position_embeddings,
+                past_key_values=past_key_values,
+                position_ids=position_ids,
+                **kwargs,
+            )
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), past_key_values=past_key_values)
+
+
+class AksharaForCausalLM(AksharaPreTrainedModel, GenerationMixin):
+    def __init__(self, config: AksharaConfig):
+        super().__init__(config)
+        self.transformer = AksharaModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
+        self.lm_head = new_embeddings
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> CausalLMOutputWithPast:
+        outputs: BaseModelOutputWithPast = self.transformer(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, keep, :]).float()
+        cap = self.config.final_logit_softcapping
+        if cap is not None:
+            logits = cap * torch.tanh(logits / cap)
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+__all__ = ["AksharaPreTrainedModel", "AksharaModel", "AksharaForCausalLM"]
