@@ -1,0 +1,323 @@
+"""Converters: nanochat checkpoints in; transformers' native `nanochat` model type out and back in.
+
+Our parameter names are nanochat's, so a nanochat state dict maps onto `AksharaForCausalLM` key for key (after
+stripping torch.compile's `_orig_mod.` prefix and nanochat's vocab padding). Anything that does not map exactly is
+refused with the offending keys named: a silently dropped tensor would be a different model.
+"""
+
+import json
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .errors import AksharaError
+
+NEWER_NANOCHAT_MARKERS = ("value_embeds", "ve_gate", "resid_lambdas", "x0_lambdas", "smear", "backout", "window")
+
+# Our (= nanochat's) key prefix <-> transformers' native NanoChat key prefix; `{i}` is the layer index.
+NATIVE_KEYS = (
+    ("transformer.wte.", "model.embed_tokens."),
+    ("transformer.h.{i}.attn.c_q.", "model.layers.{i}.self_attn.q_proj."),
+    ("transformer.h.{i}.attn.c_k.", "model.layers.{i}.self_attn.k_proj."),
+    ("transformer.h.{i}.attn.c_v.", "model.layers.{i}.self_attn.v_proj."),
+    ("transformer.h.{i}.attn.c_proj.", "model.layers.{i}.self_attn.o_proj."),
+    ("transformer.h.{i}.mlp.c_fc.", "model.layers.{i}.mlp.fc1."),
+    ("transformer.h.{i}.mlp.c_proj.", "model.layers.{i}.mlp.fc2."),
+    ("lm_head.", "lm_head."),
+)
+
+
+def rename_key(key: str, to_native: bool) -> str | None:
+    """Map one state-dict key across the two namings; None when no prefix matches."""
+    for ours, native in NATIVE_KEYS:
+        source, target = (ours, native) if to_native else (native, ours)
+        match = re.match(re.escape(source).replace(r"\{i\}", r"(?P<i>\d+)"), key)
+        if match:
+            return target.format(**match.groupdict()) + key[match.end():]
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# nanochat checkpoints
+
+
+def find_checkpoint(checkpoint_dir: str | Path, step: int | None = None) -> tuple[Path, Path, int]:
+    """`model_{step:06d}.pt` and `meta_{step:06d}.json`: the given step, else the newest one."""
+    checkpoint_dir = Path(checkpoint_dir)
+    if not checkpoint_dir.is_dir():
+        raise AksharaError(f"{checkpoint_dir}: not a directory")
+    steps = sorted(int(m.group(1)) for p in checkpoint_dir.glob("model_*.pt") if (m := re.fullmatch(r"model_(\d+)\.pt", p.name)))
+    if not steps:
+        raise AksharaError(f"{checkpoint_dir}: no model_<step>.pt checkpoint")
+    if step is None:
+        step = steps[-1]
+    elif step not in steps:
+        raise AksharaError(f"{checkpoint_dir}: no checkpoint for step {step} (have {steps})")
+    model_path, meta_path = checkpoint_dir / f"model_{step:06d}.pt", checkpoint_dir / f"meta_{step:06d}.json"
+    if not meta_path.is_file():
+        raise AksharaError(f"{meta_path}: missing (the model_config is read from it)")
+    return model_path, meta_path, step
+
+
+def find_tokenizer_dir(checkpoint_dir: Path) -> Path:
+    """nanochat keeps `tokenizer/` in its base dir, two levels above `chatsft_checkpoints/d20/`: look upwards."""
+    for folder in [checkpoint_dir, *checkpoint_dir.resolve().parents][:5]:
+        for candidate in (folder, folder / "tokenizer"):
+            if (candidate / "tokenizer.pkl").is_file():
+                return candidate
+    raise AksharaError(f"{checkpoint_dir}: no tokenizer.pkl beside the checkpoint or above it; pass --tokenizer-dir")
+
+
+def load_nanochat_state(model_path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(model_path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for a corrupt or non-tensor pickle
+        raise AksharaError(f"{model_path}: not a loadable state dict ({type(error).__name__}: {error})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise AksharaError(f"{model_path}: expected a dict of tensors")
+    return {key.removeprefix("_orig_mod."): value for key, value in state.items()}
+
+
+def nanochat_state_to_akshara(state: dict[str, torch.Tensor], config, source: str = "checkpoint") -> dict:
+    """Check the keys exactly and drop nanochat's vocab padding rows (never indexed; logits are sliced)."""
+    from .modeling_akshara import AksharaForCausalLM
+
+    with torch.device("meta"):
+        expected = AksharaForCausalLM(config).state_dict()
+    unexpected = sorted(set(state) - set(expected))
+    missing = sorted(set(expected) - set(state))
+    if unexpected:
+        newer = [k for k in unexpected if any(marker in k for marker in NEWER_NANOCHAT_MARKERS)]
+        hint = " (a newer nanochat architecture: value embeddings / lambdas / windows)" if newer else ""
+        raise AksharaError(f"{source}: tensors this architecture does not have{hint}: {unexpected[:8]}")
+    if missing:
+        raise AksharaError(f"{source}: missing tensors: {missing[:8]}")
+    converted = {}
+    for key, reference in expected.items():
+        tensor = state[key]
+        if key in ("transformer.wte.weight", "lm_head.weight") and tensor.shape[0] > reference.shape[0]:
+            tensor = tensor[: reference.shape[0]]
+        if tuple(tensor.shape) != tuple(reference.shape):
+            raise AksharaError(f"{source}: {key} has shape {tuple(tensor.shape)}, config says {tuple(reference.shape)}")
+        converted[key] = tensor
+    return converted
+
+
+def _write_atomically(output_dir: Path, write) -> Path:
+    """Build the folder beside its destination and move it in at the end: an interrupted conversion never leaves a
+    half-written folder that looks complete, and an existing output survives until the new one is whole."""
+    output_dir = Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    try:
+        write(staging)
+        if output_dir.exists():
+            backup = output_dir.with_name(f".{output_dir.name}.old")
+            shutil.rmtree(backup, ignore_errors=True)
+            output_dir.rename(backup)
+            staging.rename(output_dir)
+            shutil.rmtree(backup)
+        else:
+            staging.rename(output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return output_dir
+
+
+def save_with_tokenizer(model, tokenizer, output_dir: Path) -> None:
+    """Weights, config, remote code, tokenizer, chat template and generation config: what Auto*/pipeline load."""
+    from transformers import GenerationConfig
+
+    from .chat import generation_config_kwargs
+
+    special = generation_config_kwargs(tokenizer)
+    model.config.bos_token_id = special["bos_token_id"]
+    model.config.eos_token_id = special["eos_token_id"]
+    model.config.pad_token_id = special["pad_token_id"]
+    model.generation_config = GenerationConfig(**special)
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+
+
+def convert_nanochat(
+    checkpoint_dir: str | Path,
+    output_dir: str | Path,
+    tokenizer_dir: str | Path | None = None,
+    step: int | None = None,
+) -> Path:
+    """A nanochat checkpoint directory -> an HF folder loadable by AutoModelForCausalLM/AutoTokenizer/pipeline."""
+    from .configuration_akshara import AksharaConfig
+    from .modeling_akshara import AksharaForCausalLM
+    from .tokenizer import load_tiktoken_encoding, tiktoken_to_fast
+
+    checkpoint_dir = Path(checkpoint_dir)
+    model_path, meta_path, step = find_checkpoint(checkpoint_dir, step)
+    try:
+        meta = json.loads(meta_path.read_text())
+        model_config = meta["model_config"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise AksharaError(f"{meta_path}: not a nanochat meta file with a model_config ({error})") from None
+    try:
+        config = AksharaConfig.from_nanochat(model_config)
+    except ValueError as error:
+        raise AksharaError(f"{meta_path}: {error}") from None
+    tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir is not None else find_tokenizer_dir(checkpoint_dir)
+    encoding = load_tiktoken_encoding(tokenizer_dir)
+    if encoding.n_vocab != config.vocab_size:
+        raise AksharaError(f"{tokenizer_dir}: tokenizer has {encoding.n_vocab} ids, {meta_path} says vocab_size {config.vocab_size}")
+    state = nanochat_state_to_akshara(load_nanochat_state(model_path), config, source=str(model_path))
+    dtype = next(iter(state.values())).dtype
+
+    with torch.device("meta"):
+        model = AksharaForCausalLM(config)
+    model.load_state_dict(state, strict=True, assign=True)
+    # Non-persistent rotary tables are not in the state dict: rebuild them on the real device.
+    model.transformer.rotary_emb.to_empty(device="cpu")
+    model._init_weights(model.transformer.rotary_emb)
+    model.config.dtype = dtype
+    tokenizer = tiktoken_to_fast(encoding)
+
+    def write(folder: Path) -> None:
+        save_with_tokenizer(model, tokenizer, folder)
+        (folder / "nanochat_meta.json").write_text(json.dumps({**meta, "source_checkpoint": str(model_path)}, indent=2))
+
+    return _write_atomically(Path(output_dir), write)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# transformers' native `nanochat` model type
+
+
+def _remap(state: dict, to_native: bool, source: str) -> dict:
+    out = {}
+    for key, tensor in state.items():
+        new = rename_key(key, to_native)
+        if new is None:
+            raise AksharaError(f"{source}: no mapping for tensor {key}")
+        out[new] = tensor
+    return out
+
+
+def _tokenizer_of(folder):
+    """The folder's tokenizer, or None for a weights-only folder."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder) if (Path(folder) / "tokenizer.json").is_file() else None
+
+
+def export_native(folder: str | Path, output_dir: str | Path) -> Path:
+    """An Akshara folder -> transformers' native `NanoChatForCausalLM` (no remote code). The one difference is the
+    rotary tables, which native computes in fp32 where nanochat (and Akshara) round them to bf16."""
+    from transformers import AutoModelForCausalLM, NanoChatConfig, NanoChatForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    config = model.config
+    if config.model_type != "akshara":
+        raise AksharaError(f"{folder}: model_type {config.model_type!r}, expected 'akshara'")
+    native_config = NanoChatConfig(
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        num_key_value_heads=config.num_key_value_heads,
+        max_position_embeddings=config.max_position_embeddings,
+        rope_parameters={"rope_type": "default", "rope_theta": config.rope_theta},
+        # nanochat's F.rms_norm default eps is finfo(float32).eps in fp32 and bf16 alike (torch uses op-math).
+        rms_norm_eps=config.rms_norm_eps if config.rms_norm_eps is not None else torch.finfo(torch.float32).eps,
+        final_logit_softcapping=config.final_logit_softcapping,
+        bos_token_id=config.bos_token_id,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    state = _remap(model.state_dict(), True, str(folder))
+    with torch.device("meta"):
+        native = NanoChatForCausalLM(native_config)
+    native.load_state_dict(state, strict=True, assign=True)
+    native.model.rotary_emb.to_empty(device="cpu")
+    native._init_weights(native.model.rotary_emb)
+    native.generation_config = model.generation_config
+    tokenizer = _tokenizer_of(folder)
+
+    def write(out: Path) -> None:
+        native.save_pretrained(out)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(out)
+
+    return _write_atomically(Path(output_dir), write)
+
+
+def import_native(folder: str | Path, output_dir: str | Path) -> Path:
+    """transformers' native `nanochat` folder -> an Akshara folder. Refuses native settings Akshara cannot express."""
+    from transformers import NanoChatForCausalLM
+
+    from .configuration_akshara import AksharaConfig
+    from .modeling_akshara import AksharaForCausalLM
+
+    native = NanoChatForCausalLM.from_pretrained(folder)
+    nc = native.config
+    rope = nc.rope_parameters or {}
+    unsupported = {
+        "rope_type": (rope.get("rope_type", "default"), "default"),
+        "hidden_act": (nc.hidden_act, "relu2"),
+        "attention_bias": (nc.attention_bias, False),
+        "tie_word_embeddings": (nc.tie_word_embeddings, False),
+    }
+    bad = {name: got for name, (got, want) in unsupported.items() if got != want}
+    if bad:
+        raise AksharaError(f"{folder}: native settings Akshara does not implement: {bad}")
+    eps = None if nc.rms_norm_eps == torch.finfo(torch.float32).eps else nc.rms_norm_eps
+    config = AksharaConfig(
+        vocab_size=nc.vocab_size,
+        hidden_size=nc.hidden_size,
+        intermediate_size=nc.intermediate_size,
+        num_hidden_layers=nc.num_hidden_layers,
+        num_attention_heads=nc.num_attention_heads,
+        num_key_value_heads=nc.num_key_value_heads,
+        max_position_embeddings=nc.max_position_embeddings,
+        rope_theta=rope.get("rope_theta", 10000.0),
+        final_logit_softcapping=nc.final_logit_softcapping,
+        rms_norm_eps=eps,
+        bos_token_id=nc.bos_token_id,
+        eos_token_id=nc.eos_token_id,
+        pad_token_id=nc.pad_token_id,
+    )
+    state = _remap(native.state_dict(), False, str(folder))
+    model = AksharaForCausalLM(config)
+    model.load_state_dict(state, strict=True)
+    model.generation_config = native.generation_config
+    tokenizer = _tokenizer_of(folder)
+
+    def write(out: Path) -> None:
+        model.save_pretrained(out)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(out)
+
+    return _write_atomically(Path(output_dir), write)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("convert-nanochat", help="nanochat checkpoint dir -> HF folder")
+    p.add_argument("checkpoint_dir")
+    p.add_argument("output_dir")
+    p.add_argument("--tokenizer-dir", default=None, help="folder with tokenizer.pkl (default: found beside/above)")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
+    p.set_defaults(func=lambda a: print(convert_nanochat(a.checkpoint_dir, a.output_dir, a.tokenizer_dir, a.step)))
+
+    p = subparsers.add_parser("export-native", help="Akshara folder -> transformers' native nanochat folder")
+    p.add_argument("folder")
+    p.add_argument("output_dir")
+    p.set_defaults(func=lambda a: print(export_native(a.folder, a.output_dir)))
+
+    p = subparsers.add_parser("import-native", help="transformers' native nanochat folder -> Akshara folder")
+    p.add_argument("folder")
+    p.add_argument("output_dir")
+    p.set_defaults(func=lambda a: print(import_native(a.folder, a.output_dir)))

@@ -1,0 +1,199 @@
+"""The Akshara model against an independent forward written from the spec, and its transformers behaviour."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from model_fixtures import TINY_NANOCHAT, tiny_akshara
+from reference_nanochat import nanochat_forward
+from transformers import AutoModelForCausalLM
+
+from akshara_hf import AksharaConfig, AksharaForCausalLM
+
+
+def test_depth_rule_gives_d20_shape():
+    config = AksharaConfig.from_depth(20)
+    assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.head_dim) == (20, 1280, 10, 128)
+    assert (config.num_key_value_heads, config.intermediate_size, config.vocab_size) == (10, 5120, 65536)
+    with torch.device("meta"):
+        n_params = sum(p.numel() for p in AksharaForCausalLM(config).parameters())
+    assert 555e6 < n_params < 565e6  # the "~560M" d20
+
+
+def test_config_from_nanochat_rejects_newer_architecture_fields():
+    with pytest.raises(ValueError, match="window_pattern"):
+        AksharaConfig.from_nanochat({**TINY_NANOCHAT, "window_pattern": "SSSL"})
+    with pytest.raises(ValueError, match="n_kv_head"):
+        AksharaConfig.from_nanochat({k: v for k, v in TINY_NANOCHAT.items() if k != "n_kv_head"})
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_logits_match_reference_forward_fp32(attn):
+    model, state = tiny_akshara()
+    model.config._attn_implementation = attn
+    idx = torch.randint(0, TINY_NANOCHAT["vocab_size"], (3, 40), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours = model(idx).logits
+    reference = nanochat_forward(state, TINY_NANOCHAT, idx)
+    assert ours.dtype == torch.float32 and ours.shape == reference.shape
+    assert (ours - reference).abs().max().item() <= 1e-5
+
+
+def test_rotary_tables_are_bf16_rounded_and_needed_for_parity():
+    model, state = tiny_akshara()
+    cos = model.transformer.rotary_emb.cos
+    assert cos.dtype == torch.bfloat16 and cos.shape == (10 * 64, 8)
+    idx = torch.randint(0, 300, (1, 60), generator=torch.Generator().manual_seed(2))
+    reference = nanochat_forward(state, TINY_NANOCHAT, idx)
+    # fp32 tables (what native transformers uses) are measurably different: the bf16 rounding is what gives 1e-5.
+    model.transformer.rotary_emb.cos = model.transformer.rotary_emb.cos.float() + 1e-3
+    with torch.no_grad():
+        assert (model(idx).logits - reference).abs().max().item() > 1e-4
+
+
+def test_labels_loss_is_shifted_cross_entropy_with_ignore_index():
+    model, _ = tiny_akshara()
+    idx = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(3))
+    labels = idx.clone()
+    labels[0, :5] = -100
+    out = model(idx, labels=labels)
+    logits = out.logits[:, :-1].reshape(-1, 300)
+    expected = torch.nn.functional.cross_entropy(logits, labels[:, 1:].reshape(-1), ignore_index=-100)
+    assert torch.allclose(out.loss, expected, atol=1e-6)
+
+
+def test_kv_cache_decoding_equals_full_recomputation():
+    model, _ = tiny_akshara()
+    idx = torch.randint(0, 300, (2, 20), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        full = model(idx).logits
+        out = model(idx[:, :8], use_cache=True)
+        steps = [out.logits]
+        cache = out.past_key_values
+        for t in range(8, 20):
+            out = model(idx[:, t : t + 1], past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            steps.append(out.logits)
+    assert (torch.cat(steps, 1) - full).abs().max().item() < 1e-5
+    # and generate() with its cache gives the same greedy tokens as argmax over full recomputation
+    prompt = idx[:1, :5]
+    generated = model.generate(prompt, max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=1)
+    manual = prompt
+    for _ in range(10):
+        with torch.no_grad():
+            manual = torch.cat([manual, model(manual).logits[:, -1:].argmax(-1)], 1)
+    assert torch.equal(generated, manual)
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_left_padded_batched_generation_equals_one_by_one(attn):
+    model, _ = tiny_akshara()
+    model.config._attn_implementation = attn
+    g = torch.Generator().manual_seed(5)
+    prompts = [torch.randint(2, 300, (n,), generator=g) for n in (3, 9, 6)]
+    width = max(len(p) for p in prompts)
+    input_ids = torch.stack([torch.cat([torch.full((width - len(p),), 1), p]) for p in prompts])
+    attention_mask = torch.stack([torch.cat([torch.zeros(width - len(p)), torch.ones(len(p))]) for p in prompts]).long()
+    kwargs = dict(max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=1)
+    batched = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)[:, width:]
+    for row, prompt in enumerate(prompts):
+        single = model.generate(prompt[None], **kwargs)[0, len(prompt) :]
+        assert torch.equal(batched[row], single), row
+
+
+def test_eager_and_sdpa_agree_with_padding_mask():
+    model, _ = tiny_akshara()
+    idx = torch.randint(0, 300, (2, 16), generator=torch.Generator().manual_seed(6))
+    mask = torch.ones_like(idx)
+    mask[0, :4] = 0
+    outs = {}
+    for attn in ("eager", "sdpa"):
+        model.config._attn_implementation = attn
+        with torch.no_grad():
+            outs[attn] = model(idx, attention_mask=mask).logits
+    assert (outs["eager"][:, 4:] - outs["sdpa"][:, 4:]).abs().max().item() < 1e-5
+
+
+def test_gradient_checkpointing_gives_same_gradients():
+    grads = []
+    for checkpointing in (False, True):
+        model, _ = tiny_akshara()
+        model.train()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+        idx = torch.randint(0, 300, (2, 16), generator=torch.Generator().manual_seed(7))
+        model(idx, labels=idx).loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_bf16_forward_close_to_fp32():
+    model, _ = tiny_akshara()
+    idx = torch.randint(0, 300, (2, 16), generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        fp32 = model(idx).logits
+        bf16 = model.to(torch.bfloat16)(idx).logits
+    assert bf16.dtype == torch.float32  # logits are cast to fp32 before the softcap
+    assert model.transformer.rotary_emb.cos.dtype == torch.bfloat16
+    assert (bf16 - fp32).abs().max().item() < 0.35
+
+
+def test_save_load_restores_rotary_tables_and_outputs(tmp_path):
+    model, _ = tiny_akshara()
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert isinstance(loaded, AksharaForCausalLM)
+    assert torch.equal(loaded.transformer.rotary_emb.cos, model.transformer.rotary_emb.cos)
+    assert torch.equal(loaded.transformer.rotary_emb.sin, model.transformer.rotary_emb.sin)
+    idx = torch.randint(0, 300, (1, 10), generator=torch.Generator().manual_seed(9))
+    kwargs = dict(max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=1)
+    assert torch.equal(loaded.generate(idx, **kwargs), model.generate(idx, **kwargs))
+
+
+def test_packed_position_ids_keep_sequences_apart():
+    model, _ = tiny_akshara()
+    g = torch.Generator().manual_seed(10)
+    a, b = torch.randint(0, 300, (1, 7), generator=g), torch.randint(0, 300, (1, 5), generator=g)
+    packed = torch.cat([a, b], 1)
+    position_ids = torch.cat([torch.arange(7), torch.arange(5)])[None]
+    with torch.no_grad():
+        together = model(packed, position_ids=position_ids, use_cache=False).logits  # training-style call
+        separate = torch.cat([model(a).logits, model(b).logits], 1)
+    assert (together - separate).abs().max().item() < 1e-5
+
+
+def test_position_beyond_rotary_tables_is_a_clear_error():
+    model, _ = tiny_akshara()
+    with pytest.raises(ValueError, match="beyond the rotary tables"):
+        model(torch.zeros(1, 1, dtype=torch.long), position_ids=torch.tensor([[640]]))
+
+
+def test_saved_folder_loads_with_remote_code_where_package_is_missing(tmp_path):
+    model, _ = tiny_akshara()
+    model.save_pretrained(tmp_path / "model")
+    assert {"configuration_akshara.py", "modeling_akshara.py"} <= set(os.listdir(tmp_path / "model"))
+    expected = model(torch.arange(10)[None]).logits[0, -1, :5].tolist()
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["akshara_hf"] = None  # `import akshara_hf` now fails, as on a machine without the package
+        try:
+            import akshara_hf
+            raise SystemExit("akshara_hf importable")
+        except ImportError:
+            pass
+        import torch
+        from transformers import AutoModelForCausalLM
+        model = AutoModelForCausalLM.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True)
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        print(model(torch.arange(10)[None]).logits[0, -1, :5].tolist())
+        """
+    )
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    got = eval(result.stdout.strip().splitlines()[-1])
+    assert max(abs(x - y) for x, y in zip(got, expected)) < 1e-6
