@@ -201,22 +201,12 @@ def _remap(state: dict, to_native: bool, source: str) -> dict:
     return out
 
 
-def _tokenizer_of(folder):
-    """The folder's tokenizer, or None for a weights-only folder."""
-    from transformers import AutoTokenizer
+def akshara_to_native(model):
+    """In memory: an `AksharaForCausalLM` -> transformers' `NanoChatForCausalLM` with the same weights. The one
+    difference is the rotary tables, which native computes in fp32 where nanochat (and Akshara) round them to bf16."""
+    from transformers import NanoChatConfig, NanoChatForCausalLM
 
-    return AutoTokenizer.from_pretrained(folder) if (Path(folder) / "tokenizer.json").is_file() else None
-
-
-def export_native(folder: str | Path, output_dir: str | Path) -> Path:
-    """An Akshara folder -> transformers' native `NanoChatForCausalLM` (no remote code). The one difference is the
-    rotary tables, which native computes in fp32 where nanochat (and Akshara) round them to bf16."""
-    from transformers import AutoModelForCausalLM, NanoChatConfig, NanoChatForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(folder)
     config = model.config
-    if config.model_type != "akshara":
-        raise AksharaError(f"{folder}: model_type {config.model_type!r}, expected 'akshara'")
     native_config = NanoChatConfig(
         vocab_size=config.vocab_size,
         hidden_size=config.hidden_size,
@@ -234,31 +224,21 @@ def export_native(folder: str | Path, output_dir: str | Path) -> Path:
         pad_token_id=config.pad_token_id,
         tie_word_embeddings=False,
     )
-    state = _remap(model.state_dict(), True, str(folder))
+    native_config._attn_implementation = config._attn_implementation
     with torch.device("meta"):
         native = NanoChatForCausalLM(native_config)
-    native.load_state_dict(state, strict=True, assign=True)
-    native.model.rotary_emb.to_empty(device="cpu")
+    native.load_state_dict(_remap(model.state_dict(), True, "model"), strict=True, assign=True)
+    native.model.rotary_emb.to_empty(device=model.device)
     native._init_weights(native.model.rotary_emb)
     native.generation_config = model.generation_config
-    tokenizer = _tokenizer_of(folder)
-
-    def write(out: Path) -> None:
-        native.save_pretrained(out)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(out)
-
-    return _write_atomically(Path(output_dir), write)
+    return native
 
 
-def import_native(folder: str | Path, output_dir: str | Path) -> Path:
-    """transformers' native `nanochat` folder -> an Akshara folder. Refuses native settings Akshara cannot express."""
-    from transformers import NanoChatForCausalLM
-
+def native_to_akshara(native, source: str = "model"):
+    """In memory: transformers' `NanoChatForCausalLM` -> `AksharaForCausalLM`; refuses settings Akshara lacks."""
     from .configuration_akshara import AksharaConfig
     from .modeling_akshara import AksharaForCausalLM
 
-    native = NanoChatForCausalLM.from_pretrained(folder)
     nc = native.config
     rope = nc.rope_parameters or {}
     unsupported = {
@@ -269,8 +249,7 @@ def import_native(folder: str | Path, output_dir: str | Path) -> Path:
     }
     bad = {name: got for name, (got, want) in unsupported.items() if got != want}
     if bad:
-        raise AksharaError(f"{folder}: native settings Akshara does not implement: {bad}")
-    eps = None if nc.rms_norm_eps == torch.finfo(torch.float32).eps else nc.rms_norm_eps
+        raise AksharaError(f"{source}: native settings Akshara does not implement: {bad}")
     config = AksharaConfig(
         vocab_size=nc.vocab_size,
         hidden_size=nc.hidden_size,
@@ -281,15 +260,25 @@ def import_native(folder: str | Path, output_dir: str | Path) -> Path:
         max_position_embeddings=nc.max_position_embeddings,
         rope_theta=rope.get("rope_theta", 10000.0),
         final_logit_softcapping=nc.final_logit_softcapping,
-        rms_norm_eps=eps,
+        rms_norm_eps=None if nc.rms_norm_eps == torch.finfo(torch.float32).eps else nc.rms_norm_eps,
         bos_token_id=nc.bos_token_id,
         eos_token_id=nc.eos_token_id,
         pad_token_id=nc.pad_token_id,
     )
-    state = _remap(native.state_dict(), False, str(folder))
     model = AksharaForCausalLM(config)
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(_remap(native.state_dict(), False, source), strict=True)
     model.generation_config = native.generation_config
+    return model
+
+
+def _tokenizer_of(folder):
+    """The folder's tokenizer, or None for a weights-only folder."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder) if (Path(folder) / "tokenizer.json").is_file() else None
+
+
+def _save_converted(model, folder, output_dir) -> Path:
     tokenizer = _tokenizer_of(folder)
 
     def write(out: Path) -> None:
@@ -298,6 +287,23 @@ def import_native(folder: str | Path, output_dir: str | Path) -> Path:
             tokenizer.save_pretrained(out)
 
     return _write_atomically(Path(output_dir), write)
+
+
+def export_native(folder: str | Path, output_dir: str | Path) -> Path:
+    """An Akshara folder -> a folder of transformers' native `nanochat` type (loads without remote code)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    if model.config.model_type != "akshara":
+        raise AksharaError(f"{folder}: model_type {model.config.model_type!r}, expected 'akshara'")
+    return _save_converted(akshara_to_native(model), folder, output_dir)
+
+
+def import_native(folder: str | Path, output_dir: str | Path) -> Path:
+    """A folder of transformers' native `nanochat` type -> an Akshara folder."""
+    from transformers import NanoChatForCausalLM
+
+    return _save_converted(native_to_akshara(NanoChatForCausalLM.from_pretrained(folder), str(folder)), folder, output_dir)
 
 
 # ---------------------------------------------------------------------------------------------------------------
