@@ -1,0 +1,198 @@
+"""nanochat's optimizer setup on torch's own `Muon` and `AdamW`, and its LR / momentum schedules.
+
+The Trainer holds exactly one optimizer and one LR scheduler, so the Muon + AdamW pair that nanochat steps side by
+side is wrapped in one `torch.optim.Optimizer` (`MuonAdamW`). Schedules are pure functions of the step so that a
+`LambdaLR` or a callback can use them and tests can check them against nanochat's reported numbers.
+"""
+
+import logging
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .errors import AksharaError
+
+logger = logging.getLogger(__name__)
+
+# nanochat tuned the AdamW LRs at n_embd 768 and scales them by (n_embd / 768) ** -0.5 for other widths.
+REFERENCE_WIDTH = 768
+GROUP_NAMES = ("muon", "embedding", "unembedding", "other")
+MUON_MOMENTUM_START, MUON_MOMENTUM_END = 0.85, 0.95
+
+
+def split_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
+    """Sort the trainable parameters the way nanochat's `setup_optimizers` does, by module.
+
+    Returns `{group: [(name, parameter), ...]}` for the groups of `GROUP_NAMES`: "muon" (every 2-D weight inside
+    `transformer.h`), "embedding" (`transformer.wte`), "unembedding" (the output head) and "other" (anything else:
+    1-D tensors inside the blocks, extra modules; empty for Akshara, whose norms have no weights). Frozen parameters
+    are left out. Raises `AksharaError` for a model without nanochat's layout or with a parameter that would land in
+    two groups (tied embedding and head).
+    """
+    backbone = getattr(model, "transformer", None)
+    blocks = getattr(backbone, "h", None)
+    wte = getattr(backbone, "wte", None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if not isinstance(blocks, nn.ModuleList) or not isinstance(wte, nn.Embedding) or head is None:
+        raise AksharaError(
+            f"{type(model).__name__} does not have nanochat's module layout (transformer.h blocks, transformer.wte "
+            "embedding and an output head), so its parameters cannot be split between Muon and AdamW"
+        )
+
+    owners = {
+        "embedding": {id(p) for p in wte.parameters()},
+        "unembedding": {id(p) for p in head.parameters()},
+        "blocks": {id(p) for p in blocks.parameters()},
+    }
+    names: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    for first, second in (("embedding", "unembedding"), ("embedding", "blocks"), ("unembedding", "blocks")):
+        shared = owners[first] & owners[second]
+        if shared:
+            raise AksharaError(
+                f"{' and '.join(names[next(iter(shared))])} are one tensor shared by the {first} and the {second}: "
+                "tied weights would be optimised twice (nanochat's embedding and head are separate matrices)"
+            )
+
+    groups: dict[str, list[tuple[str, nn.Parameter]]] = {name: [] for name in GROUP_NAMES}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if id(param) in owners["embedding"]:
+            group = "embedding"
+        elif id(param) in owners["unembedding"]:
+            group = "unembedding"
+        elif id(param) in owners["blocks"] and param.ndim == 2:
+            group = "muon"
+        else:
+            group = "other"
+        groups[group].append((name, param))
+
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assigned = [id(p) for members in groups.values() for _, p in members]
+    if len(assigned) != len(set(assigned)) or set(assigned) != trainable:
+        raise AksharaError(f"the optimizer split of {type(model).__name__} loses or repeats parameters")
+    if not groups["muon"]:
+        raise AksharaError(f"{type(model).__name__} has no trainable 2-D weights in transformer.h for Muon")
+    if groups["other"]:
+        logger.warning("parameters outside nanochat's three groups go to AdamW: %s", [n for n, _ in groups["other"]])
+    return groups
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """torch's `Muon` (block matrices) and `AdamW` (everything else) stepped together as one optimizer.
+
+    `param_groups` is the list of both optimizers' group dicts (the same objects, so a `LambdaLR` that rescales
+    every group's `initial_lr` drives both, and the Trainer's logged LR is group 0, Muon's). `state_dict` nests both
+    state dicts (tensors and primitives only, loadable with `torch.load(weights_only=True)`), so resuming from a
+    Trainer checkpoint restores the Muon momentum buffers. Each group has a `name` ("muon", "embedding", ...).
+    """
+
+    def __init__(
+        self,
+        muon_groups: Sequence[dict],
+        adamw_groups: Sequence[dict],
+        *,
+        momentum: float = MUON_MOMENTUM_END,
+        betas: tuple[float, float] = (0.8, 0.95),
+        eps: float = 1e-10,
+        weight_decay: float = 0.0,
+    ):
+        # nanochat's Muon: Nesterov, lerp momentum, 5 bf16 Newton-Schulz steps with (3.4445, -4.7750, 2.0315) (torch's
+        # defaults), update scaled by sqrt(max(1, rows/cols)) ("original"), and no weight decay (torch's default: 0.1).
+        self.muon = torch.optim.Muon(
+            muon_groups, momentum=momentum, nesterov=True, weight_decay=0.0, adjust_lr_fn="original"
+        )
+        # nanochat passes its `weight_decay` (0 in every Akshara run) to AdamW only.
+        self.adamw = torch.optim.AdamW(adamw_groups, betas=betas, eps=eps, weight_decay=weight_decay)
+        super().__init__([*self.muon.param_groups, *self.adamw.param_groups], defaults={})
+
+    @classmethod
+    def from_model(
+        cls,
+        model: nn.Module,
+        *,
+        matrix_lr: float = 0.02,
+        embedding_lr: float = 0.2,
+        unembedding_lr: float = 0.004,
+        init_lr_frac: float = 1.0,
+        weight_decay: float = 0.0,
+    ) -> "MuonAdamW":
+        """nanochat's `setup_optimizers` followed by its `lr *= init_lr_frac`.
+
+        Muon runs at `matrix_lr`; AdamW at `embedding_lr` / `unembedding_lr` times `(n_embd / 768) ** -0.5`. Parameters
+        outside the three nanochat groups (none in Akshara) get the unembedding LR: the smallest AdamW LR is the safe
+        choice for tensors nanochat never trained.
+        """
+        for key, value in (("matrix_lr", matrix_lr), ("embedding_lr", embedding_lr),
+                           ("unembedding_lr", unembedding_lr), ("init_lr_frac", init_lr_frac)):
+            if not value > 0:
+                raise AksharaError(f"{key} must be > 0, got {value}")
+        groups = split_parameters(model)
+        width = model.get_input_embeddings().embedding_dim
+        scale = (width / REFERENCE_WIDTH) ** -0.5
+        lrs = {
+            "muon": matrix_lr,
+            "embedding": embedding_lr * scale,
+            "unembedding": unembedding_lr * scale,
+            "other": unembedding_lr * scale,
+        }
+        param_groups = {
+            name: {"params": members, "lr": lrs[name] * init_lr_frac, "name": name}
+            for name, members in groups.items()
+            if members
+        }
+        return cls(
+            [param_groups["muon"]],
+            [group for name, group in param_groups.items() if name != "muon"],
+            weight_decay=weight_decay,
+        )
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.muon.step()
+        self.adamw.step()
+        return loss
+
+    def state_dict(self) -> dict:
+        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if not isinstance(state_dict, dict) or set(state_dict) != {"muon", "adamw"}:
+            found = sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__
+            raise AksharaError(f"not a MuonAdamW optimizer state (expected keys 'muon' and 'adamw', got {found})")
+        self.muon.load_state_dict(state_dict["muon"])
+        self.adamw.load_state_dict(state_dict["adamw"])
+        # torch's load_state_dict replaces the inner group dicts: share the new ones again.
+        self.param_groups = [*self.muon.param_groups, *self.adamw.param_groups]
+
+
+def sft_lr_multiplier(step: float, num_steps: float) -> float:
+    """nanochat's `chat_sft` schedule, `1 - step / num_steps` (no warmup, linear to 0)."""
+    return 1.0 - step / num_steps
+
+
+def mid_lr_multiplier(step: float, num_steps: float, warmdown_ratio: float = 0.2) -> float:
+    """nanochat's `mid_train` schedule: 1 until progress `1 - warmdown_ratio`, then linear to 0.
+
+    Progress is `step / num_steps`. (nanochat measures it as the fraction of the dataset consumed, which the Trainer,
+    knowing its step count in advance, replaces by the fraction of steps.)
+    """
+    progress = step / num_steps
+    start = 1.0 - warmdown_ratio
+    return 1.0 if progress < start else 1.0 - (progress - start) / warmdown_ratio
+
+
+def muon_momentum(step: int, warmup_steps: int = 300) -> float:
+    """nanochat's mid-training Muon momentum: 0.85 -> 0.95 linearly over `warmup_steps` steps (0: always 0.95)."""
+    frac = min(step / warmup_steps, 1.0) if warmup_steps > 0 else 1.0
+    return (1 - frac) * MUON_MOMENTUM_START + frac * MUON_MOMENTUM_END
+
+
+__all__ = ["split_parameters", "MuonAdamW", "sft_lr_multiplier", "mid_lr_multiplier", "muon_momentum"]

@@ -1,0 +1,274 @@
+"""Train Akshara models with TRL's `SFTTrainer` the way nanochat's `chat_sft` / `mid_train` do.
+
+TRL supplies the data pipeline (pre-tokenized `input_ids` + `assistant_masks` -> `labels`, pad-to-longest or
+padding-free/packed batches) and the fused-LM-head loss; transformers' Trainer the loop, DDP, checkpoints and resume.
+What nanochat does differently is plugged in through the Trainer's own hooks: the Muon + AdamW optimizer through
+`optimizer_cls_and_kwargs`, its LR schedule as a `LambdaLR` in `create_scheduler`, the Muon momentum warmup as a
+callback, its per-micro-batch loss normalisation in `get_batch_samples`, and per-group LR logging in `log`.
+"""
+
+import math
+from dataclasses import dataclass, field
+from functools import partial
+
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+from transformers import PreTrainedTokenizerBase, TrainerCallback
+from transformers.trainer_utils import SchedulerType
+from trl import SFTConfig, SFTTrainer, TrlParser
+
+from .errors import AksharaError
+from .optim import MuonAdamW, mid_lr_multiplier, muon_momentum, sft_lr_multiplier, split_parameters
+
+# nanochat pads SFT batches with <|assistant_end|> (the targets there are ignored).
+NANOCHAT_PAD_TOKEN = "<|assistant_end|>"
+# Per-schedule defaults of the fields left at None: (init_lr_frac, muon_momentum_warmup_steps).
+SCHEDULE_DEFAULTS = {"sft": (0.02, 0), "mid": (1.0, 300)}
+LOSS_NORMALIZATIONS = ("nanochat", "tokens")
+
+
+@dataclass
+class AksharaSFTConfig(SFTConfig):
+    r"""
+    [`~trl.SFTConfig`] with nanochat's optimizer, schedule and batch settings.
+
+    The LRs are nanochat's three base LRs times `init_lr_frac` (the AdamW ones also times `(n_embd / 768) ** -0.5`).
+    `learning_rate` is not an input: it is set to the Muon LR (`matrix_lr * init_lr_frac`), which is what the Trainer
+    logs as `learning_rate` (group 0); setting it to anything else is an error. `optim`, `adam_beta1/2`,
+    `adam_epsilon` and `lr_scheduler_type` are not used (the optimizer is always `MuonAdamW`, the schedule `schedule`).
+    `weight_decay` (default 0, as in every Akshara run) applies to the AdamW groups only, as in nanochat.
+
+    Defaults changed from `SFTConfig`: no activation (gradient) checkpointing and `max_grad_norm=0` (nanochat's SFT and
+    mid-training neither checkpoint nor clip), `max_length=2048` (nanochat's sequence length) and
+    `ddp_find_unused_parameters=False` (the Trainer's default search costs a graph traversal per step for nothing).
+    `bf16` stays on, as in every Akshara run (set `bf16=False` or `use_cpu=True` on CPU).
+
+    Parameters:
+        matrix_lr, embedding_lr, unembedding_lr: nanochat's base LRs (Muon; AdamW for `wte` and `lm_head`).
+        init_lr_frac: fraction of the base LRs to start from; `None` = 0.02 for "sft", 1.0 for "mid".
+        schedule: "sft" (LR multiplier `1 - step/N`) or "mid" (1, then linear to 0 over the last `warmdown_ratio`).
+        warmdown_ratio: fraction of the steps over which "mid" decays.
+        muon_momentum_warmup_steps: Muon momentum goes 0.85 -> 0.95 over these steps; `None` = 0 for "sft", 300 for
+            "mid".
+        target_examples_per_step: examples (rows) per optimizer step across all processes; sets
+            `gradient_accumulation_steps` to `target / (per_device_train_batch_size * world_size)`. `None` leaves
+            `gradient_accumulation_steps` as given. Mid-training with nanochat's 524,288 tokens per step at 2,048
+            tokens per row is 256.
+        loss_normalization: "nanochat" (each micro-batch's mean over its own supervised tokens, averaged over the
+            micro-batches and processes) or "tokens" (TRL's: one mean over every supervised token of the step). See
+            [`MuonSFTTrainer`].
+    """
+
+    matrix_lr: float = field(default=0.02, metadata={"help": "Muon LR for the block matrices (before init_lr_frac)."})
+    embedding_lr: float = field(default=0.2, metadata={"help": "AdamW LR for transformer.wte (before scaling)."})
+    unembedding_lr: float = field(default=0.004, metadata={"help": "AdamW LR for lm_head (before scaling)."})
+    init_lr_frac: float | None = field(
+        default=None, metadata={"help": "Fraction of the base LRs to use; default 0.02 (sft) or 1.0 (mid)."}
+    )
+    schedule: str = field(default="sft", metadata={"help": "LR schedule.", "choices": list(SCHEDULE_DEFAULTS)})
+    warmdown_ratio: float = field(default=0.2, metadata={"help": "Decay fraction of the 'mid' schedule."})
+    muon_momentum_warmup_steps: int | None = field(
+        default=None, metadata={"help": "Muon momentum 0.85 -> 0.95 over these steps; default 0 (sft), 300 (mid)."}
+    )
+    target_examples_per_step: int | None = field(
+        default=32, metadata={"help": "Examples per optimizer step over all processes; sets gradient accumulation."}
+    )
+    loss_normalization: str = field(
+        default="nanochat",
+        metadata={
+            "help": "'nanochat': mean per micro-batch; 'tokens': mean over the step.",
+            "choices": list(LOSS_NORMALIZATIONS),
+        },
+    )
+    # Defaults changed from SFTConfig
+    learning_rate: float | None = field(
+        default=None, metadata={"help": "Not an input: set to matrix_lr * init_lr_frac (the LR logged for group 0)."}
+    )
+    # None, not False: transformers 5 treats any set value of this deprecated alias of `activation_checkpointing` as
+    # user input and warns; None resolves to False.
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Deprecated alias of activation_checkpointing."}
+    )
+    max_grad_norm: float = field(default=0.0, metadata={"help": "Gradient clipping norm (0: off, as in nanochat)."})
+    ddp_find_unused_parameters: bool | None = field(
+        default=False, metadata={"help": "Every Akshara parameter is used in each forward: skip DDP's extra search."}
+    )
+    max_length: int | None = field(default=2048, metadata={"help": "Truncate examples / pack rows to this length."})
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULE_DEFAULTS:
+            raise AksharaError(f"schedule must be one of {list(SCHEDULE_DEFAULTS)}, got {self.schedule!r}")
+        if self.loss_normalization not in LOSS_NORMALIZATIONS:
+            raise AksharaError(
+                f"loss_normalization must be one of {list(LOSS_NORMALIZATIONS)}, got {self.loss_normalization!r}"
+            )
+        default_frac, default_warmup = SCHEDULE_DEFAULTS[self.schedule]
+        self.init_lr_frac = default_frac if self.init_lr_frac is None else self.init_lr_frac
+        if self.muon_momentum_warmup_steps is None:
+            self.muon_momentum_warmup_steps = default_warmup
+        for key in ("matrix_lr", "embedding_lr", "unembedding_lr", "init_lr_frac"):
+            if not getattr(self, key) > 0:
+                raise AksharaError(f"{key} must be > 0, got {getattr(self, key)}")
+        if not 0 < self.warmdown_ratio <= 1:
+            raise AksharaError(f"warmdown_ratio must be in (0, 1], got {self.warmdown_ratio}")
+        if self.muon_momentum_warmup_steps < 0:
+            raise AksharaError(f"muon_momentum_warmup_steps must be >= 0, got {self.muon_momentum_warmup_steps}")
+        muon_lr = self.matrix_lr * self.init_lr_frac
+        if self.learning_rate is not None and not math.isclose(self.learning_rate, muon_lr):
+            raise AksharaError(
+                f"learning_rate is not used (got {self.learning_rate}): the LRs are matrix_lr, embedding_lr and "
+                "unembedding_lr times init_lr_frac"
+            )
+        self.learning_rate = muon_lr
+        if SchedulerType(self.lr_scheduler_type) != SchedulerType.LINEAR or self.lr_scheduler_kwargs:
+            raise AksharaError(
+                f"lr_scheduler_type / lr_scheduler_kwargs are not used (got {self.lr_scheduler_type!r}); "
+                f"choose schedule: {list(SCHEDULE_DEFAULTS)}"
+            )
+        if self.warmup_steps:
+            raise AksharaError(f"warmup_steps must be 0: nanochat's schedules have none (got {self.warmup_steps})")
+
+        super().__post_init__()
+
+        if self.target_examples_per_step is not None:
+            # `world_size` is only known once the devices (and the process group) are set up.
+            _ = self.device
+            per_step = self.per_device_train_batch_size * self.world_size
+            steps, remainder = divmod(self.target_examples_per_step, per_step)
+            if remainder or not steps:
+                raise AksharaError(
+                    f"target_examples_per_step {self.target_examples_per_step} is not a multiple of "
+                    f"per_device_train_batch_size {self.per_device_train_batch_size} x world_size {self.world_size}"
+                )
+            if self.gradient_accumulation_steps not in (1, steps):
+                raise AksharaError(
+                    f"gradient_accumulation_steps {self.gradient_accumulation_steps} contradicts "
+                    f"target_examples_per_step {self.target_examples_per_step} (which needs {steps}); set only one"
+                )
+            self.gradient_accumulation_steps = steps
+
+
+def parse_config(args: list[str] | None = None, *extra_dataclasses) -> tuple:
+    """`TrlParser` over `AksharaSFTConfig` (and `extra_dataclasses`), `--config recipe.yaml` included.
+
+    TrlParser already rejects YAML keys that no dataclass has; this turns its `ValueError` into `AksharaError` so the
+    CLI reports it in one line. Returns the dataclass instances in order.
+    """
+    parser = TrlParser((AksharaSFTConfig, *extra_dataclasses))
+    try:
+        return tuple(parser.parse_args_and_config(args))
+    except AksharaError:
+        raise
+    except ValueError as error:
+        raise AksharaError(f"bad training config: {error}") from error
+
+
+def check_akshara_model(model: nn.Module) -> None:
+    """The trainer's optimizer split and loss assume an Akshara model; fail before any data is prepared."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type != "akshara":
+        raise AksharaError(
+            f"MuonSFTTrainer trains Akshara models (config.model_type 'akshara'); got {type(model).__name__} "
+            f"(model_type {model_type!r})"
+        )
+    split_parameters(model)
+
+
+class MuonMomentumCallback(TrainerCallback):
+    """Sets the Muon groups' momentum before each optimizer step (nanochat's `get_muon_momentum(step)`)."""
+
+    def __init__(self, warmup_steps: int):
+        self.warmup_steps = warmup_steps
+
+    def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        momentum = muon_momentum(state.global_step, self.warmup_steps)
+        for group in optimizer.param_groups:
+            if group.get("name") == "muon":
+                group["momentum"] = momentum
+
+
+class MuonSFTTrainer(SFTTrainer):
+    """`SFTTrainer` with nanochat's optimizer (`MuonAdamW`), LR schedule, Muon momentum warmup and loss normalisation.
+
+    Data: pre-tokenized rows with `input_ids` and `assistant_masks` (1 = supervised); TRL turns them into `labels`
+    (-100 where the mask is 0), pads each batch to its longest row (labels -100 on pads, pad id = the tokenizer's
+    `pad_token`; set to nanochat's `<|assistant_end|>` when the tokenizer has no pad token) or, with `padding_free` /
+    `packing`, concatenates rows with reset `position_ids` (block-diagonal attention in the model).
+
+    Loss normalisation (`args.loss_normalization`), for a step of micro-batches b (over accumulation and processes)
+    with per-token losses l and supervised-token counts n_b:
+      - "nanochat" (default, reproduces the Akshara runs): mean over b of (sum of l in b) / n_b. Every micro-batch
+        weighs the same however many supervised tokens it has.
+      - "tokens" (TRL's default): (sum of all l) / (sum of n_b). Every supervised token weighs the same; the result
+        does not depend on how the step is split into micro-batches or processes.
+    The two agree only when every micro-batch has the same number of supervised tokens.
+
+    LR logging: besides `learning_rate` (the Muon group), each log has `lrm` (the multiplier used by the step just
+    taken), `lr/<group>` for every optimizer group and `muon_momentum`.
+    """
+
+    def __init__(self, model, args: AksharaSFTConfig, **kwargs):
+        if not isinstance(args, AksharaSFTConfig):
+            raise AksharaError(f"MuonSFTTrainer needs an AksharaSFTConfig, got {type(args).__name__}")
+        if isinstance(model, nn.Module):
+            check_akshara_model(model)
+        tokenizer = kwargs.get("processing_class")
+        if (
+            isinstance(tokenizer, PreTrainedTokenizerBase)
+            and tokenizer.pad_token is None
+            and NANOCHAT_PAD_TOKEN in tokenizer.get_vocab()
+        ):
+            tokenizer.pad_token = NANOCHAT_PAD_TOKEN
+        if kwargs.get("optimizers", (None, None))[0] is None and kwargs.get("optimizer_cls_and_kwargs") is None:
+            # The Trainer treats a first element that is not an Optimizer class as a factory: `factory()(model, **kw)`.
+            kwargs["optimizer_cls_and_kwargs"] = (
+                lambda: MuonAdamW.from_model,
+                {
+                    "matrix_lr": args.matrix_lr,
+                    "embedding_lr": args.embedding_lr,
+                    "unembedding_lr": args.unembedding_lr,
+                    "init_lr_frac": args.init_lr_frac,
+                    "weight_decay": args.weight_decay,
+                },
+            )
+        callbacks = [*(kwargs.pop("callbacks", None) or []), MuonMomentumCallback(args.muon_momentum_warmup_steps)]
+        super().__init__(model, args, callbacks=callbacks, **kwargs)
+        check_akshara_model(self.model)  # a model given by name is loaded by SFTTrainer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        # Written by hand: no `lr_scheduler_type` equals nanochat's multipliers at every step ("linear" computes
+        # (N - s) / N, which differs from 1 - s / N in the last bit; "warmup_stable_decay" starts its decay from 1.0 at
+        # an integer step, while nanochat's mid schedule is already below 1 at the first step past 80% progress).
+        if self.lr_scheduler is None:
+            if self.args.schedule == "sft":
+                multiplier = partial(sft_lr_multiplier, num_steps=num_training_steps)
+            else:
+                multiplier = partial(
+                    mid_lr_multiplier, num_steps=num_training_steps, warmdown_ratio=self.args.warmdown_ratio
+                )
+            self.lr_scheduler = LambdaLR(self.optimizer if optimizer is None else optimizer, multiplier)
+            self._created_lr_scheduler = True  # as Trainer.create_scheduler: rebuilt for the next train() call
+        return self.lr_scheduler
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self.args.loss_normalization == "nanochat":
+            # Without a token count TRL divides each micro-batch's loss sum by its own supervised tokens, and the
+            # Trainer divides by the number of micro-batches (DDP then averages over processes): nanochat's
+            # `loss / grad_accum_steps` on a per-micro-batch mean.
+            num_items_in_batch = None
+        return batch_samples, num_items_in_batch
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        groups = self.optimizer.param_groups if self.optimizer is not None else []
+        if "learning_rate" in logs and groups and groups[0].get("initial_lr"):
+            lrm = logs["learning_rate"] / groups[0]["initial_lr"]
+            logs["lrm"] = lrm
+            for index, group in enumerate(groups):
+                logs[f"lr/{group.get('name', index)}"] = group["initial_lr"] * lrm
+                if group.get("name") == "muon":
+                    logs["muon_momentum"] = group["momentum"]
+        super().log(logs, start_time)
+
+
+__all__ = ["AksharaSFTConfig", "MuonSFTTrainer", "MuonMomentumCallback", "parse_config", "check_akshara_model"]

@@ -1,0 +1,329 @@
+"""akshara_hf.trainer: MuonSFTTrainer / AksharaSFTConfig on CPU with the tiny model (builders in dist_train_script)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from dist_train_script import (
+    ASSISTANT_END,
+    conversations,
+    run,
+    tiny_config,
+    tiny_model,
+    tiny_tokenizer,
+)
+from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
+
+from akshara_hf.errors import AksharaError
+from akshara_hf.optim import MuonAdamW, mid_lr_multiplier, muon_momentum, sft_lr_multiplier
+from akshara_hf.trainer import AksharaSFTConfig, MuonSFTTrainer, parse_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_trainer(tmp_path, dataset=None, model=None, callbacks=None, **config):
+    args = tiny_config(tmp_path / "out", **config)
+    dataset = conversations(16) if dataset is None else dataset
+    return MuonSFTTrainer(
+        tiny_model() if model is None else model, args, train_dataset=dataset, processing_class=tiny_tokenizer(),
+        callbacks=callbacks,
+    )  # fmt: skip
+
+
+class Capture(TrainerCallback):
+    """Records, at each optimizer step, the gradients and each group's LR and momentum that the step used."""
+
+    def __init__(self):
+        self.grads, self.lrs, self.momenta = [], [], []
+
+    def on_optimizer_step(self, args, state, control, model=None, optimizer=None, **kwargs):
+        self.grads.append({name: p.grad.detach().clone() for name, p in model.named_parameters()})
+        self.lrs.append({group["name"]: (group["lr"], group["initial_lr"]) for group in optimizer.param_groups})
+        self.momenta.append(optimizer.param_groups[0]["momentum"])
+
+
+# ---- config ---------------------------------------------------------------------------------------------------
+
+
+def test_config_derives_learning_rates_and_accumulation(tmp_path):
+    sft = tiny_config(tmp_path, per_device_train_batch_size=4, target_examples_per_step=32)
+    assert sft.gradient_accumulation_steps == 8
+    assert (sft.init_lr_frac, sft.muon_momentum_warmup_steps, sft.learning_rate) == (0.02, 0, 0.02 * 0.02)
+    assert (sft.max_length, sft.max_grad_norm, sft.gradient_checkpointing, sft.loss_normalization) == (
+        2048, 0.0, False, "nanochat"
+    )  # fmt: skip
+    mid = tiny_config(tmp_path, schedule="mid", per_device_train_batch_size=2, target_examples_per_step=256)
+    assert (mid.init_lr_frac, mid.muon_momentum_warmup_steps, mid.gradient_accumulation_steps) == (1.0, 300, 128)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"matrix_lr": 0.0}, "matrix_lr must be > 0"),
+        ({"unembedding_lr": -0.004}, "unembedding_lr must be > 0"),
+        ({"init_lr_frac": 0.0}, "init_lr_frac must be > 0"),
+        ({"per_device_train_batch_size": 5}, "target_examples_per_step 8 is not a multiple of per_device_train_batch"),
+        ({"gradient_accumulation_steps": 4}, "gradient_accumulation_steps 4 contradicts target_examples_per_step 8"),
+        ({"learning_rate": 1e-3}, "learning_rate is not used"),
+        ({"lr_scheduler_type": "cosine"}, "lr_scheduler_type / lr_scheduler_kwargs are not used"),
+        ({"warmup_steps": 10}, "warmup_steps must be 0"),
+        ({"schedule": "cosine"}, "schedule must be one of"),
+        ({"loss_normalization": "sum"}, "loss_normalization must be one of"),
+    ],
+)
+def test_bad_config_is_rejected(tmp_path, overrides, message):
+    with pytest.raises(AksharaError, match=message):
+        tiny_config(tmp_path, **overrides)
+
+
+def test_yaml_recipe_is_parsed_and_unknown_keys_are_rejected(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    base = f"output_dir: {tmp_path}\nuse_cpu: true\nbf16: false\nreport_to: []\nper_device_train_batch_size: 2\n"
+    recipe.write_text(base + "schedule: mid\ntarget_examples_per_step: 8\nmatrix_lr: 0.01\n")
+    (config,) = parse_config(["--config", str(recipe)])
+    assert isinstance(config, AksharaSFTConfig)
+    assert (config.schedule, config.gradient_accumulation_steps, config.learning_rate) == ("mid", 4, 0.01)
+    recipe.write_text(base + "matrix_lr: 0.01\nmatrix_learning_rate: 0.01\n")
+    with pytest.raises(AksharaError, match="matrix_learning_rate"):
+        parse_config(["--config", str(recipe)])
+    recipe.write_text(base + "embedding_lr: 0\n")
+    with pytest.raises(AksharaError, match="embedding_lr must be > 0"):
+        parse_config(["--config", str(recipe)])
+
+
+def test_non_akshara_model_is_rejected_before_training(tmp_path):
+    llama = LlamaForCausalLM(
+        LlamaConfig(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    )
+    with pytest.raises(AksharaError, match="MuonSFTTrainer trains Akshara models .* LlamaForCausalLM"):
+        make_trainer(tmp_path, model=llama)
+    with pytest.raises(AksharaError, match="needs an AksharaSFTConfig"):
+        MuonSFTTrainer(tiny_model(), tiny_config(tmp_path).to_dict(), train_dataset=conversations(4))
+
+
+# ---- data and loss ----------------------------------------------------------------------------------------------
+
+
+def test_labels_follow_assistant_masks_and_pads_use_assistant_end(tmp_path):
+    dataset = conversations(8)
+    trainer = make_trainer(tmp_path, dataset=dataset)
+    prepared = trainer.train_dataset
+    assert "assistant_masks" not in prepared.column_names
+    for original, row in zip(dataset, prepared, strict=True):
+        expected = [t if m else -100 for t, m in zip(original["input_ids"], original["assistant_masks"], strict=True)]
+        assert row["labels"] == expected
+    batch = trainer.data_collator([prepared[i] for i in range(4)])
+    lengths = [len(prepared[i]["input_ids"]) for i in range(4)]
+    assert batch["input_ids"].shape == (4, max(lengths))  # padded to the longest row
+    for i, length in enumerate(lengths):
+        assert torch.equal(batch["labels"][i, :length], torch.tensor(prepared[i]["labels"]))
+        assert (batch["input_ids"][i, length:] == ASSISTANT_END).all()
+        assert (batch["labels"][i, length:] == -100).all()
+        assert batch["attention_mask"][i].tolist() == [1] * length + [0] * (max(lengths) - length)
+    assert trainer.processing_class.pad_token_id == ASSISTANT_END
+
+
+def test_trl_loss_is_the_models_own_loss_with_softcap(tmp_path):
+    model = tiny_model()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20)  # logits of tens: the softcap at 15 matters
+    trainer = make_trainer(tmp_path, model=model)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    model.eval()
+    with torch.no_grad():
+        trl_loss = trainer.compute_loss(model, dict(batch))
+        output = model(**batch)  # the model's forward: softcapped fp32 logits, transformers' causal LM loss
+        hidden = model.transformer(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
+        uncapped = F.cross_entropy(model.lm_head(hidden)[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten())
+    torch.testing.assert_close(trl_loss, output.loss, rtol=1e-5, atol=1e-5)
+    assert abs(uncapped.item() - output.loss.item()) > 0.1  # so the comparison above includes the softcap
+
+
+@pytest.mark.parametrize("normalization", ["tokens", "nanochat"])
+def test_gradient_accumulation_2x16_matches_1x32(tmp_path, normalization):
+    dataset = conversations(32, seed=3)
+
+    def one_step(per_device):
+        capture = Capture()
+        trainer = make_trainer(
+            tmp_path / str(per_device), dataset=dataset, callbacks=[capture], max_steps=1,
+            per_device_train_batch_size=per_device, target_examples_per_step=32, loss_normalization=normalization,
+        )  # fmt: skip
+        trainer.train()
+        return trainer, capture.grads[0], dict(trainer.model.named_parameters())
+
+    accumulated, grads_2x16, params_2x16 = one_step(16)
+    assert accumulated.args.gradient_accumulation_steps == 2
+    _, grads_1x32, params_1x32 = one_step(32)
+
+    # The hand computation: two micro-batch means, averaged (nanochat) or one mean over all tokens (tokens).
+    model = tiny_model()
+    rows = accumulated.train_dataset
+    halves = [accumulated.data_collator([rows[i] for i in range(start, start + 16)]) for start in (0, 16)]
+    micro_means = [model(**half).loss for half in halves]
+    counts = [(half["labels"][:, 1:] != -100).sum() for half in halves]
+    assert counts[0] != counts[1]  # else the two normalisations coincide
+    if normalization == "nanochat":
+        loss = (micro_means[0] + micro_means[1]) / 2
+    else:
+        loss = (micro_means[0] * counts[0] + micro_means[1] * counts[1]) / (counts[0] + counts[1])
+    loss.backward()
+    hand_grads = {name: p.grad for name, p in model.named_parameters()}
+    for name, grad in hand_grads.items():
+        torch.testing.assert_close(grads_2x16[name], grad, rtol=1e-4, atol=1e-6)
+        if normalization == "tokens":  # split-invariant: 2 x 16 is 1 x 32
+            torch.testing.assert_close(grads_2x16[name], grads_1x32[name], rtol=1e-4, atol=1e-6)
+    if normalization == "nanochat":  # 1 x 32 is one mean over all tokens, which differs
+        assert not torch.allclose(grads_2x16["lm_head.weight"], grads_1x32["lm_head.weight"], rtol=1e-3, atol=1e-6)
+
+    # The parameters after the step: the hand gradients through MuonAdamW at the trainer's first-step LRs.
+    optimizer = MuonAdamW.from_model(model, init_lr_frac=0.02)
+    optimizer.step()
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(params_2x16[name], param, rtol=0, atol=1e-5)
+        if normalization == "tokens":
+            torch.testing.assert_close(params_2x16[name], params_1x32[name], rtol=0, atol=1e-5)
+
+
+def test_padding_free_batch_gives_each_conversations_own_token_losses(tmp_path):
+    trainer = make_trainer(tmp_path, padding_free=True, max_length=None, per_device_train_batch_size=2)
+    model = trainer.model.eval()
+    first, second = trainer.train_dataset[0], trainer.train_dataset[1]
+
+    def log_probs(rows):
+        batch = trainer.data_collator(rows)
+        with torch.no_grad():
+            return batch, model(**batch, fused_lm_head=True).log_probs[0]
+
+    packed_batch, packed = log_probs([first, second])
+    assert "attention_mask" not in packed_batch
+    length = len(first["input_ids"])
+    assert packed_batch["position_ids"][0, length] == 0  # positions restart at the second conversation
+    _, alone_first = log_probs([first])
+    _, alone_second = log_probs([second])
+    torch.testing.assert_close(packed[: length - 1], alone_first, rtol=1e-5, atol=1e-5)
+    assert packed[length - 1] == 0  # the first token of the second conversation is not a target
+    torch.testing.assert_close(packed[length:], alone_second, rtol=1e-5, atol=1e-5)
+    # Attention across the boundary would change the second conversation's losses:
+    with torch.no_grad():
+        leaky = model(input_ids=packed_batch["input_ids"], labels=packed_batch["labels"], fused_lm_head=True).log_probs
+    assert not torch.allclose(leaky[0, length:], alone_second, atol=1e-3)
+
+
+def test_packing_trains(tmp_path):
+    trainer = make_trainer(tmp_path, packing=True, max_length=64, max_steps=2, per_device_train_batch_size=2,
+                           target_examples_per_step=2, dataset=conversations(24))  # fmt: skip
+    packed = [row for row in trainer.train_dataset if len(row["seq_lengths"]) > 1]
+    assert packed, "no row holds several conversations"
+    batch = trainer.data_collator(packed[:1])
+    assert (batch["position_ids"] == 0).sum() == len(packed[0]["seq_lengths"])  # positions restart per conversation
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(losses) == 2 and all(0 < loss < 10 for loss in losses)
+
+
+# ---- schedule, momentum, logging --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("schedule", ["sft", "mid"])
+def test_lr_schedule_momentum_and_logs_follow_nanochat(tmp_path, schedule):
+    steps, warmup = 10, 4
+    capture = Capture()
+    trainer = make_trainer(
+        tmp_path, dataset=conversations(2 * steps), callbacks=[capture], max_steps=steps, schedule=schedule,
+        per_device_train_batch_size=2, target_examples_per_step=2, muon_momentum_warmup_steps=warmup,
+    )  # fmt: skip
+    trainer.train()
+    multiplier = sft_lr_multiplier if schedule == "sft" else mid_lr_multiplier
+    frac = 0.02 if schedule == "sft" else 1.0
+    scale = (64 / 768) ** -0.5
+    base = {"muon": 0.02 * frac, "embedding": 0.2 * scale * frac, "unembedding": 0.004 * scale * frac}
+    logs = [entry for entry in trainer.state.log_history if "lrm" in entry]
+    assert len(capture.lrs) == len(logs) == steps
+    for step, (lrs, momentum, log) in enumerate(zip(capture.lrs, capture.momenta, logs, strict=True)):
+        lrm = multiplier(step, steps)
+        for name, (lr, initial_lr) in lrs.items():
+            assert initial_lr == pytest.approx(base[name], rel=1e-12)
+            assert lr == initial_lr * lrm  # exactly what LambdaLR computes from our function
+            assert log[f"lr/{name}"] == pytest.approx(lr, rel=1e-12)
+        assert momentum == muon_momentum(step, warmup) == log["muon_momentum"]
+        assert log["lrm"] == pytest.approx(lrm, rel=1e-12)
+        assert log["learning_rate"] == lrs["muon"][0]
+    if schedule == "mid":
+        assert [log["lrm"] for log in logs][:9] == [1.0] * 9 and logs[9]["lrm"] == pytest.approx(0.5)
+    assert capture.momenta[0] == 0.85 and capture.momenta[warmup:] == [0.95] * (steps - warmup)
+
+
+# ---- resume and distributed -------------------------------------------------------------------------------------
+
+
+class MomentumAtStart(TrainerCallback):
+    """Records the Muon momentum buffers when training (re)starts, and the steps taken after that."""
+
+    steps = 0
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.steps += 1
+
+    def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
+        self.buffers = [
+            optimizer.optimizer.muon.state[p]["momentum_buffer"].clone()
+            for p in optimizer.optimizer.muon.param_groups[0]["params"]
+        ]
+
+
+def test_resumed_run_continues_with_identical_losses_and_momentum(tmp_path):
+    settings = dict(max_steps=4, save_strategy="steps", save_steps=2, schedule="mid", muon_momentum_warmup_steps=3)
+    full = make_trainer(tmp_path / "full", dataset=conversations(32), **settings)
+    full.train()
+    checkpoint = tmp_path / "full" / "out" / "checkpoint-2"
+    saved = torch.load(checkpoint / "optimizer.pt", weights_only=True)  # as the Trainer loads it
+    assert len(saved["muon"]["state"]) == 12 and saved["muon"]["param_groups"][0]["momentum"] == muon_momentum(1, 3)
+
+    start = MomentumAtStart()
+    resumed = make_trainer(tmp_path / "resumed", dataset=conversations(32), callbacks=[start], **settings)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    for index, buffer in enumerate(start.buffers):
+        assert torch.equal(buffer, saved["muon"]["state"][index]["momentum_buffer"])
+
+    def losses(trainer):
+        return {entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry}
+
+    assert start.steps == 2  # steps 3 and 4; the history of steps 1 and 2 comes from the checkpoint
+    assert set(losses(full)) == {1, 2, 3, 4}
+    assert losses(resumed) == losses(full)
+    for (name, param), resumed_param in zip(full.model.named_parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(param, resumed_param), name
+    for a, b in zip(full.optimizer.optimizer.muon.state.values(), resumed.optimizer.optimizer.muon.state.values()):
+        assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
+
+
+@pytest.mark.parametrize("normalization", ["nanochat", "tokens"])
+def test_two_processes_give_the_one_process_loss_curve(tmp_path, normalization):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "two.json"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+        str(REPO / "tests" / "dist_train_script.py"), "--out", str(out), "--output-dir", str(tmp_path / "two"),
+        "--loss-normalization", normalization,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    two = json.loads(out.read_text())
+    one = run(tmp_path / "one", steps=3, loss_normalization=normalization)
+    # `--cpu --num_processes 2` would silently start one process: check that two really trained.
+    assert (two["world_size"], two["dist_world_size"], two["gradient_accumulation_steps"]) == (2, 2, 1)
+    assert (one["world_size"], one["gradient_accumulation_steps"]) == (1, 2)
+    assert len(two["losses"]) == 3
+    assert two["losses"] == pytest.approx(one["losses"], rel=1e-5)
+    assert two["lrs"] == pytest.approx(one["lrs"], rel=1e-12)
