@@ -17,29 +17,22 @@ from .errors import AksharaError
 
 
 def token_byte_lengths(tokenizer) -> np.ndarray:
-    """UTF-8 byte length of every token id (0 for special tokens), nanochat's `token_bytes.pt`, for bits-per-byte."""
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
+    """nanochat's `token_bytes` for bits-per-byte: `len(decode([id]).encode())`, 0 for special tokens.
 
-    byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
-    special = set(tokenizer.all_special_ids) | {i for i in tokenizer.added_tokens_decoder}
-    lengths = np.zeros(len(tokenizer), dtype=np.int32)
-    for token, index in tokenizer.get_vocab().items():
-        if index in special:
-            continue
-        try:
-            lengths[index] = len(bytes(byte_of[char] for char in token))
-        except KeyError:
-            raise AksharaError(f"token {token!r} (id {index}) is not byte-level BPE; bits-per-byte needs byte tokens") from None
-    return lengths
+    nanochat's rule (tok_train.py), kept so bpb figures compare with the seed runs: a token holding an incomplete
+    UTF-8 sequence decodes to U+FFFD and so counts 3 bytes, not its real length (frequent in Telugu, 3 bytes/char).
+    """
+    special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
+    return np.array(
+        [0 if i in special else len(tokenizer.decode([i]).encode("utf-8")) for i in range(len(tokenizer))], dtype=np.int32
+    )
 
 
-def _stream_rows(conversations: Dataset, tokenizer, max_seq_len: int) -> Iterator[dict]:
-    from .chat import render_conversation
-
+def _stream_rows(rows: Dataset, render, max_seq_len: int) -> Iterator[dict]:
     buffer = np.zeros(0, dtype=np.int64)
-    for index, example in enumerate(conversations):
+    for index, example in enumerate(rows):
         try:
-            ids, _ = render_conversation(example["messages"], tokenizer)  # nanochat truncates at 2048 here too
+            ids = render(example)
         except AksharaError as error:
             raise AksharaError(f"row {index}: {error}") from None
         buffer = np.concatenate([buffer, np.asarray(ids, dtype=np.int64)])
@@ -48,19 +41,56 @@ def _stream_rows(conversations: Dataset, tokenizer, max_seq_len: int) -> Iterato
             buffer = buffer[max_seq_len:]  # the last token of this row is the first input of the next
 
 
-def pack_conversations(conversations: Dataset, tokenizer, max_seq_len: int) -> Dataset:
-    """Rows of `max_seq_len + 1` token ids from the concatenated renderings; the incomplete tail is dropped.
-
-    Streams through `Dataset.from_generator` (Arrow on disk), so the whole token stream is never a Python list.
-    """
+def _pack(rows: Dataset, render, max_seq_len: int) -> Dataset:
+    """Rows of `max_seq_len + 1` ids through `Dataset.from_generator` (Arrow on disk): the token stream is never a
+    Python list. The incomplete tail is dropped, as nanochat's loader does."""
     if max_seq_len < 1:
         raise AksharaError(f"max_seq_len must be positive, got {max_seq_len}")
     features = Features({"input_ids": Sequence(Value("int32"))})
-    rows = Dataset.from_generator(
-        _stream_rows,
-        gen_kwargs={"conversations": conversations, "tokenizer": tokenizer, "max_seq_len": max_seq_len},
-        features=features,
-    )
-    if len(rows) == 0:
-        raise AksharaError(f"the conversations render to fewer than max_seq_len + 1 = {max_seq_len + 1} tokens")
-    return rows
+    too_short = AksharaError(f"the data renders to fewer than max_seq_len + 1 = {max_seq_len + 1} tokens")
+    try:
+        packed = Dataset.from_generator(
+            _stream_rows, gen_kwargs={"rows": rows, "render": render, "max_seq_len": max_seq_len}, features=features
+        )
+    except ValueError as error:  # datasets refuses to build an empty split ("corresponds to no data")
+        if "no data" in str(error):
+            raise too_short from None
+        raise
+    if len(packed) == 0:
+        raise too_short
+    return packed
+
+
+class _RenderConversation:
+    """nanochat's rendering (truncated at 2048, as mid-training does too); a class so `datasets` can hash it."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, example) -> list[int]:
+        from .chat import render_conversation
+
+        return render_conversation(example["messages"], self.tokenizer)[0]
+
+
+class _RenderDocument:
+    """`<|bos|>` + the text as ordinary tokens (special-token text stays text, as tiktoken's encode_ordinary)."""
+
+    def __init__(self, tokenizer):
+        from .chat import special_token_ids
+
+        self.tokenizer, self.bos = tokenizer, special_token_ids(tokenizer)["<|bos|>"]
+
+    def __call__(self, example) -> list[int]:
+        ids = self.tokenizer(example["text"], add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        return [self.bos, *ids]
+
+
+def pack_conversations(conversations: Dataset, tokenizer, max_seq_len: int) -> Dataset:
+    """Mid-training rows from a `messages` dataset."""
+    return _pack(conversations, _RenderConversation(tokenizer), max_seq_len)
+
+
+def pack_documents(documents: Dataset, tokenizer, max_seq_len: int) -> Dataset:
+    """Base-training rows from a `text` dataset."""
+    return _pack(documents, _RenderDocument(tokenizer), max_seq_len)

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from functools import partial
 
+import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import PreTrainedTokenizerBase, TrainerCallback
@@ -18,7 +19,9 @@ from transformers.trainer_utils import SchedulerType
 from trl import SFTConfig, SFTTrainer, TrlParser
 
 from .errors import AksharaError
+from .metrics import bits_per_byte, bpb_from_losses
 from .optim import MuonAdamW, mid_lr_multiplier, muon_momentum, sft_lr_multiplier, split_parameters
+from .packing import token_byte_lengths
 
 # nanochat pads SFT batches with <|assistant_end|> (the targets there are ignored).
 NANOCHAT_PAD_TOKEN = "<|assistant_end|>"
@@ -94,6 +97,9 @@ class AksharaSFTConfig(SFTConfig):
         default=False, metadata={"help": "Every Akshara parameter is used in each forward: skip DDP's extra search."}
     )
     max_length: int | None = field(default=2048, metadata={"help": "Truncate examples / pack rows to this length."})
+    eval_bpb: bool = field(
+        default=False, metadata={"help": "Also log eval_bpb (nanochat's bits per byte) at each evaluation."}
+    )
 
     def __post_init__(self):
         if self.schedule not in SCHEDULE_DEFAULTS:
@@ -234,6 +240,23 @@ class MuonSFTTrainer(SFTTrainer):
         callbacks = [*(kwargs.pop("callbacks", None) or []), MuonMomentumCallback(args.muon_momentum_warmup_steps)]
         super().__init__(model, args, callbacks=callbacks, **kwargs)
         check_akshara_model(self.model)  # a model given by name is loaded by SFTTrainer
+        self._token_bytes = torch.as_tensor(token_byte_lengths(self.processing_class)) if args.eval_bpb else None
+        self._bpb_sums = torch.zeros(2, dtype=torch.float64)  # nats, bytes over the current evaluation
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys: list[str] | None = None):
+        # Bits per byte needs the per-token losses, which TRL's fused LM head computes but `compute_loss` does not
+        # return (asking it for outputs costs a second, full-logits forward). So with `eval_bpb` the eval step runs the
+        # fused head itself, once, and accumulates nanochat's two sums, gathered over processes.
+        if self._token_bytes is None:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            outputs = model(**inputs, use_cache=False, fused_lm_head=True)
+        labels = inputs["labels"][:, 1:]
+        nats, num_bytes = bpb_from_losses(-outputs.log_probs.float().cpu(), labels.cpu(), self._token_bytes)
+        sums = torch.tensor([[nats, num_bytes]], dtype=torch.float64, device=outputs.loss.device)
+        self._bpb_sums += self.accelerator.gather_for_metrics(sums).sum(0).cpu()
+        return outputs.loss.detach(), None, None
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         # Written by hand: no `lr_scheduler_type` equals nanochat's multipliers at every step ("linear" computes
@@ -260,6 +283,9 @@ class MuonSFTTrainer(SFTTrainer):
         return batch_samples, num_items_in_batch
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "eval_loss" in logs and self._bpb_sums[1] > 0:
+            logs["eval_bpb"] = bits_per_byte(float(self._bpb_sums[0]), int(self._bpb_sums[1]))
+            self._bpb_sums.zero_()
         groups = self.optimizer.param_groups if self.optimizer is not None else []
         if "learning_rate" in logs and groups and groups[0].get("initial_lr"):
             lrm = logs["learning_rate"] / groups[0]["initial_lr"]

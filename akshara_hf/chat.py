@@ -1,0 +1,154 @@
+"""nanochat's conversation layout: `render_conversation` for training, and the same layout as a Jinja chat template.
+
+`render_conversation` is nanochat's function: message text is encoded like tiktoken's `encode_ordinary`, so text a
+user types that looks like a special token ("<|assistant_end|>") stays ordinary tokens. Mask rule, checked against
+nanochat's source: 1 on assistant text, on python parts *including* their <|python_start|>/<|python_end|> tokens,
+and on <|assistant_end|>; 0 on bos, user turns, <|assistant_start|> and python_output parts *including*
+<|output_start|>/<|output_end|>.
+
+The chat template (`chat_template.jinja`, used by `apply_chat_template`, TRL and pipelines) renders the same layout to
+a string that the tokenizer then parses. Measured with transformers 5.23:
+- Without special-token text in messages, its ids and `{% generation %}` assistant mask equal `render_conversation`'s,
+  except that consecutive assistant text parts are joined before encoding (nanochat encodes each part alone), so
+  tokens at such a join may differ; the mask is unaffected.
+- Special-token text in a message would be parsed as a control token (a user typing "<|assistant_end|>" would end
+  the turn). The template therefore raises (`jinja2.TemplateError`) on such text. With
+  `apply_chat_template(..., sanitize_control_tokens=True)` transformers marks that text and encodes it as plain
+  text, which the template accepts; the marked token is encoded on its own, so where it touches neighbouring text
+  the split can differ from `encode_ordinary` (e.g. " <|" is one token in nanochat, " " + "<|" there).
+  transformers refuses `sanitize_control_tokens` together with `return_assistant_tokens_mask`: training data with
+  such text goes through `render_conversation`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from importlib import resources
+
+from .errors import AksharaError
+from .tokenizer import SPECIAL_TOKENS
+
+PART_TYPES = ("text", "python", "python_output")
+
+
+def load_chat_template() -> str:
+    return resources.files("akshara_hf").joinpath("chat_template.jinja").read_text(encoding="utf-8")
+
+
+def validate_conversation(messages, where: str = "", min_messages: int = 2) -> None:
+    """Raise AksharaError (naming `where` and the message index) unless nanochat's layout accepts `messages`.
+
+    An optional leading system message, then user/assistant alternating from user; at least `min_messages` after
+    the system message (2 for training data, 1 for a generation prompt). Contents are non-empty strings; assistant
+    content may instead be a non-empty list of `{"type": "text"|"python"|"python_output", "text": str}` parts
+    (part text may be empty: nanochat's GSM8K rendering produces empty text parts).
+    """
+    prefix = f"{where}: " if where else ""
+
+    def fail(message: str):
+        raise AksharaError(prefix + message)
+
+    if not isinstance(messages, Sequence) or isinstance(messages, str):
+        fail(f"messages must be a list, got {type(messages).__name__}")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+            fail(f"message {index}: must be a dict with 'role' and 'content'")
+    start = 1 if messages and messages[0]["role"] == "system" else 0
+    if len(messages) - start < min_messages:
+        fail(f"{len(messages) - start} message(s) after the optional system message, need at least {min_messages}")
+    for index, message in enumerate(messages):
+        role, content = message["role"], message["content"]
+        if index < start:
+            expected = "system"
+        else:
+            expected = "user" if (index - start) % 2 == 0 else "assistant"
+        if role != expected:
+            fail(f"message {index}: role {role!r}, expected {expected!r} "
+                 "(an optional system message, then user/assistant alternating from user)")
+        if isinstance(content, str):
+            if not content:
+                fail(f"message {index}: empty content")
+        elif role == "assistant" and isinstance(content, list):
+            if not content:
+                fail(f"message {index}: empty list of parts")
+            for number, part in enumerate(content):
+                if not isinstance(part, dict) or part.get("type") not in PART_TYPES:
+                    kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                    fail(f"message {index} part {number}: type {kind!r}, expected one of {PART_TYPES}")
+                if not isinstance(part.get("text"), str):
+                    fail(f"message {index} part {number}: 'text' must be a string")
+        else:
+            allowed = "a string or a list of parts" if role == "assistant" else "a string"
+            fail(f"message {index}: content is {type(content).__name__}, expected {allowed}")
+
+
+def special_token_ids(tokenizer) -> dict[str, int]:
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    missing = [token for token, index in ids.items() if index is None or index == tokenizer.unk_token_id]
+    if missing:
+        raise AksharaError(f"tokenizer lacks nanochat's special tokens {missing}")
+    return ids
+
+
+def _layout(messages, special: dict[str, int]) -> Iterator[tuple[int | str, int]]:
+    """nanochat's rendering as (special id or text to encode, mask) pieces, in order."""
+    if messages[0]["role"] == "system":
+        first = dict(messages[1], content=messages[0]["content"] + "\n\n" + messages[1]["content"])
+        messages = [first, *messages[2:]]
+    yield special["<|bos|>"], 0
+    for message in messages:
+        content = message["content"]
+        if message["role"] == "user":
+            yield from ((special["<|user_start|>"], 0), (content, 0), (special["<|user_end|>"], 0))
+            continue
+        yield special["<|assistant_start|>"], 0
+        for part in [{"type": "text", "text": content}] if isinstance(content, str) else content:
+            if part["type"] == "text":
+                yield part["text"], 1
+            elif part["type"] == "python":
+                yield from ((special["<|python_start|>"], 1), (part["text"], 1), (special["<|python_end|>"], 1))
+            else:  # python_output: produced by the tool at inference time, so never a target
+                yield from ((special["<|output_start|>"], 0), (part["text"], 0), (special["<|output_end|>"], 0))
+        yield special["<|assistant_end|>"], 1
+
+
+def _render(messages, tokenizer, min_messages: int) -> tuple[list[int], list[int]]:
+    validate_conversation(messages, min_messages=min_messages)
+    pieces = list(_layout(messages, special_token_ids(tokenizer)))
+    texts = [piece for piece, _ in pieces if isinstance(piece, str)]
+    # encode_ordinary's HF equivalent: special-token text stays ordinary tokens, and nothing is added around it.
+    encoded = iter(tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"] if texts else [])
+    ids, mask = [], []
+    for piece, value in pieces:
+        piece_ids = next(encoded) if isinstance(piece, str) else [piece]
+        ids.extend(piece_ids)
+        mask.extend([value] * len(piece_ids))
+    return ids, mask
+
+
+def render_conversation(messages, tokenizer, max_tokens: int = 2048) -> tuple[list[int], list[int]]:
+    """nanochat's `render_conversation`: token ids and the training mask (1 = target), cut to `max_tokens`."""
+    ids, mask = _render(messages, tokenizer, min_messages=1)
+    return ids[:max_tokens], mask[:max_tokens]
+
+
+def render_for_generation(messages, tokenizer) -> list[int]:
+    """The prompt for the next assistant turn: the rendering up to and including <|assistant_start|>."""
+    if isinstance(messages, list) and messages and isinstance(messages[-1], dict) and messages[-1].get("role") != "user":
+        raise AksharaError(f"message {len(messages) - 1}: a generation prompt must end with a user message")
+    ids, _ = _render(messages, tokenizer, min_messages=1)
+    return ids + [special_token_ids(tokenizer)["<|assistant_start|>"]]
+
+
+def generation_config_kwargs(tokenizer) -> dict:
+    """`GenerationConfig` arguments for nanochat's chat CLI: stop on <|assistant_end|> or <|bos|>, as its engine does."""
+    special = special_token_ids(tokenizer)
+    return {
+        "bos_token_id": special["<|bos|>"],
+        "eos_token_id": [special["<|assistant_end|>"], special["<|bos|>"]],
+        "pad_token_id": special["<|assistant_end|>"],
+        "do_sample": True,
+        "temperature": 0.6,
+        "top_k": 50,
+        "max_new_tokens": 256,
+    }

@@ -1,0 +1,309 @@
+"""nanochat's tokenizer on the Hugging Face stack: convert it, train a new one, write it back in nanochat's format.
+
+nanochat encodes with tiktoken (a pickled `tiktoken.Encoding`: byte-level BPE ranks, a split regex, 9 special
+tokens after the ranks). The HF tokenizer built here gives the same ids: `tokenizer(text, split_special_tokens=True)`
+equals `encode_ordinary(text)` and plain `tokenizer(text)` equals `encode(text, allowed_special="all")`. It adds no
+special tokens by itself; bos comes from the chat rendering (`akshara_hf.chat`), as in nanochat.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from .errors import AksharaError
+
+SPECIAL_TOKENS = (
+    "<|bos|>",
+    "<|user_start|>",
+    "<|user_end|>",
+    "<|assistant_start|>",
+    "<|assistant_end|>",
+    "<|python_start|>",
+    "<|python_end|>",
+    "<|output_start|>",
+    "<|output_end|>",
+)
+
+# nanochat's split regex: GPT-4's, except \p{N}{1,2} (GPT-4 has {1,3}).
+SPLIT_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
+)
+
+BOS, EOS, PAD = "<|bos|>", "<|assistant_end|>", "<|assistant_end|>"
+
+# Strings that exercise the regex and the BPE merges at conversion time: a cheap guard against a converter
+# change, the full comparison lives in the tests.
+_PROBES = (
+    "తెలుగు భాష\u200cలో 12345 పదాలు, don't stop!\n\n\t  ",
+    "Hello world 🇮🇳👩‍💻 ౧౨౩ <|assistant_end|> x",
+)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# nanochat's tokenizer.pkl <-> HF
+
+
+def load_tiktoken_encoding(tokenizer_dir_or_pkl: str | Path):
+    """nanochat's `tokenizer.pkl` (a directory holding it, or the file itself) as a `tiktoken.Encoding`.
+
+    A pickle is code: unpickling runs whatever it names. Only load tokenizer directories you trust.
+    """
+    import tiktoken
+
+    path = Path(tokenizer_dir_or_pkl)
+    if path.is_dir():
+        path = path / "tokenizer.pkl"
+    if not path.is_file():
+        raise AksharaError(f"{path}: no such file (nanochat's tokenizer.pkl)")
+    try:
+        with path.open("rb") as f:
+            encoding = pickle.load(f)
+    except Exception as error:  # a broken pickle can raise nearly anything (EOFError, AttributeError, ...)
+        raise AksharaError(f"{path}: cannot unpickle ({type(error).__name__}: {error})") from None
+    if not isinstance(encoding, tiktoken.Encoding):
+        raise AksharaError(f"{path}: holds a {type(encoding).__name__}, not a tiktoken.Encoding")
+    missing = [token for token in SPECIAL_TOKENS if token not in encoding._special_tokens]
+    if missing:
+        raise AksharaError(f"{path}: encoding lacks nanochat's special tokens {missing}")
+    return encoding
+
+
+def _converter(encoding):
+    """transformers' TikTokenConverter fed the ranks in memory (it otherwise re-reads a .tiktoken file from disk)."""
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    class _InMemory(TikTokenConverter):
+        def load_tiktoken_bpe(self, _url):
+            return encoding._mergeable_ranks
+
+    # Sorted by id: the converter appends special tokens in the order given, after the ranks.
+    specials = sorted(encoding._special_tokens, key=encoding._special_tokens.get)
+    return _InMemory(vocab_file=None, pattern=encoding._pat_str, extra_special_tokens=specials)
+
+
+def tiktoken_to_fast(encoding):
+    """A `PreTrainedTokenizerFast` with the encoding's ids, nanochat's special tokens and our chat template.
+
+    The conversion is checked (special ids, vocab size, a few probe strings) rather than trusted: the converter
+    assumes special tokens sit right after the ranks in order, and its merge order is derived from the ranks.
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    from .chat import load_chat_template
+
+    backend = _converter(encoding).converted()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        extra_special_tokens=[t for t in SPECIAL_TOKENS if t not in (BOS, EOS)],
+        # Explicit False: the post-processor then adds nothing; nanochat adds bos only when rendering.
+        add_bos_token=False,
+        add_eos_token=False,
+        clean_up_tokenization_spaces=False,
+    )
+    tokenizer.chat_template = load_chat_template()
+    _check_against_tiktoken(tokenizer, encoding)
+    return tokenizer
+
+
+def _check_against_tiktoken(tokenizer, encoding) -> None:
+    for token, index in encoding._special_tokens.items():
+        if tokenizer.convert_tokens_to_ids(token) != index:
+            raise AksharaError(
+                f"special token {token}: id {index} in tiktoken, {tokenizer.convert_tokens_to_ids(token)} after "
+                "conversion (special ids must follow the ranks contiguously)"
+            )
+    if len(tokenizer) != encoding.n_vocab:
+        raise AksharaError(f"converted tokenizer has {len(tokenizer)} ids, tiktoken has {encoding.n_vocab}")
+    for text in _PROBES:
+        ordinary = tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
+        if ordinary != encoding.encode_ordinary(text):
+            raise AksharaError(f"converted tokenizer disagrees with tiktoken on {text!r}")
+
+
+def fast_to_tiktoken(tokenizer, name: str = "rustbpe"):
+    """The `tiktoken.Encoding` of a byte-level BPE tokenizer whose ids are ranks (ours: trained or converted).
+
+    `name` defaults to what nanochat's rustbpe training writes.
+    """
+    import tiktoken
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+    try:
+        pattern = state["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"]
+        vocab = state["model"]["vocab"]
+    except (KeyError, IndexError, TypeError):
+        raise AksharaError("tokenizer is not a split-regex byte-level BPE (nanochat's kind)") from None
+    byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
+    try:
+        ranks = {bytes(byte_of[char] for char in token): index for token, index in vocab.items()}
+    except KeyError:
+        raise AksharaError("tokenizer vocab is not byte-level") from None
+    if sorted(ranks.values()) != list(range(len(ranks))):
+        raise AksharaError("tokenizer vocab ids are not contiguous from 0, so they cannot be tiktoken ranks")
+    specials = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    if any(index is None or index == tokenizer.unk_token_id for index in specials.values()):
+        raise AksharaError(f"tokenizer lacks nanochat's special tokens {list(SPECIAL_TOKENS)}")
+    return tiktoken.Encoding(name=name, pat_str=pattern, mergeable_ranks=ranks, special_tokens=specials)
+
+
+def nanochat_token_bytes(encoding) -> list[int]:
+    """nanochat's `token_bytes.pt` values: 0 for special tokens, else `len(decode([id]).encode("utf-8"))`.
+
+    This is nanochat's rule (scripts/tok_train.py), kept for comparable bits-per-byte: tiktoken decodes a token
+    that is an incomplete UTF-8 sequence to U+FFFD, so such a token counts 3 bytes whatever its real length.
+    """
+    special = set(encoding._special_tokens.values())
+    return [0 if i in special else len(encoding.decode([i]).encode("utf-8")) for i in range(encoding.n_vocab)]
+
+
+def save_nanochat_tokenizer(tokenizer_or_encoding, out_dir: str | Path) -> Path:
+    """Write `tokenizer.pkl` (pickled tiktoken.Encoding) and `token_bytes.pt` (int32), as nanochat's tok_train does."""
+    import tiktoken
+    import torch
+
+    encoding = tokenizer_or_encoding
+    if not isinstance(encoding, tiktoken.Encoding):
+        encoding = fast_to_tiktoken(tokenizer_or_encoding)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / "tokenizer.pkl").open("wb") as f:
+        pickle.dump(encoding, f)
+    torch.save(torch.tensor(nanochat_token_bytes(encoding), dtype=torch.int32), out_dir / "token_bytes.pt")
+    return out_dir
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int):
+    """Train a nanochat-kind tokenizer (split regex, byte-level BPE, 9 special tokens last) with `tokenizers`.
+
+    HF's trainer orders its byte alphabet by character and may record one token under two merges, so its ids are
+    not tiktoken ranks. We keep only what it learned (the order new tokens appeared), renumber as rustbpe does
+    (ids 0..255 = bytes 0..255, then merges by rank, then the special tokens) and rebuild the HF tokenizer from
+    those ranks with `tiktoken_to_fast`, so the HF tokenizer and `fast_to_tiktoken` of it agree by construction.
+    """
+    import tiktoken
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    n_ranks = vocab_size - len(SPECIAL_TOKENS)
+    if n_ranks < 256:
+        raise AksharaError(f"vocab_size {vocab_size} is too small: 256 bytes + {len(SPECIAL_TOKENS)} special tokens")
+    bpe = Tokenizer(models.BPE(unk_token=None, fuse_unk=False))
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=n_ranks,
+        min_frequency=0,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=[],
+    )
+    bpe.train_from_iterator(texts, trainer)
+
+    byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
+    learned = sorted(bpe.get_vocab().items(), key=lambda item: item[1])
+    ranks = {bytes([b]): b for b in range(256)}
+    for token, _ in learned:
+        ranks.setdefault(bytes(byte_of[char] for char in token), len(ranks))
+    if len(ranks) != n_ranks:
+        raise AksharaError(
+            f"training text too small for vocab_size {vocab_size}: learned {len(ranks) - 256} merges, "
+            f"need {n_ranks - 256}"
+        )
+    specials = {token: n_ranks + i for i, token in enumerate(SPECIAL_TOKENS)}
+    encoding = tiktoken.Encoding(name="rustbpe", pat_str=SPLIT_PATTERN, mergeable_ranks=ranks, special_tokens=specials)
+    return tiktoken_to_fast(encoding)
+
+
+def iter_texts(paths: Iterable[str | Path]) -> Iterator[str]:
+    """Documents from .txt (one per line, blank lines skipped), .jsonl or .parquet (a `text` column)."""
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise AksharaError(f"{path}: no such file")
+        suffix = path.suffix.lower()
+        if suffix == ".txt":
+            with path.open(encoding="utf-8") as f:
+                yield from (line.rstrip("\n") for line in f if line.strip())
+        elif suffix == ".jsonl":
+            yield from _iter_jsonl(path)
+        elif suffix == ".parquet":
+            yield from _iter_parquet(path)
+        else:
+            raise AksharaError(f"{path}: unsupported input (use .txt, .jsonl or .parquet)")
+
+
+def _iter_jsonl(path: Path) -> Iterator[str]:
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                text = json.loads(line)["text"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise AksharaError(f"{path}:{number}: not a JSON object with a 'text' field") from None
+            if not isinstance(text, str):
+                raise AksharaError(f"{path}:{number}: 'text' is {type(text).__name__}, not a string")
+            yield text
+
+
+def _iter_parquet(path: Path) -> Iterator[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as error:  # pyarrow raises ArrowInvalid/OSError for non-parquet input
+        raise AksharaError(f"{path}: not a parquet file ({error})") from None
+    if "text" not in parquet.schema_arrow.names:
+        raise AksharaError(f"{path}: no 'text' column (columns: {parquet.schema_arrow.names})")
+    for batch in parquet.iter_batches(columns=["text"]):
+        yield from (text for text in batch.column(0).to_pylist() if text)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train-tokenizer", help="train a nanochat-kind BPE tokenizer (HF folder)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help=".txt (a document per line), .jsonl or .parquet (text)")
+    p.add_argument("--vocab-size", type=int, required=True, help="all ids, the 256 bytes and 9 special tokens included")
+    p.add_argument("--output", required=True, help="folder for the HF tokenizer files")
+    p.add_argument("--nanochat-format", action="store_true", help="also write tokenizer.pkl and token_bytes.pt there")
+    p.set_defaults(func=_train_command)
+
+    p = subparsers.add_parser("convert-tokenizer", help="nanochat tokenizer.pkl folder -> HF tokenizer folder")
+    p.add_argument("nanochat_tokenizer_dir", metavar="NANOCHAT_TOKENIZER_DIR")
+    p.add_argument("output_dir", metavar="OUTPUT_DIR")
+    p.set_defaults(func=_convert_command)
+
+
+def _train_command(args) -> int:
+    # Fail fast on a missing or unsupported input rather than after training on the ones before it.
+    for path in args.inputs:
+        next(iter_texts([path]), None)
+    tokenizer = train_tokenizer(iter_texts(args.inputs), args.vocab_size)
+    tokenizer.save_pretrained(args.output)
+    if args.nanochat_format:
+        save_nanochat_tokenizer(tokenizer, args.output)
+    print(f"wrote a {len(tokenizer)}-id tokenizer to {args.output}")
+    return 0
+
+
+def _convert_command(args) -> int:
+    tokenizer = tiktoken_to_fast(load_tiktoken_encoding(args.nanochat_tokenizer_dir))
+    tokenizer.save_pretrained(args.output_dir)
+    print(f"wrote a {len(tokenizer)}-id tokenizer to {args.output_dir}")
+    return 0
