@@ -9,11 +9,18 @@ from .errors import AksharaError
 
 COMMAND_MODULES = (
     "akshara_hf.convert",
+    "akshara_hf.tokenizer",
+    "akshara_hf.evaluation",
+    "akshara_hf.chat_cli",
+    "akshara_hf.demo",
+    "model_card.publish",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="akshara-hf", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="akshara-hf", description="Train, publish and serve nanochat-family chat models on the Hugging Face stack."
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)

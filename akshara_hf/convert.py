@@ -182,7 +182,7 @@ def convert_nanochat(
 
     def write(folder: Path) -> None:
         save_with_tokenizer(model, tokenizer, folder)
-        (folder / "nanochat_meta.json").write_text(json.dumps({**meta, "source_checkpoint": str(model_path)}, indent=2))
+        (folder / "nanochat_meta.json").write_text(json.dumps({**meta, "source_checkpoint": f"{checkpoint_dir.name}/{model_path.name}"}, indent=2))
 
     return _write_atomically(Path(output_dir), write)
 

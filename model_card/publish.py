@@ -1,0 +1,302 @@
+"""`akshara-hf publish`: check a model folder the way a Hub user will meet it, then upload it.
+
+The check loads the folder in a fresh Python process where `akshara_hf` cannot be imported, with
+`trust_remote_code=True` and a temporary modules cache: that is what a user without this package gets, so a folder
+that passes cannot depend on the package, on a stale cached copy of the remote code, or on the network. Nothing is
+uploaded unless every check passes. The token is whatever huggingface_hub finds (HF_TOKEN, `hf auth login`).
+
+`akshara-hf model-card` writes the README.md the publish check asks for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from akshara_hf.errors import AksharaError
+
+REQUIRED_CARD_FIELDS = ("language", "library_name", "pipeline_tag")
+
+# Training leftovers that must not reach the Hub (and pickles nobody should be asked to unpickle); added to
+# huggingface_hub's own defaults (.git, .cache/huggingface). The dry run lists files with the same filter.
+IGNORE_PATTERNS = [
+    "checkpoint-*/**",
+    "runs/**",
+    "__pycache__/**",
+    "**/__pycache__/**",
+    "*.pyc",
+    "training_args.bin",
+    "optimizer.pt",
+    "scheduler.pt",
+    "rng_state*.pth",
+    "optim_*.pt",
+]
+
+# Runs in the child process: block the package, load with remote code only, one forward on a chat prompt.
+_LOAD_CHECK = r"""
+import json, sys
+sys.modules["akshara_hf"] = None  # the folder must stand on its own remote code
+folder = sys.argv[1]
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+def fail(reason):
+    print(reason, file=sys.stderr)
+    sys.exit(1)
+
+model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
+tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+module = type(model).__module__
+if not module.startswith("transformers"):
+    fail(f"model class {type(model).__name__} came from {module}, not from the folder's remote code")
+if not tokenizer.chat_template:
+    fail("the tokenizer has no chat template (pipeline() with chat messages would fail)")
+ids = tokenizer.apply_chat_template([{"role": "user", "content": "నమస్కారం"}], add_generation_prompt=True,
+                                    return_tensors="pt", return_dict=True)["input_ids"]
+vocab = model.config.vocab_size
+if int(ids.max()) >= vocab:
+    fail(f"the tokenizer produced id {int(ids.max())}, beyond the model's vocab_size {vocab}")
+with torch.no_grad():
+    logits = model(input_ids=ids).logits
+if tuple(logits.shape) != (1, ids.shape[1], vocab):
+    fail(f"forward gave logits of shape {tuple(logits.shape)}, expected (1, {ids.shape[1]}, {vocab})")
+if not torch.isfinite(logits).all():
+    fail("forward gave non-finite logits")
+print(json.dumps({"model_class": f"{module}.{type(model).__name__}", "prompt_tokens": ids.shape[1], "vocab_size": vocab}))
+"""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# checks
+
+
+def _safetensors_files(folder: Path) -> list[Path]:
+    """The weights, checked cheaply (header only) so a truncated file is named before any process starts."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise AksharaError(f"{folder}: no *.safetensors weights")
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+            raise AksharaError(f"{index}: not a safetensors index ({error})") from None
+        missing = sorted(s for s in shards if not (folder / s).is_file())
+        if missing:
+            raise AksharaError(f"{index}: shards missing from the folder: {missing}")
+    for path in files:
+        with path.open("rb") as f:
+            head = f.read(8)
+            size = int.from_bytes(head, "little") if len(head) == 8 else -1
+            ok = 0 < size <= path.stat().st_size - 8
+            try:
+                ok = ok and isinstance(json.loads(f.read(size)), dict)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                ok = False
+        if not ok:
+            raise AksharaError(f"{path}: not a safetensors file (bad header)")
+    return files
+
+
+def _check_config(folder: Path) -> dict:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise AksharaError(f"{path}: missing")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise AksharaError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+        raise AksharaError(f"{path}: not a transformers config (no model_type)")
+    auto_map = config.get("auto_map")
+    if config["model_type"] == "akshara" and not isinstance(auto_map, dict):
+        raise AksharaError(f"{path}: model_type 'akshara' without auto_map: it would not load with trust_remote_code")
+    if isinstance(auto_map, dict):
+        for reference in auto_map.values():
+            for ref in reference if isinstance(reference, list) else [reference]:
+                if isinstance(ref, str) and "--" not in ref:  # "repo--module.Class" points elsewhere
+                    module = ref.rsplit(".", 1)[0]
+                    if not (folder / f"{module}.py").is_file():
+                        raise AksharaError(f"{path}: auto_map names {ref} but {module}.py is not in the folder")
+    return config
+
+
+def _check_card(folder: Path) -> None:
+    from huggingface_hub import ModelCard
+
+    path = folder / "README.md"
+    if not path.is_file():
+        raise AksharaError(f"{path}: missing (write it with `akshara-hf model-card`)")
+    try:
+        data = ModelCard.load(path).data.to_dict()
+    except Exception as error:  # yaml and huggingface_hub raise several types for a broken header
+        reason = " ".join(str(error).split())
+        raise AksharaError(f"{path}: card metadata does not parse ({type(error).__name__}: {reason})") from None
+    missing = [field for field in REQUIRED_CARD_FIELDS if not data.get(field)]
+    if missing:
+        raise AksharaError(f"{path}: card metadata lacks {', '.join(missing)}")
+
+
+def check_files(folder: str | Path) -> Path:
+    """Everything that can be checked without loading: files present, config, weights' headers, card metadata."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AksharaError(f"{folder}: not a directory")
+    _check_config(folder)
+    _safetensors_files(folder)
+    if not (folder / "tokenizer.json").is_file():
+        raise AksharaError(f"{folder / 'tokenizer.json'}: missing")
+    _check_card(folder)
+    return folder
+
+
+def check_loads(folder: str | Path, timeout: float = 600) -> dict:
+    """Load the folder in a fresh process with remote code only and run one forward; returns what it reported."""
+    folder = Path(folder).resolve()
+    with tempfile.TemporaryDirectory(prefix="akshara-publish-") as scratch:
+        env = {
+            **os.environ,
+            "HF_MODULES_CACHE": str(Path(scratch) / "modules"),  # a fresh copy of the remote code, never a stale one
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_VERBOSITY": "error",
+            "TQDM_DISABLE": "1",
+        }
+        try:
+            result = subprocess.run(
+                [sys.executable, "-c", _LOAD_CHECK, str(folder)],
+                cwd=scratch, env=env, capture_output=True, text=True, timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            raise AksharaError(f"{folder}: loading with remote code took over {timeout:.0f} s") from None
+    if result.returncode != 0:
+        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"exit status {result.returncode}"
+        raise AksharaError(f"{folder}: does not load with remote code alone: {reason[:400]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def files_to_upload(folder: str | Path) -> list[tuple[str, int]]:
+    """(path in repo, size in bytes), filtered exactly as `upload_folder` filters with our ignore patterns."""
+    from huggingface_hub.hf_api import DEFAULT_IGNORE_PATTERNS
+    from huggingface_hub.utils import filter_repo_objects
+
+    folder = Path(folder).resolve()
+    files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.glob("**/*")) if p.is_file()}
+    kept = filter_repo_objects(files, ignore_patterns=IGNORE_PATTERNS + DEFAULT_IGNORE_PATTERNS)
+    return [(path, files[path].stat().st_size) for path in kept]
+
+
+def _check_repo_id(repo_id: str) -> None:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise AksharaError(f"--repo-id {repo_id!r}: {' '.join(str(error).split())}") from None
+    if "/" not in repo_id:
+        raise AksharaError(f"--repo-id {repo_id!r}: give it as ORG/NAME")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# publish
+
+
+def publish(folder: str | Path, repo_id: str, private: bool = False, revision: str | None = None,
+            dry_run: bool = False, out=None) -> list[tuple[str, int]]:
+    """Validate, then create the repo (and branch) and upload the folder; with `dry_run`, only say what would go.
+
+    Without `private` the namespace's default visibility applies (create_repo gets private=None).
+    """
+    from huggingface_hub import HfApi
+
+    out = out or sys.stdout
+    _check_repo_id(repo_id)
+    folder = check_files(folder)
+    report = check_loads(folder)
+    print(f"ok: {folder} loads with its remote code alone ({report['model_class']}); "
+          f"one forward on a {report['prompt_tokens']}-token chat prompt", file=out)
+    files = files_to_upload(folder)
+    card_text = (folder / "README.md").read_text(encoding="utf-8")
+    if repo_id not in card_text:
+        print(f"note: README.md's usage snippets do not mention {repo_id} "
+              f"(write the card with `akshara-hf model-card {folder} --repo-id {repo_id}`)", file=sys.stderr)
+    target = f"{repo_id} (revision {revision or 'main'}{', private' if private else ''})"
+    total = sum(size for _, size in files)
+    if dry_run:
+        print(f"dry run: would upload {len(files)} files ({total:,} bytes) to {target}", file=out)
+        for path, size in files:
+            print(f"{size:>15,}  {path}", file=out)
+        return files
+    api = HfApi()
+    api.create_repo(repo_id, repo_type="model", private=True if private else None, exist_ok=True)
+    if revision and revision != "main":
+        api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
+    info = api.upload_folder(
+        repo_id=repo_id,
+        repo_type="model",
+        folder_path=str(folder),
+        revision=revision,
+        ignore_patterns=list(IGNORE_PATTERNS),
+        commit_message=f"Upload {folder.name} with akshara-hf",
+    )
+    print(f"uploaded {len(files)} files ({total:,} bytes) to {target}: {getattr(info, 'commit_url', info)}", file=out)
+    return files
+
+
+def _publish_command(args) -> int:
+    publish(args.folder, args.repo_id, private=args.private, revision=args.revision, dry_run=args.dry_run)
+    return 0
+
+
+def _card_command(args) -> int:
+    from .card import load_run_facts, seed_run_facts, write_model_card
+
+    facts = None
+    if args.seed_run:
+        facts = seed_run_facts(args.seed_run)
+    elif args.facts:
+        facts = load_run_facts(args.facts)
+    print(write_model_card(args.folder, facts=facts, repo_id=args.repo_id, license=args.license))
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("publish", help="check a model folder loads with remote code alone, then upload it")
+    p.add_argument("folder")
+    p.add_argument("--repo-id", required=True, help="ORG/NAME on the Hub")
+    p.add_argument("--private", action="store_true", help="create the repo private (else the namespace default)")
+    p.add_argument("--revision", default=None, help="branch to upload to (created if missing; default main)")
+    p.add_argument("--dry-run", action="store_true", help="validate and list the files; upload nothing")
+    p.set_defaults(func=_publish_command)
+
+    p = subparsers.add_parser("model-card", help="write README.md (model card) into a model folder")
+    p.add_argument("folder")
+    p.add_argument("--repo-id", default=None, help="ORG/NAME for the usage snippets")
+    p.add_argument("--license", default="mit")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--facts", default=None, help="run_facts.json (default: the folder's own)")
+    source.add_argument("--seed-run", default=None, help="a published Akshara run name: use its reported figures")
+    p.set_defaults(func=_card_command)
+
+
+def main_args(argv: list[str]) -> int:
+    """Run one of this module's commands as `akshara-hf` would, without the rest of the CLI: bad input is one
+    line on stderr and exit status 2."""
+    parser = argparse.ArgumentParser(prog="akshara-hf")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    register(subparsers)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (AksharaError, FileNotFoundError) as error:
+        print(f"akshara-hf {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main_args(sys.argv[1:]))

@@ -1,0 +1,193 @@
+"""`akshara-hf publish`: validation in a fresh process with remote code only, dry run, upload arguments; no network
+(every HfApi call that would reach the Hub is replaced, and fails the test unless the test expects it)."""
+
+import json
+import pickle
+import shutil
+
+import pytest
+import tiktoken
+import torch
+from huggingface_hub import HfApi, ModelCard
+
+import model_card.publish as publish
+from akshara_hf.convert import convert_nanochat
+from akshara_hf.tokenizer import SPECIAL_TOKENS, SPLIT_PATTERN
+from model_card.card import write_model_card
+from model_fixtures import TINY_NANOCHAT
+from reference_nanochat import random_nanochat_state
+
+REPO_ID = "akshara-org/akshara-tiny"
+
+
+def make_tiktoken_dir(path):
+    """nanochat's tokenizer format at the tiny model's vocabulary: 256 bytes + 35 two-byte merges + 9 specials = 300.
+    (tests/nanochat_fixtures.py's make_nanochat_tokenizer_dir was not there yet when this was written.)"""
+    ranks = {bytes([i]): i for i in range(256)}
+    pairs = [bytes([a, b]) for a in b"abcdefghi" for b in b"abcd"][:35]
+    ranks.update({pair: 256 + i for i, pair in enumerate(pairs)})
+    encoding = tiktoken.Encoding(
+        "akshara-tiny", pat_str=SPLIT_PATTERN, mergeable_ranks=ranks,
+        special_tokens={token: len(ranks) + i for i, token in enumerate(SPECIAL_TOKENS)},
+    )
+    path.mkdir(parents=True)
+    (path / "tokenizer.pkl").write_bytes(pickle.dumps(encoding))
+    return path
+
+
+@pytest.fixture(scope="module")
+def valid_folder(tmp_path_factory):
+    """What users publish: a nanochat checkpoint converted (weights, remote code, tokenizer, chat template,
+    generation config, nanochat_meta.json), with its card written from nanochat_meta.json."""
+    root = tmp_path_factory.mktemp("publish")
+    checkpoint = root / "chatsft_checkpoints"
+    checkpoint.mkdir()
+    torch.save(random_nanochat_state(TINY_NANOCHAT), checkpoint / "model_000310.pt")
+    meta = {"step": 310, "val_loss": 0.84, "model_config": TINY_NANOCHAT,
+            "user_config": {"run": "akshara-tiny", "device_batch_size": 2, "target_examples_per_step": 32}}
+    (checkpoint / "meta_000310.json").write_text(json.dumps(meta))
+    folder = convert_nanochat(checkpoint, root / "akshara-tiny", make_tiktoken_dir(root / "tokenizer"))
+    write_model_card(folder, repo_id=REPO_ID)
+    return folder
+
+
+@pytest.fixture
+def folder(valid_folder, tmp_path):
+    """A private copy each test may break."""
+    return shutil.copytree(valid_folder, tmp_path / "akshara-tiny")
+
+
+@pytest.fixture
+def hub_calls(monkeypatch):
+    """Replace every HfApi call that would reach the Hub; record them. Tests that expect none assert it is empty."""
+    calls = []
+
+    def recorder(name):
+        def call(self, *args, **kwargs):
+            calls.append((name, args, kwargs))
+            return f"https://huggingface.co/{REPO_ID}/commit/0" if name == "upload_folder" else None
+
+        return call
+
+    for name in ("create_repo", "create_branch", "upload_folder", "create_commit", "upload_file", "preupload_lfs_files"):
+        monkeypatch.setattr(HfApi, name, recorder(name))
+    return calls
+
+
+def test_dry_run_lists_the_files_and_uploads_nothing(folder, hub_calls, capsys):
+    (folder / "checkpoint-5").mkdir()
+    (folder / "checkpoint-5" / "model.safetensors").write_bytes(b"x")
+    (folder / "training_args.bin").write_bytes(b"pickle")
+    assert publish.main_args(["publish", str(folder), "--repo-id", REPO_ID, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert hub_calls == []
+    expected = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != "training_args.bin")
+    assert {"README.md", "config.json", "model.safetensors", "modeling_akshara.py", "tokenizer.json",
+            "chat_template.jinja", "generation_config.json", "nanochat_meta.json"} <= set(expected)
+    listed = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].replace(",", "").isdigit():
+            listed[parts[1]] = int(parts[0].replace(",", ""))
+    assert listed == {name: (folder / name).stat().st_size for name in expected}
+    assert f"would upload {len(expected)} files" in out and f"to {REPO_ID} (revision main)" in out
+    assert "transformers_modules" in out  # the check loaded the folder's own code, not akshara_hf
+
+
+def test_converted_folder_card_comes_from_nanochat_meta(valid_folder):
+    card = ModelCard.load(valid_folder / "README.md")
+    assert (card.data.language, card.data.library_name, card.data.pipeline_tag) == ("te", "transformers", "text-generation")
+    assert "sft" in card.data.tags and "trl" not in card.data.tags
+    assert "# akshara-tiny" in card.text and "| Steps | 310 |" in card.text and "| Final validation loss | 0.84 |" in card.text
+
+
+def test_upload_passes_repo_private_revision_and_folder(folder, hub_calls, capsys):
+    assert publish.main_args(["publish", str(folder), "--repo-id", REPO_ID, "--private", "--revision", "v1"]) == 0
+    names = [name for name, _, _ in hub_calls]
+    assert names == ["create_repo", "create_branch", "upload_folder"]
+    (_, args, kwargs), (_, _, branch), (_, _, upload) = hub_calls
+    assert (args, kwargs["private"], kwargs["exist_ok"]) == ((REPO_ID,), True, True)
+    assert branch["branch"] == "v1" and branch["exist_ok"] is True
+    assert upload["repo_id"] == REPO_ID and upload["revision"] == "v1"
+    assert upload["folder_path"] == str(folder.resolve())
+    assert "checkpoint-*/**" in upload["ignore_patterns"]
+    assert f"to {REPO_ID} (revision v1, private)" in capsys.readouterr().out
+
+
+def test_upload_defaults_to_main_and_namespace_visibility(folder, hub_calls, monkeypatch):
+    # Loading is covered above; here only the arguments matter.
+    monkeypatch.setattr(publish, "check_loads", lambda f: {"model_class": "stub", "prompt_tokens": 1})
+    assert publish.main_args(["publish", str(folder), "--repo-id", REPO_ID]) == 0
+    assert [name for name, _, _ in hub_calls] == ["create_repo", "upload_folder"]
+    assert hub_calls[0][2]["private"] is None and hub_calls[1][2]["revision"] is None
+
+
+def _remove(name):
+    return lambda folder: (folder / name).unlink()
+
+
+def _write(name, content):
+    return lambda folder: (folder / name).write_text(content)
+
+
+def _config_without_auto_map(folder):
+    config = json.loads((folder / "config.json").read_text())
+    del config["auto_map"]
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    "breakage, fragment",
+    [
+        (_remove("model.safetensors"), "no *.safetensors weights"),
+        (_write("model.safetensors", "abc"), "model.safetensors: not a safetensors file"),
+        (_write("config.json", "{not json"), "config.json: not valid JSON"),
+        (_remove("config.json"), "config.json: missing"),
+        (_config_without_auto_map, "config.json: model_type 'akshara' without auto_map"),
+        (_remove("modeling_akshara.py"), "modeling_akshara.py is not in the folder"),
+        (_remove("tokenizer.json"), "tokenizer.json: missing"),
+        (_remove("README.md"), "README.md: missing"),
+        (_write("README.md", "# Akshara\n\nNo metadata here.\n"), "card metadata lacks language, library_name, pipeline_tag"),
+        (_write("README.md", "---\nlanguage: te\nlicense: mit\n---\n# Akshara\n"), "card metadata lacks library_name, pipeline_tag"),
+        (_write("README.md", "---\nlanguage: [te\n---\n# Akshara\n"), "card metadata does not parse"),
+    ],
+)
+def test_broken_folder_fails_before_loading_or_uploading(folder, hub_calls, monkeypatch, capsys, breakage, fragment):
+    def no_load(folder):
+        raise AssertionError("the file checks should have failed first")
+
+    monkeypatch.setattr(publish, "check_loads", no_load)
+    breakage(folder)
+    assert publish.main_args(["publish", str(folder), "--repo-id", REPO_ID]) == 2
+    err = capsys.readouterr().err
+    assert hub_calls == []
+    assert fragment in err and err.startswith("akshara-hf publish: error: ") and err.count("\n") == 1
+
+
+def test_folder_without_chat_template_fails_in_the_fresh_process(folder, hub_calls, capsys):
+    (folder / "chat_template.jinja").unlink()
+    assert publish.main_args(["publish", str(folder), "--repo-id", REPO_ID, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert hub_calls == [] and "the tokenizer has no chat template" in err and err.count("\n") == 1
+
+
+def test_folder_that_needs_the_package_fails_in_the_fresh_process(folder, hub_calls, capsys):
+    modeling = folder / "modeling_akshara.py"
+    modeling.write_text("import akshara_hf  # a leak the Hub user would hit\n" + modeling.read_text())
+    assert publish.main_args(["publish", str(folder), "--repo-id", REPO_ID]) == 2
+    err = capsys.readouterr().err
+    assert hub_calls == []
+    assert "does not load with remote code alone" in err and "akshara_hf" in err and err.count("\n") == 1
+
+
+def test_bad_repo_id_is_refused(folder, hub_calls, capsys):
+    assert publish.main_args(["publish", str(folder), "--repo-id", "no-namespace", "--dry-run"]) == 2
+    assert "--repo-id 'no-namespace': give it as ORG/NAME" in capsys.readouterr().err
+    assert hub_calls == []
+
+
+def test_model_card_command_writes_a_seed_card(folder, capsys):
+    assert publish.main_args(["model-card", str(folder), "--seed-run", "nanochat-telugu-d20-sft-v1", "--repo-id", REPO_ID]) == 0
+    text = (folder / "README.md").read_text()
+    assert "| Steps | 45,102 |" in text and f'from_pretrained("{REPO_ID}"' in text
+    assert capsys.readouterr().out.strip() == str(folder / "README.md")
