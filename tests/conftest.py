@@ -3,3 +3,16 @@ from pathlib import Path
 
 # Test helper modules (reference implementation, fixtures) import each other by bare name.
 sys.path.insert(0, str(Path(__file__).parent))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def converted_folder(tmp_path_factory):
+    """A complete HF folder (weights, tokenizer, chat template, generation config) converted from a tiny nanochat run."""
+    from model_fixtures import make_nanochat_run
+
+    from akshara_hf.convert import convert_nanochat
+
+    _, checkpoints, _ = make_nanochat_run(tmp_path_factory.mktemp("nanochat"))
+    return convert_nanochat(checkpoints, tmp_path_factory.mktemp("converted") / "akshara-tiny")

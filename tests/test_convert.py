@@ -5,37 +5,17 @@ import pickle
 
 import pytest
 import torch
-from model_fixtures import TINY_NANOCHAT
-from reference_nanochat import nanochat_forward, random_nanochat_state
+from model_fixtures import TINY_NANOCHAT, make_nanochat_run
+from reference_nanochat import nanochat_forward
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
 from akshara_hf.cli import main as cli
 from akshara_hf.convert import convert_nanochat
 from akshara_hf.errors import AksharaError
-from akshara_hf.tokenizer import save_nanochat_tokenizer, train_tokenizer
-
-TEXTS = [
-    "రాముడు అడవికి వెళ్ళాడు. సీత ఇంటికి వచ్చింది! పిల్లలు బడికి వెళ్తారు? 2024 లో వర్షం పడింది.",
-    "The river flows; children go to school. Hello 😊 నది ప్రవహిస్తుంది 12 34 567",
-] * 60
-
 
 @pytest.fixture(scope="module")
 def nanochat_run(tmp_path_factory):
-    """A nanochat base dir: tokenizer/ and chatsft_checkpoints/d2/ with two steps, compiled-model keys, padded vocab."""
-    base = tmp_path_factory.mktemp("nanochat")
-    tokenizer = train_tokenizer(TEXTS, vocab_size=TINY_NANOCHAT["vocab_size"])
-    save_nanochat_tokenizer(tokenizer, base / "tokenizer")
-    checkpoints = base / "chatsft_checkpoints" / "d2"
-    checkpoints.mkdir(parents=True)
-    states = {}
-    for step, seed in ((100, 1), (200, 2)):
-        state = random_nanochat_state(TINY_NANOCHAT, pad_vocab_to=64, seed=seed)  # 300 -> 320 rows
-        states[step] = state
-        torch.save({f"_orig_mod.{k}": v for k, v in state.items()}, checkpoints / f"model_{step:06d}.pt")
-        meta = {"step": step, "val_bpb": 1.5, "model_config": TINY_NANOCHAT, "user_config": {"run": "test"}}
-        (checkpoints / f"meta_{step:06d}.json").write_text(json.dumps(meta))
-    return base, checkpoints, states
+    return make_nanochat_run(tmp_path_factory.mktemp("nanochat"))
 
 
 def test_converted_folder_loads_with_auto_classes_and_matches_nanochat(nanochat_run, tmp_path):
