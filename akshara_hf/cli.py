@@ -9,6 +9,7 @@ from .errors import AksharaError
 
 COMMAND_MODULES = (
     "akshara_hf.convert",
+    "akshara_hf.data.mixture",
     "akshara_hf.tokenizer",
     "akshara_hf.evaluation",
     "akshara_hf.chat_cli",

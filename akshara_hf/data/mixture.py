@@ -1,0 +1,365 @@
+"""Build a run's training mixture from the `data:` section of its recipe (`training/recipes/*.yaml`).
+
+The mixture is written as a `save_to_disk` DatasetDict (`train`, `validation`; columns `messages`,
+`source`) plus `report.json`/`report.md`. Everything stays in memory-mapped Arrow: sources are converted
+into a build-private cache, then concatenated, shuffled (an index permutation) and written once.
+
+Validation rows of a source come from, in order: its `validation_path`; its `validation_split` (or the
+`validation` split a DatasetDict folder or Hub dataset has), used whole; else floor(rows × validation_fraction)
+rows held out of its train rows after `limit`. `repeat` copies train rows only.
+
+Determinism: every random choice is seeded by `derive_seed(data.seed, purpose, source index)`, so the
+same recipe over the same files rebuilds the same rows in the same order. Safety: the output is staged
+in a hidden folder beside OUTPUT_DIR and renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import AksharaError
+
+DATA_KEYS = ("seed", "on_bad_row", "validation_fraction", "sources")
+SOURCE_KEYS = ("kind", "path", "split", "config", "revision", "validation_path", "validation_split", "limit",
+               "repeat")
+REPORT_FILES = ("report.json", "report.md")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    index: int
+    kind: str
+    path: str  # as written in the recipe
+    location: str  # absolute local path, or the Hub id
+    split: str | None = None
+    config: str | None = None  # Hub config, e.g. "telugu" for csebuetnlp/xlsum
+    revision: str | None = None  # Hub revision, e.g. "refs/convert/parquet" for script-only datasets
+    validation_location: str | None = None
+    validation_split: str | None = None
+    limit: int | None = None  # first N valid rows, before the validation hold-out
+    repeat: int = 1  # copies in train (validation rows are never repeated)
+
+
+@dataclass(frozen=True)
+class DataSection:
+    recipe: Path
+    seed: int
+    on_bad_row: str
+    validation_fraction: float
+    sources: tuple[SourceSpec, ...]
+
+
+# --- recipe ---------------------------------------------------------------------------------------
+
+
+def load_data_section(recipe_path: str | os.PathLike) -> DataSection:
+    """Read and strictly check the `data:` section; the rest of the recipe belongs to training."""
+    from .sources import KINDS, is_hub_id
+
+    recipe = Path(recipe_path)
+    try:
+        document = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AksharaError(f"{recipe}: no such recipe file") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "parse error"
+        raise AksharaError(f"{recipe}: not valid YAML{where} ({problem})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("data"), dict):
+        raise AksharaError(f"{recipe}: needs a `data:` mapping with `sources`")
+    data = document["data"]
+    _reject_unknown(recipe, "data", data, DATA_KEYS)
+
+    seed = data.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise AksharaError(f"{recipe}: data.seed must be a non-negative integer, got {seed!r}")
+    on_bad_row = data.get("on_bad_row", "error")
+    if on_bad_row not in ("error", "skip"):
+        raise AksharaError(f"{recipe}: data.on_bad_row must be 'error' or 'skip', got {on_bad_row!r}")
+    fraction = data.get("validation_fraction", 0.01)
+    if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 <= fraction < 1:
+        raise AksharaError(f"{recipe}: data.validation_fraction must be a number in [0, 1), got {fraction!r}")
+    entries = data.get("sources")
+    if not isinstance(entries, list) or not entries:
+        raise AksharaError(f"{recipe}: data.sources must be a non-empty list")
+
+    base = recipe.resolve().parent
+
+    def locate(path: str) -> str:
+        candidate = Path(path) if os.path.isabs(path) else base / path
+        return path if not candidate.exists() and is_hub_id(path) else os.path.normpath(candidate)
+
+    sources = []
+    for index, entry in enumerate(entries):
+        where = f"{recipe}: data.sources[{index}]"
+        if not isinstance(entry, dict):
+            raise AksharaError(f"{where}: must be a mapping with `kind` and `path`")
+        _reject_unknown(recipe, f"data.sources[{index}]", entry, SOURCE_KEYS)
+        kind = entry.get("kind")
+        if kind not in KINDS:
+            raise AksharaError(f"{where}.kind: {kind!r} is not one of {', '.join(KINDS)}")
+        text = {key: entry.get(key)
+                for key in ("path", "split", "config", "revision", "validation_path", "validation_split")}
+        for key, value in text.items():
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise AksharaError(f"{where}.{key}: must be a non-empty string, got {value!r}")
+        if text["path"] is None:
+            raise AksharaError(f"{where}: missing `path`")
+        counts = {}
+        for key, default in (("limit", None), ("repeat", 1)):
+            value = entry.get(key, default)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise AksharaError(f"{where}.{key}: must be a positive integer, got {value!r}")
+            counts[key] = value
+        sources.append(SourceSpec(
+            index=index, kind=kind, path=text["path"], location=locate(text["path"]), split=text["split"],
+            config=text["config"], revision=text["revision"],
+            validation_location=locate(text["validation_path"]) if text["validation_path"] else None,
+            validation_split=text["validation_split"], limit=counts["limit"], repeat=counts["repeat"]))
+    return DataSection(recipe, seed, on_bad_row, float(fraction), tuple(sources))
+
+
+def _reject_unknown(recipe: Path, where: str, mapping: dict, allowed: tuple[str, ...]) -> None:
+    for key in mapping:
+        if key not in allowed:
+            raise AksharaError(f"{recipe}: {where}: unknown key {key!r} (allowed: {', '.join(allowed)})")
+
+
+def derive_seed(seed: int, *purpose: Any) -> int:
+    """A 63-bit seed for one purpose. sha256 rather than hash(), which Python salts per process."""
+    digest = hashlib.sha256(":".join(str(part) for part in (seed, *purpose)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+# --- sizes ----------------------------------------------------------------------------------------
+
+
+def count_tokens(messages: list[dict], tokenizer: Any) -> int:
+    """Tokens the model trains on for one conversation (nanochat layout, truncated as in training)."""
+    from ..chat import render_conversation  # lazy: chat.py is the model side's, and pulls in the tokenizer stack
+
+    ids, _mask = render_conversation(messages, tokenizer)
+    return len(ids)
+
+
+def _measure(dataset, tokenizer: Any) -> int:
+    total = 0
+    for batch in dataset.select_columns(["messages"]).iter(batch_size=1000):
+        for messages in batch["messages"]:
+            if tokenizer is None:
+                total += sum(len(m["content"].encode("utf-8")) for m in messages)
+            else:
+                total += count_tokens(messages, tokenizer)
+    return total
+
+
+# --- build ----------------------------------------------------------------------------------------
+
+
+def _validation_split(location: str, spec: SourceSpec, train_split: str | None, config: str | None = None,
+                      revision: str | None = None):
+    """Which split of `location` validates: the explicit one, else its own `validation` split if any."""
+    from .sources import available_splits
+
+    explicit = spec.validation_split
+    splits = available_splits(location, config, revision)
+    if explicit is not None:
+        if splits is None:
+            raise AksharaError(f"{location}: validation_split {explicit!r} given, but this input has no splits")
+        return explicit
+    if splits and "validation" in splits and train_split != "validation":
+        return "validation"
+    return None
+
+
+def _build_source(section: DataSection, spec: SourceSpec, cache: Path, tokenizer: Any):
+    from datasets import concatenate_datasets
+
+    from .sources import convert_source
+
+    hub = {"config": spec.config, "revision": spec.revision}
+    options = {"on_bad_row": section.on_bad_row, "cache_dir": cache}
+    train = convert_source(spec.kind, spec.location, split=spec.split, limit=spec.limit,
+                           seed=derive_seed(section.seed, "prompts", spec.index), **hub, **options)
+    validation_seed = derive_seed(section.seed, "validation-prompts", spec.index)
+    validation = None
+    if spec.validation_location is not None:
+        # A separate validation input is local (Hub datasets carry their validation split), so no config.
+        split = _validation_split(spec.validation_location, spec, None)
+        validation = convert_source(spec.kind, spec.validation_location, split=split, seed=validation_seed, **options)
+        origin = f"{os.path.basename(spec.validation_location)}" + (f" [{split}]" if split else "")
+    elif (split := _validation_split(spec.location, spec, spec.split, **hub)) is not None:
+        validation = convert_source(spec.kind, spec.location, split=split, seed=validation_seed, **hub, **options)
+        origin = f"split {split}"
+    train_rows = train.dataset
+    if len(train_rows) == 0:
+        raise AksharaError(f"no usable rows ({train.dropped_count} dropped)")
+    if validation is not None:
+        validation_rows = validation.dataset
+    else:
+        held_out = math.floor(len(train_rows) * section.validation_fraction)
+        origin = f"held out {held_out}"
+        if held_out:
+            parts = train_rows.train_test_split(test_size=held_out, shuffle=True,
+                                                seed=derive_seed(section.seed, "holdout", spec.index))
+            train_rows, validation_rows = parts["train"], parts["test"]
+        else:
+            validation_rows = train_rows.select([])
+    train_size = _measure(train_rows, tokenizer)
+    entry = {
+        "index": spec.index, "kind": spec.kind, "path": spec.path, "repeat": spec.repeat,
+        "train_rows": len(train_rows) * spec.repeat, "validation_rows": len(validation_rows),
+        "validation_from": origin,
+        "train_size": train_size * spec.repeat, "validation_size": _measure(validation_rows, tokenizer),
+        "dropped": {},
+    }
+    for part, result in (("train", train), ("validation", validation)):
+        for reason, dropped in (result.dropped.items() if result is not None else ()):
+            entry["dropped"][f"{reason} [{part}]" if part == "validation" else reason] = {
+                "count": dropped.count, "first_rows": dropped.rows}
+    entry["dropped_rows"] = sum(d["count"] for d in entry["dropped"].values())
+    if spec.repeat > 1:
+        train_rows = concatenate_datasets([train_rows] * spec.repeat)
+    return train_rows, validation_rows, entry
+
+
+def build_mixture(recipe_path: str | os.PathLike, output_dir: str | os.PathLike, tokenizer: Any = None):
+    """Build, write and print the mixture of `recipe_path`'s `data:` section; return the written DatasetDict.
+
+    Sizes in the report are tokens (`count_tokens`) when a tokenizer is given, else UTF-8 bytes of the
+    message contents. An existing OUTPUT_DIR is replaced only by a complete new build, and only if it is
+    empty or an earlier mixture output.
+    """
+    from datasets import DatasetDict, concatenate_datasets, load_from_disk
+
+    section = load_data_section(recipe_path)
+    output = Path(output_dir).resolve()
+    _check_replaceable(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{output.name}.building-", dir=output.parent))
+    previous = work / "previous"
+    try:
+        train_parts, validation_parts, entries = [], [], []
+        for spec in section.sources:
+            try:
+                train, validation, entry = _build_source(section, spec, work / "cache", tokenizer)
+            except AksharaError as error:
+                raise AksharaError(f"{section.recipe}: data.sources[{spec.index}] ({spec.kind}): {error}") from None
+            train_parts.append(train)
+            validation_parts.append(validation)
+            entries.append(entry)
+        validation = concatenate_datasets(validation_parts)
+        if len(validation) == 0:
+            raise AksharaError(f"{section.recipe}: the validation split is empty: raise data.validation_fraction "
+                               "or give a source a validation split")
+        mixture = DatasetDict({
+            "train": concatenate_datasets(train_parts).shuffle(seed=derive_seed(section.seed, "shuffle", "train")),
+            "validation": validation.shuffle(seed=derive_seed(section.seed, "shuffle", "validation")),
+        })
+        staged = work / "output"
+        mixture.save_to_disk(str(staged))
+        report = _report(section, entries, tokenizer)
+        markdown = _markdown(report)
+        (staged / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        (staged / "report.md").write_text(markdown, encoding="utf-8")
+        if output.exists():
+            os.replace(output, previous)
+        os.replace(staged, output)
+    finally:
+        if previous.exists() and not output.exists():  # interrupted between the two renames: put it back
+            os.replace(previous, output)
+        shutil.rmtree(work, ignore_errors=True)
+    print(markdown, end="")
+    return load_from_disk(str(output))
+
+
+def _check_replaceable(output: Path) -> None:
+    if not output.exists():
+        return
+    if not output.is_dir():
+        raise AksharaError(f"{output}: exists and is not a folder")
+    if any(output.iterdir()) and not all((output / name).exists() for name in ("dataset_dict.json", *REPORT_FILES)):
+        raise AksharaError(f"{output}: exists and is not an earlier mixture output; refusing to replace it")
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+
+def _report(section: DataSection, entries: list[dict], tokenizer: Any) -> dict:
+    unit = "tokens" if tokenizer is not None else "utf8_bytes"
+    totals = {key: sum(entry[key] for entry in entries)
+              for key in ("train_rows", "validation_rows", "train_size", "validation_size", "dropped_rows")}
+    return {
+        "recipe": str(section.recipe), "seed": section.seed, "on_bad_row": section.on_bad_row,
+        "validation_fraction": section.validation_fraction, "size_unit": unit,
+        "tokenizer": None if tokenizer is None else getattr(tokenizer, "name_or_path", type(tokenizer).__name__),
+        "sources": entries, "totals": totals,
+    }
+
+
+def _markdown(report: dict) -> str:
+    unit = "tokens" if report["size_unit"] == "tokens" else "UTF-8 bytes"
+    lines = [
+        f"# Mixture report: {report['recipe']}", "",
+        f"seed {report['seed']}, on_bad_row {report['on_bad_row']}, validation_fraction "
+        f"{report['validation_fraction']}; sizes in {unit}"
+        + (f" ({report['tokenizer']})" if report["tokenizer"] else " of message contents (no tokenizer given)"), "",
+        f"| # | kind | path | repeat | train rows | validation rows | validation from | train {unit} "
+        f"| validation {unit} | dropped rows |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in report["sources"]:
+        lines.append(f"| {e['index']} | {e['kind']} | {e['path']} | {e['repeat']} | {e['train_rows']:,} "
+                     f"| {e['validation_rows']:,} | {e['validation_from']} | {e['train_size']:,} "
+                     f"| {e['validation_size']:,} | {e['dropped_rows']:,} |")
+    t = report["totals"]
+    lines += [f"| | **total** | | | {t['train_rows']:,} | {t['validation_rows']:,} | | {t['train_size']:,} "
+              f"| {t['validation_size']:,} | {t['dropped_rows']:,} |", ""]
+    dropped = [(e, reason, d) for e in report["sources"] for reason, d in e["dropped"].items()]
+    if not dropped:
+        lines.append("No rows dropped.")
+    else:
+        lines.append(f"Dropped rows (on_bad_row: skip), {t['dropped_rows']:,} in all:")
+        for e, reason, d in dropped:
+            rows = ", ".join(map(str, d["first_rows"])) + (", ..." if d["count"] > len(d["first_rows"]) else "")
+            lines.append(f"- sources[{e['index']}] {e['kind']} ({e['path']}): {d['count']:,} × {reason} (rows {rows})")
+    return "\n".join(lines) + "\n"
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "build-mixture", help="build a recipe's training mixture (train/validation DatasetDict + report)",
+        description="Convert the sources in RECIPE's `data:` section and write the shuffled mixture to OUTPUT_DIR.")
+    parser.add_argument("recipe", metavar="RECIPE", help="recipe YAML with a `data:` section")
+    parser.add_argument("output_dir", metavar="OUTPUT_DIR", help="where the DatasetDict and report go")
+    parser.add_argument("--tokenizer", metavar="PATH",
+                        help="count tokens with this tokenizer (AutoTokenizer.from_pretrained) instead of bytes")
+    parser.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    tokenizer = None
+    if args.tokenizer:
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        except Exception as error:  # transformers raises OSError/ValueError/... for a bad path
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise AksharaError(f"--tokenizer {args.tokenizer}: could not load a tokenizer ({first})") from None
+    build_mixture(args.recipe, args.output_dir, tokenizer=tokenizer)
+    return 0
