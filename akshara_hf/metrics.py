@@ -290,7 +290,9 @@ def bpb_from_losses(
             f"per_token_loss shape {tuple(per_token_loss.shape)} != target_ids shape {tuple(target_ids.shape)}"
         )
     if token_bytes.dim() != 1:
-        raise AksharaError(f"token_bytes must be 1-D (one byte count per vocab id), got shape {tuple(token_bytes.shape)}")
+        raise AksharaError(
+            f"token_bytes must be 1-D (one byte count per vocab id), got shape {tuple(token_bytes.shape)}"
+        )
     if token_bytes.numel() and int(token_bytes.min()) < 0:
         raise AksharaError("token_bytes has negative byte counts")
     targets = target_ids.reshape(-1).to(torch.int64)

@@ -1,0 +1,12 @@
+"""Supervised fine-tuning of an Akshara model from a recipe (nanochat's chat_sft, on TRL + Accelerate).
+
+    python training/sft.py --config training/recipes/tiny-sft.yaml [--max_steps 10 ...]
+    accelerate launch --config_file training/accelerate_configs/single_gpu.yaml training/sft.py --config RECIPE
+"""
+
+import sys
+
+from akshara_hf.run import main
+
+if __name__ == "__main__":
+    sys.exit(main(stage="sft"))
