@@ -32,6 +32,7 @@ PART_TYPES = ("text", "python", "python_output")
 
 
 def load_chat_template() -> str:
+    """The Jinja template shipped with the package (package data), attached to every tokenizer we build."""
     return resources.files("akshara_hf").joinpath("chat_template.jinja").read_text(encoding="utf-8")
 
 
@@ -83,6 +84,7 @@ def validate_conversation(messages, where: str = "", min_messages: int = 2) -> N
 
 
 def special_token_ids(tokenizer) -> dict[str, int]:
+    """The 9 special ids by name; a tokenizer without them cannot render nanochat's layout."""
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
     missing = [token for token, index in ids.items() if index is None or index == tokenizer.unk_token_id]
     if missing:
@@ -112,8 +114,7 @@ def _layout(messages, special: dict[str, int]) -> Iterator[tuple[int | str, int]
         yield special["<|assistant_end|>"], 1
 
 
-def _render(messages, tokenizer, min_messages: int) -> tuple[list[int], list[int]]:
-    validate_conversation(messages, min_messages=min_messages)
+def _render(messages, tokenizer) -> tuple[list[int], list[int]]:
     pieces = list(_layout(messages, special_token_ids(tokenizer)))
     texts = [piece for piece, _ in pieces if isinstance(piece, str)]
     # encode_ordinary's HF equivalent: special-token text stays ordinary tokens, and nothing is added around it.
@@ -128,15 +129,17 @@ def _render(messages, tokenizer, min_messages: int) -> tuple[list[int], list[int
 
 def render_conversation(messages, tokenizer, max_tokens: int = 2048) -> tuple[list[int], list[int]]:
     """nanochat's `render_conversation`: token ids and the training mask (1 = target), cut to `max_tokens`."""
-    ids, mask = _render(messages, tokenizer, min_messages=1)
+    validate_conversation(messages, min_messages=1)  # nanochat renders a lone user message too
+    ids, mask = _render(messages, tokenizer)
     return ids[:max_tokens], mask[:max_tokens]
 
 
 def render_for_generation(messages, tokenizer) -> list[int]:
     """The prompt for the next assistant turn: the rendering up to and including <|assistant_start|>."""
-    if isinstance(messages, list) and messages and isinstance(messages[-1], dict) and messages[-1].get("role") != "user":
+    validate_conversation(messages, min_messages=1)
+    if messages[-1]["role"] != "user":
         raise AksharaError(f"message {len(messages) - 1}: a generation prompt must end with a user message")
-    ids, _ = _render(messages, tokenizer, min_messages=1)
+    ids, _ = _render(messages, tokenizer)
     return ids + [special_token_ids(tokenizer)["<|assistant_start|>"]]
 
 

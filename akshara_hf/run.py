@@ -58,7 +58,10 @@ def _load_model_and_tokenizer(run, output_dir: Path):
     tokenizer_source = run.tokenizer_name_or_path if run.tokenizer_name_or_path and run.model_config else source
     if tokenizer_source is None:
         raise AksharaError("the recipe needs model_name_or_path, or model_config with tokenizer_name_or_path")
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    except (OSError, ValueError) as error:
+        raise AksharaError(f"{tokenizer_source}: cannot load a tokenizer ({str(error).splitlines()[0]})") from None
     if run.model_config is not None:
         spec = json.loads(run.model_config) if isinstance(run.model_config, str) else dict(run.model_config)
         spec.setdefault("vocab_size", len(tokenizer))
@@ -69,7 +72,10 @@ def _load_model_and_tokenizer(run, output_dir: Path):
         return AksharaForCausalLM(config), tokenizer
     if source is None:
         raise AksharaError("the recipe needs model_name_or_path or model_config")
-    return AutoModelForCausalLM.from_pretrained(source, trust_remote_code=True), tokenizer
+    try:
+        return AutoModelForCausalLM.from_pretrained(source, trust_remote_code=True), tokenizer
+    except (OSError, ValueError) as error:
+        raise AksharaError(f"{source}: cannot load a model ({str(error).splitlines()[0]})") from None
 
 
 def _mixture(run, recipe: Path | None, output_dir: Path, tokenizer):
@@ -118,7 +124,7 @@ def train(argv: list[str] | None = None, stage: str | None = None) -> Path:
     from transformers import GenerationConfig
 
     from .chat import generation_config_kwargs
-    from .trainer import MuonSFTTrainer, parse_config
+    from .trainer import MuonSFTTrainer, check_akshara_model, parse_config
     from .training_log import JsonlLogCallback, run_facts
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -134,6 +140,7 @@ def train(argv: list[str] | None = None, stage: str | None = None) -> Path:
     output_dir.mkdir(parents=True, exist_ok=True)
 
     model, tokenizer = _load_model_and_tokenizer(run, output_dir)
+    check_akshara_model(model)  # before any data is built
     model.generation_config = GenerationConfig(**generation_config_kwargs(tokenizer))
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         setattr(model.config, key, getattr(model.generation_config, key))

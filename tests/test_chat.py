@@ -1,0 +1,258 @@
+"""render_conversation and the chat template against an independent re-implementation of nanochat's layout."""
+
+import pytest
+import tiktoken
+from jinja2.exceptions import TemplateError
+from transformers import GenerationConfig
+
+from akshara_hf.chat import (
+    generation_config_kwargs,
+    render_conversation,
+    render_for_generation,
+    validate_conversation,
+)
+from akshara_hf.errors import AksharaError
+from akshara_hf.tokenizer import load_tiktoken_encoding, tiktoken_to_fast, train_tokenizer
+from nanochat_fixtures import make_nanochat_tokenizer_dir
+
+
+def spec_render(messages, enc: tiktoken.Encoding, max_tokens=2048):
+    """The spec's layout written directly on tiktoken: encode_ordinary for text, special ids by name."""
+    special = enc.encode_single_token
+    ids, mask = [special("<|bos|>")], [0]
+
+    def add(tokens, value):
+        ids.extend(tokens)
+        mask.extend([value] * len(tokens))
+
+    if messages[0]["role"] == "system":
+        messages = [{"role": "user", "content": messages[0]["content"] + "\n\n" + messages[1]["content"]}] + messages[2:]
+    for message in messages:
+        content = message["content"]
+        if message["role"] == "user":
+            add([special("<|user_start|>")] + enc.encode_ordinary(content) + [special("<|user_end|>")], 0)
+            continue
+        add([special("<|assistant_start|>")], 0)
+        for part in [{"type": "text", "text": content}] if isinstance(content, str) else content:
+            text = enc.encode_ordinary(part["text"])
+            if part["type"] == "text":
+                add(text, 1)
+            elif part["type"] == "python":
+                add([special("<|python_start|>")] + text + [special("<|python_end|>")], 1)
+            else:
+                add([special("<|output_start|>")] + text + [special("<|output_end|>")], 0)
+        add([special("<|assistant_end|>")], 1)
+    return ids[:max_tokens], mask[:max_tokens]
+
+
+@pytest.fixture(scope="module")
+def enc(tmp_path_factory):
+    return load_tiktoken_encoding(make_nanochat_tokenizer_dir(tmp_path_factory.mktemp("tok"), vocab_size=700))
+
+
+@pytest.fixture(scope="module")
+def tok(enc):
+    return tiktoken_to_fast(enc)
+
+
+SYSTEM = [
+    {"role": "system", "content": "మీరు అక్షర, ఒక తెలుగు సహాయకుడు."},
+    {"role": "user", "content": "నమస్కారం! 12345 ఎలా?"},
+    {"role": "assistant", "content": "నేను బాగున్నాను, ధన్యవాదాలు 🙂"},
+]
+MULTI_TURN = [
+    {"role": "user", "content": "What's the capital of Telangana?"},
+    {"role": "assistant", "content": "Hyderabad."},
+    {"role": "user", "content": "మరి ఆంధ్రప్రదేశ్?\n\n  tabs\tand trailing  "},
+    {"role": "assistant", "content": "అమరావతి.\n"},
+    {"role": "user", "content": "Thanks"},
+    {"role": "assistant", "content": "You're welcome!"},
+]
+PARTS = [
+    {"role": "user", "content": "What is 12 * 34?"},
+    {"role": "assistant", "content": [
+        {"type": "text", "text": "Let me compute: "},
+        {"type": "python", "text": "12 * 34"},
+        {"type": "python_output", "text": "408"},
+        {"type": "text", "text": ""},  # nanochat's GSM8K rendering produces empty text parts
+        {"type": "python", "text": "408 + 0"},
+        {"type": "python_output", "text": "408"},
+        {"type": "text", "text": " The answer is 408."},
+    ]},
+]
+CASES = {"system": SYSTEM, "multi_turn": MULTI_TURN, "parts": PARTS}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_render_conversation_matches_spec(tok, enc, name):
+    assert render_conversation(CASES[name], tok) == spec_render(CASES[name], enc)
+
+
+def test_mask_rule_on_parts(tok, enc):
+    ids, mask = render_conversation(PARTS, tok)
+    special = enc.encode_single_token
+    masked = {token for token, value in zip(ids, mask) if value}
+    unmasked = {token for token, value in zip(ids, mask) if not value}
+    assert {special("<|python_start|>"), special("<|python_end|>"), special("<|assistant_end|>")} <= masked
+    assert {special(t) for t in ("<|bos|>", "<|user_start|>", "<|user_end|>", "<|assistant_start|>",
+                                 "<|output_start|>", "<|output_end|>")} <= unmasked
+    assert ids[-1] == special("<|assistant_end|>") and mask[-1] == 1
+
+
+def test_render_conversation_truncates(tok, enc):
+    ids, mask = render_conversation(MULTI_TURN, tok, max_tokens=10)
+    assert (ids, mask) == spec_render(MULTI_TURN, enc, max_tokens=10) and len(ids) == 10
+    full, _ = render_conversation(MULTI_TURN, tok)
+    assert len(full) > 10
+
+
+def test_user_typing_special_token_text_gets_ordinary_tokens(tok, enc):
+    messages = [{"role": "user", "content": "say <|assistant_end|> and <|bos|>"}, {"role": "assistant", "content": "ok <|user_start|>"}]
+    ids, mask = render_conversation(messages, tok)
+    assert (ids, mask) == spec_render(messages, enc)
+    specials = set(enc._special_tokens.values())
+    assert sum(token in specials for token in ids) == 5  # bos, user start/end, assistant start/end only
+
+
+def test_render_for_generation_ends_with_assistant_start(tok, enc):
+    prompt = MULTI_TURN[:3]
+    ids = render_for_generation(prompt, tok)
+    assert ids == spec_render(prompt, enc)[0] + [enc.encode_single_token("<|assistant_start|>")]
+    with pytest.raises(AksharaError, match="message 1: a generation prompt must end with a user message"):
+        render_for_generation(MULTI_TURN[:2], tok)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The Jinja chat template
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_template_ids_and_assistant_mask_match_spec(tok, enc, name):
+    out = tok.apply_chat_template(CASES[name], tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    assert (out["input_ids"], out["assistant_masks"]) == spec_render(CASES[name], enc)
+
+
+def test_template_truncation_matches_spec(tok, enc):
+    out = tok.apply_chat_template(MULTI_TURN, return_dict=True, return_assistant_tokens_mask=True,
+                                  truncation=True, max_length=12)
+    assert (out["input_ids"], out["assistant_masks"]) == spec_render(MULTI_TURN, enc, max_tokens=12)
+
+
+def test_template_generation_prompt(tok, enc):
+    ids = tok.apply_chat_template(SYSTEM[:2], add_generation_prompt=True, return_dict=True)["input_ids"]
+    assert ids == render_for_generation(SYSTEM[:2], tok)
+    assert ids[-1] == enc.encode_single_token("<|assistant_start|>")
+    with pytest.raises(TemplateError, match="add_generation_prompt needs the last message to be a user message"):
+        tok.apply_chat_template(SYSTEM, add_generation_prompt=True)
+
+
+def test_template_keeps_assistant_end_trained_for_trl(tok):
+    from trl.chat_template_utils import has_generation_markers, is_chat_template_stop_token_trained
+
+    assert has_generation_markers(tok.chat_template) and is_chat_template_stop_token_trained(tok)
+
+
+def test_template_joins_consecutive_text_parts(tok, enc):
+    """Documented difference: nanochat encodes each part alone, the template renders one string (mask unchanged)."""
+    messages = [{"role": "user", "content": "hi"},
+                {"role": "assistant", "content": [{"type": "text", "text": "తెలు"}, {"type": "text", "text": "గు"}]}]
+    out = tok.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True)
+    ids, mask = spec_render(messages, enc)
+    assert out["input_ids"] != ids and tok.decode(out["input_ids"]) == tok.decode(ids)
+    start = ids.index(enc.encode_single_token("<|assistant_start|>")) + 1
+    assert out["assistant_masks"] == [0] * start + [1] * (len(out["input_ids"]) - start)
+    assert mask == [0] * start + [1] * (len(ids) - start)
+
+
+SPECIAL_TEXT = [
+    [{"role": "user", "content": "say <|assistant_end|> now"}],
+    [{"role": "system", "content": "<|bos|>"}, {"role": "user", "content": "hi"}],
+    [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x<|python_start|>"}, {"role": "user", "content": "?"}],
+    [{"role": "user", "content": "hi"},
+     {"role": "assistant", "content": [{"type": "text", "text": "<|assistant"}, {"type": "text", "text": "_end|>"}]},
+     {"role": "user", "content": "?"}],  # only the join of the two parts is a special token
+]
+
+
+@pytest.mark.parametrize("index", range(len(SPECIAL_TEXT)))
+def test_template_refuses_special_token_text(tok, index):
+    messages = SPECIAL_TEXT[index]
+    # Measured: without the guard, the rendered string would be re-parsed and the text would become a control token.
+    with pytest.raises(TemplateError, match=r"message [01] contains the special-token text <\|"):
+        tok.apply_chat_template(messages, add_generation_prompt=True)
+    render_for_generation(messages, tok)  # the training/nanochat path encodes it as text
+
+
+def test_sanitized_template_encodes_special_token_text_as_plain_text(tok, enc):
+    messages = [{"role": "user", "content": "x<|assistant_end|>y"}]
+    ids = tok.apply_chat_template(messages, add_generation_prompt=True, sanitize_control_tokens=True, return_dict=True)
+    assert ids["input_ids"] == render_for_generation(messages, tok)
+
+
+def test_sanitized_template_splits_differently_next_to_a_space():
+    """Measured: the marked token is encoded alone, so " <|" (one pre-token in nanochat) becomes " " + "<|"."""
+    tokenizer = train_tokenizer(["see <|x|> or <| and |> then <|y|> now"] * 50, 256 + 9 + 15)
+    messages = [{"role": "user", "content": "see <|bos|> now"}]
+    sanitized = tokenizer.apply_chat_template(messages, add_generation_prompt=True, sanitize_control_tokens=True,
+                                              return_dict=True)["input_ids"]
+    reference = render_for_generation(messages, tokenizer)
+    assert sanitized != reference and tokenizer.decode(sanitized) == tokenizer.decode(reference)
+    assert tokenizer.convert_tokens_to_ids("<|bos|>") not in sanitized[1:]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Errors
+
+
+BAD = {
+    "two users": ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
+                  "message 1: role 'user', expected 'assistant'"),
+    "assistant first": ([{"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}],
+                        "message 0: role 'assistant', expected 'user'"),
+    "empty content": ([{"role": "user", "content": "a"}, {"role": "assistant", "content": ""}],
+                      "message 1: empty content"),
+    "bad part type": ([{"role": "user", "content": "a"}, {"role": "assistant", "content": [{"type": "code", "text": "x"}]}],
+                      "message 1 part 0: type 'code'"),
+    "one message": ([{"role": "user", "content": "a"}], "1 message(s) after the optional system message, need at least 2"),
+    "system only": ([{"role": "system", "content": "s"}, {"role": "user", "content": "a"}],
+                    "1 message(s) after the optional system message"),
+    "user parts": ([{"role": "user", "content": [{"type": "text", "text": "a"}]}, {"role": "assistant", "content": "b"}],
+                   "message 0: content is list, expected a string"),
+    "part text": ([{"role": "user", "content": "a"}, {"role": "assistant", "content": [{"type": "text", "text": None}]}],
+                  "message 1 part 0: 'text' must be a string"),
+    "not a list": ("hello", "messages must be a list"),
+    "no role": ([{"content": "a"}, {"role": "assistant", "content": "b"}], "message 0: must be a dict"),
+}
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_validate_conversation_errors(name):
+    messages, expected = BAD[name]
+    with pytest.raises(AksharaError) as error:
+        validate_conversation(messages, where="train.jsonl line 7")
+    assert str(error.value).startswith("train.jsonl line 7: ") and expected in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_validate_accepts_good_conversations():
+    for messages in CASES.values():
+        validate_conversation(messages)
+    validate_conversation([{"role": "user", "content": "a"}], min_messages=1)
+
+
+@pytest.mark.parametrize("name", ["two users", "assistant first", "bad part type"])
+def test_render_and_template_refuse_bad_layouts(tok, name):
+    messages, expected = BAD[name]
+    with pytest.raises(AksharaError, match=expected):
+        render_conversation(messages, tok)
+    with pytest.raises(TemplateError, match="Akshara chat template: message [01]"):
+        tok.apply_chat_template(messages)
+
+
+def test_generation_config_kwargs(tok, enc):
+    kwargs = generation_config_kwargs(tok)
+    end, bos = enc.encode_single_token("<|assistant_end|>"), enc.encode_single_token("<|bos|>")
+    assert kwargs == {"bos_token_id": bos, "eos_token_id": [end, bos], "pad_token_id": end, "do_sample": True,
+                      "temperature": 0.6, "top_k": 50, "max_new_tokens": 256}
+    config = GenerationConfig(**kwargs)
+    assert config.eos_token_id == [end, bos] and config.top_k == 50

@@ -1,0 +1,90 @@
+"""The training scripts and the one-command demo, end to end on the shipped samples (reduced step counts)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from akshara_hf.data.mixture import build_mixture
+from akshara_hf.evaluation import evaluate_loss
+from akshara_hf.run import main as run_main
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "training" / "recipes"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The README's demo with every stage capped at 10 steps (the full demo runs 40 + 40 + 30 steps, ~3.5 min)."""
+    root = tmp_path_factory.mktemp("demo")
+    result = subprocess.run([sys.executable, "-m", "akshara_hf.cli", "demo", "--output", str(root), "--max-steps", "10"],
+                            capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return root, result.stdout
+
+
+def test_demo_runs_every_stage_and_the_pipeline_answers(demo):
+    root, stdout = demo
+    for stage in ("base", "mid", "sft"):
+        facts = json.loads((root / stage / "run_facts.json").read_text())
+        assert facts["stage"] == stage and facts["num_steps"] == 10
+        assert (root / stage / "README.md").is_file() and (root / stage / "loss_curve.png").is_file()
+        assert list((root / stage).glob("checkpoint-*/model.safetensors"))  # checkpoints are HF folders
+        assert len((root / stage / "log.jsonl").read_text().splitlines()) >= 2
+    assert json.loads((root / "mid" / "run_facts.json").read_text())["final_val_bpb"] > 0
+    reply = [line for line in stdout.splitlines() if line.startswith("assistant: ")]
+    assert len(reply) == 1 and len(reply[0]) > len("assistant: ")
+
+
+def test_mid_then_sft_lower_the_sft_validation_loss(demo, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    root, _ = demo
+    tokenizer = AutoTokenizer.from_pretrained(root / "sft")
+    validation = build_mixture(RECIPES / "tiny-sft.yaml", tmp_path / "mixture")["validation"]
+    losses = {stage: evaluate_loss(AutoModelForCausalLM.from_pretrained(root / stage), tokenizer, validation)["loss"]
+              for stage in ("base", "mid", "sft")}
+    assert losses["sft"] < losses["mid"] < losses["base"], losses
+
+
+def _run(args, capsys) -> tuple[int, str]:
+    """`python training/sft.py ARGS` in-process: exit code and stderr."""
+    capsys.readouterr()  # drop what the test itself printed
+    sys_argv = sys.argv
+    sys.argv = ["sft.py", *args]
+    try:
+        code = run_main(stage="sft")
+    finally:
+        sys.argv = sys_argv
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == (1 if code else 0), err[-2000:]
+    return code, "\n".join(errors)
+
+
+def test_bad_recipes_fail_before_training(tmp_path, capsys, converted_folder):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text((RECIPES / "tiny-sft.yaml").read_text() + "\nmatrix_lrr: 0.02\n")
+    code, err = _run(["--config", str(recipe), "--output_dir", str(tmp_path / "out")], capsys)
+    assert code == 2 and "matrix_lrr" in err
+    code, err = _run(["--config", str(RECIPES / "tiny-sft.yaml"), "--output_dir", str(tmp_path / "out"),
+                      "--matrix_lr", "0"], capsys)
+    assert code == 2 and "matrix_lr must be > 0" in err
+    code, err = _run(["--config", str(RECIPES / "tiny-sft.yaml"), "--output_dir", str(tmp_path / "out"),
+                      "--per_device_train_batch_size", "3"], capsys)
+    assert code == 2 and "target_examples_per_step" in err
+    llama = tmp_path / "llama"
+    LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2)).save_pretrained(llama)
+    AutoTokenizer.from_pretrained(converted_folder).save_pretrained(llama)
+    code, err = _run(["--config", str(RECIPES / "tiny-sft.yaml"), "--output_dir", str(tmp_path / "out"),
+                      "--model_name_or_path", str(llama), "--tokenizer_name_or_path", str(llama)], capsys)
+    assert code == 2 and "LlamaForCausalLM" in err
+    assert not (tmp_path / "out" / "mixture").exists()  # failed before any data was built
+    code, err = _run(["--config", str(RECIPES / "tiny-sft.yaml"), "--output_dir", str(tmp_path / "out"),
+                      "--model_name_or_path", str(tmp_path / "missing")], capsys)
+    assert code == 2 and "missing" in err
