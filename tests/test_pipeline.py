@@ -88,3 +88,15 @@ def test_bad_recipes_fail_before_training(tmp_path, capsys, converted_folder):
     code, err = _run(["--config", str(RECIPES / "tiny-sft.yaml"), "--output_dir", str(tmp_path / "out"),
                       "--model_name_or_path", str(tmp_path / "missing")], capsys)
     assert code == 2 and "missing" in err
+
+
+def test_evaluate_the_tiny_trained_model(demo, tmp_path):
+    root, _ = demo
+    command = [sys.executable, "-m", "akshara_hf.cli", "evaluate", str(root / "sft"), "--data", str(root / "sft" / "mixture"),
+               "--limit", "2", "--max-new-tokens", "16", "--output", str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = json.loads((tmp_path / "eval_results.json").read_text())
+    assert set(results["tasks"]) == {"summarization", "paraphrase"}
+    assert all(0 <= task["rougeL"] <= 100 and task["rows"] == 2 for task in results["tasks"].values())
+    assert results["loss"]["bpb"] > 0
