@@ -18,18 +18,19 @@ COMMAND_MODULES = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(modules: tuple[str, ...] = COMMAND_MODULES) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="akshara-hf", description="Train, publish and serve nanochat-family chat models on the Hugging Face stack."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in modules:
         importlib.import_module(name).register(subparsers)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, modules: tuple[str, ...] = COMMAND_MODULES) -> int:
+    """Run a command; bad input is one line on stderr and exit status 2. `modules` narrows the commands loaded."""
+    args = build_parser(modules).parse_args(argv)
     try:
         return args.func(args) or 0
     except (AksharaError, FileNotFoundError) as error:

@@ -30,6 +30,14 @@ NATIVE_KEYS = (
 )
 
 
+# Config fields with the same name and meaning in AksharaConfig and transformers' NanoChatConfig.
+SHARED_CONFIG_FIELDS = (
+    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads", "max_position_embeddings", "final_logit_softcapping", "bos_token_id", "eos_token_id",
+    "pad_token_id",
+)  # fmt: skip
+
+
 def rename_key(key: str, to_native: bool) -> str | None:
     """Map one state-dict key across the two namings; None when no prefix matches."""
     for ours, native in NATIVE_KEYS:
@@ -208,20 +216,10 @@ def akshara_to_native(model):
 
     config = model.config
     native_config = NanoChatConfig(
-        vocab_size=config.vocab_size,
-        hidden_size=config.hidden_size,
-        intermediate_size=config.intermediate_size,
-        num_hidden_layers=config.num_hidden_layers,
-        num_attention_heads=config.num_attention_heads,
-        num_key_value_heads=config.num_key_value_heads,
-        max_position_embeddings=config.max_position_embeddings,
+        **{name: getattr(config, name) for name in SHARED_CONFIG_FIELDS},
         rope_parameters={"rope_type": "default", "rope_theta": config.rope_theta},
         # nanochat's F.rms_norm default eps is finfo(float32).eps in fp32 and bf16 alike (torch uses op-math).
         rms_norm_eps=config.rms_norm_eps if config.rms_norm_eps is not None else torch.finfo(torch.float32).eps,
-        final_logit_softcapping=config.final_logit_softcapping,
-        bos_token_id=config.bos_token_id,
-        eos_token_id=config.eos_token_id,
-        pad_token_id=config.pad_token_id,
         tie_word_embeddings=False,
     )
     native_config._attn_implementation = config._attn_implementation
@@ -251,19 +249,9 @@ def native_to_akshara(native, source: str = "model"):
     if bad:
         raise AksharaError(f"{source}: native settings Akshara does not implement: {bad}")
     config = AksharaConfig(
-        vocab_size=nc.vocab_size,
-        hidden_size=nc.hidden_size,
-        intermediate_size=nc.intermediate_size,
-        num_hidden_layers=nc.num_hidden_layers,
-        num_attention_heads=nc.num_attention_heads,
-        num_key_value_heads=nc.num_key_value_heads,
-        max_position_embeddings=nc.max_position_embeddings,
+        **{name: getattr(nc, name) for name in SHARED_CONFIG_FIELDS},
         rope_theta=rope.get("rope_theta", 10000.0),
-        final_logit_softcapping=nc.final_logit_softcapping,
         rms_norm_eps=None if nc.rms_norm_eps == torch.finfo(torch.float32).eps else nc.rms_norm_eps,
-        bos_token_id=nc.bos_token_id,
-        eos_token_id=nc.eos_token_id,
-        pad_token_id=nc.pad_token_id,
     )
     model = AksharaForCausalLM(config)
     model.load_state_dict(_remap(native.state_dict(), False, source), strict=True)

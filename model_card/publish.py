@@ -285,17 +285,10 @@ def register(subparsers) -> None:
 
 
 def main_args(argv: list[str]) -> int:
-    """Run one of this module's commands as `akshara-hf` would, without the rest of the CLI: bad input is one
-    line on stderr and exit status 2."""
-    parser = argparse.ArgumentParser(prog="akshara-hf")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    register(subparsers)
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args) or 0
-    except (AksharaError, FileNotFoundError) as error:
-        print(f"akshara-hf {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    """Run one of this module's commands as `akshara-hf` would, without loading the rest of the CLI."""
+    from akshara_hf.cli import main
+
+    return main(argv, modules=(__name__,))
 
 
 if __name__ == "__main__":
