@@ -10,7 +10,6 @@ uploaded unless every check passes. The token is whatever huggingface_hub finds 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
