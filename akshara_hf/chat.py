@@ -36,51 +36,61 @@ def load_chat_template() -> str:
     return resources.files("akshara_hf").joinpath("chat_template.jinja").read_text(encoding="utf-8")
 
 
-def validate_conversation(messages, where: str = "", min_messages: int = 2) -> None:
-    """Raise AksharaError (naming `where` and the message index) unless nanochat's layout accepts `messages`.
+ROLES = ("system", "user", "assistant")
 
-    An optional leading system message, then user/assistant alternating from user; at least `min_messages` after
-    the system message (2 for training data, 1 for a generation prompt). Contents are non-empty strings; assistant
-    content may instead be a non-empty list of `{"type": "text"|"python"|"python_output", "text": str}` parts
-    (part text may be empty: nanochat's GSM8K rendering produces empty text parts).
+
+def conversation_problem(messages, min_messages: int = 2, allow_parts: bool = True) -> str | None:
+    """What is wrong with `messages` as nanochat's layout (one short phrase, messages and parts counted from 1), or None.
+
+    The rule of nanochat's SmolTalk/CustomJSON tasks and `render_conversation`: an optional leading system message,
+    then user/assistant alternating from user, at least `min_messages` after the system message (2 for training
+    data, 1 for a generation prompt); contents non-blank strings. With `allow_parts`, assistant content may instead be
+    a non-empty list of `{"type": "text"|"python"|"python_output", "text": str}` parts (part text may be empty:
+    nanochat's GSM8K rendering produces empty text parts); data sources pass `allow_parts=False` (one Arrow column
+    type). The phrase names no row, so that skipped rows can be counted by reason.
     """
-    prefix = f"{where}: " if where else ""
-
-    def fail(message: str):
-        raise AksharaError(prefix + message)
-
     if not isinstance(messages, Sequence) or isinstance(messages, str):
-        fail(f"messages must be a list, got {type(messages).__name__}")
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict) or "role" not in message or "content" not in message:
-            fail(f"message {index}: must be a dict with 'role' and 'content'")
-    start = 1 if messages and messages[0]["role"] == "system" else 0
-    if len(messages) - start < min_messages:
-        fail(f"{len(messages) - start} message(s) after the optional system message, need at least {min_messages}")
-    for index, message in enumerate(messages):
-        role, content = message["role"], message["content"]
-        if index < start:
-            expected = "system"
-        else:
-            expected = "user" if (index - start) % 2 == 0 else "assistant"
-        if role != expected:
-            fail(f"message {index}: role {role!r}, expected {expected!r} "
-                 "(an optional system message, then user/assistant alternating from user)")
+        return f"messages must be a list, got {type(messages).__name__}"
+    for position, message in enumerate(messages, start=1):
+        if not isinstance(message, dict):
+            return f"message {position} is a {type(message).__name__}, not an object with role and content"
+        role, content = message.get("role"), message.get("content")
+        if role is None:
+            return f"message {position} has no role"
+        if role not in ROLES:
+            return f"message {position} has unknown role {role!r}"
+        if content is None:
+            return f"message {position} ({role}) has no content"
         if isinstance(content, str):
+            if not content.strip():
+                return f"message {position} ({role}) has empty content"
+        elif allow_parts and role == "assistant" and isinstance(content, list):
             if not content:
-                fail(f"message {index}: empty content")
-        elif role == "assistant" and isinstance(content, list):
-            if not content:
-                fail(f"message {index}: empty list of parts")
-            for number, part in enumerate(content):
+                return f"message {position} (assistant) has an empty list of parts"
+            for number, part in enumerate(content, start=1):
                 if not isinstance(part, dict) or part.get("type") not in PART_TYPES:
                     kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                    fail(f"message {index} part {number}: type {kind!r}, expected one of {PART_TYPES}")
+                    return f"message {position} part {number}: type {kind!r}, expected one of {PART_TYPES}"
                 if not isinstance(part.get("text"), str):
-                    fail(f"message {index} part {number}: 'text' must be a string")
+                    return f"message {position} part {number}: 'text' must be a string"
         else:
-            allowed = "a string or a list of parts" if role == "assistant" else "a string"
-            fail(f"message {index}: content is {type(content).__name__}, expected {allowed}")
+            allowed = "a string or a list of parts" if allow_parts and role == "assistant" else "a string"
+            return f"message {position} ({role}) content is a {type(content).__name__}, not {allowed}"
+    offset = 1 if messages and messages[0]["role"] == "system" else 0
+    if len(messages) - offset < min_messages:
+        return f"needs at least {min_messages} messages after the system message, has {len(messages) - offset}"
+    for position, message in enumerate(messages[offset:], start=offset + 1):
+        expected = "user" if (position - offset) % 2 == 1 else "assistant"
+        if message["role"] != expected:
+            return f"message {position} is {message['role']!r} where {expected!r} was expected (roles must alternate)"
+    return None
+
+
+def validate_conversation(messages, where: str = "", min_messages: int = 2, allow_parts: bool = True) -> None:
+    """Raise AksharaError, prefixed with `where` (a file and row), unless `conversation_problem` finds nothing."""
+    problem = conversation_problem(messages, min_messages, allow_parts)
+    if problem is not None:
+        raise AksharaError(f"{where}: {problem}" if where else problem)
 
 
 def special_token_ids(tokenizer) -> dict[str, int]:
@@ -138,7 +148,7 @@ def render_for_generation(messages, tokenizer) -> list[int]:
     """The prompt for the next assistant turn: the rendering up to and including <|assistant_start|>."""
     validate_conversation(messages, min_messages=1)
     if messages[-1]["role"] != "user":
-        raise AksharaError(f"message {len(messages) - 1}: a generation prompt must end with a user message")
+        raise AksharaError(f"message {len(messages)}: a generation prompt must end with a user message")
     ids, _ = _render(messages, tokenizer)
     return ids + [special_token_ids(tokenizer)["<|assistant_start|>"]]
 

@@ -4,26 +4,20 @@ and head AdamW step, and the total optimizer time as a fraction of a full traini
 Usage: python bench/bench_optimizer.py [--shape cpu|d20] [--steps N] [--batch B] [--seq T]
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import torch  # noqa: E402
-from bench_train_step import build  # noqa: E402
-from common import SHAPES, environment, print_table, timed  # noqa: E402
+import torch   # noqa: E402
+from bench_train_step import build   # noqa: E402
+from common import SHAPES, environment, print_table, step_parser, timed  # noqa: E402
 
-from akshara_hf.optim import MuonAdamW, split_parameters  # noqa: E402
+from akshara_hf.optim import MuonAdamW, split_parameters   # noqa: E402
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--shape", default="cpu", choices=SHAPES)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--seq", type=int, default=256)
-    parser.add_argument("--dtype", default="float32")
+    parser = step_parser(steps=5)
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = getattr(torch, args.dtype)

@@ -1,12 +1,18 @@
 """Training-step throughput (forward + backward + Muon/AdamW step) and peak memory: Akshara vs transformers' native
 `NanoChatForCausalLM` holding identical weights, eager vs SDPA, with and without gradient checkpointing.
 
-Each variant runs in its own subprocess so that its peak memory is its own. Usage:
-    python bench/bench_train_step.py [--shape cpu|d20] [--steps N] [--batch B] [--seq T] [--dtype float32|bfloat16]
+Speed: one subprocess per (attention, checkpointing) builds both models and alternates their steps (after
+`--warmup` steps each), so that load changes on a shared machine hit both alike; the ratio is the median of the
+per-step-pair ratios, with its interquartile range. Memory: one subprocess per model and variant, so that its peak is
+its own (on CPU: peak RSS above the RSS after imports, i.e. what building and training the model added; RSS moves
+by ±30 MB between identical runs, so the median of `--memory-repeats` processes).
+Usage:
+    python bench/bench_train_step.py [--shape cpu|d20] [--steps N] [--warmup W] [--batch B] [--seq T] [--dtype float32|bfloat16]
 """
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 
-import torch  # noqa: E402
-from common import SHAPES, environment, peak_memory_mb, print_table, timed  # noqa: E402
+import torch   # noqa: E402
+from common import SHAPES, environment, peak_memory_mb, print_table, step_parser, timed  # noqa: E402
 
 
 def build(impl: str, shape: dict, attn: str, dtype, device):
@@ -46,16 +52,13 @@ def optimizer_for(model):
     return muon, adamw
 
 
-def run_one(args) -> dict:
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = getattr(torch, args.dtype)
-    shape = SHAPES[args.shape]
-    torch.manual_seed(0)
-    model = build(args.impl, shape, args.attn, dtype, device)
+def make_step(impl: str, args, device, dtype):
+    """One training step of `impl` at `args`' shape/batch/seq/attn: forward + backward + Muon/AdamW step."""
+    model = build(impl, SHAPES[args.shape], args.attn, dtype, device)
     if args.checkpointing:
         model.gradient_checkpointing_enable()
     optimizers = optimizer_for(model)
-    idx = torch.randint(0, shape["vocab_size"], (args.batch, args.seq), device=device)
+    idx = torch.randint(0, SHAPES[args.shape]["vocab_size"], (args.batch, args.seq), device=device)
 
     def step():
         loss = model(input_ids=idx, labels=idx, use_cache=False).loss
@@ -64,17 +67,42 @@ def run_one(args) -> dict:
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-    seconds = timed(step, steps=args.steps, warmup=1, device=device)
-    return {"tokens_per_s": args.batch * args.seq / seconds, "peak_mb": peak_memory_mb(device), "env": environment(dtype, device)}
+    step.model = model
+    return step
+
+
+def run_one(args) -> dict:
+    """`--impl both`: alternating step times of both models; `--impl NAME`: that model's peak memory."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = getattr(torch, args.dtype)
+    torch.manual_seed(0)
+    env = environment(dtype, device)
+    if args.impl == "both":
+        steps = {impl: make_step(impl, args, device, dtype) for impl in ("native", "akshara")}
+        seconds = {impl: [] for impl in steps}
+        for index in range(args.warmup + args.steps):
+            for impl, step in steps.items():
+                elapsed = timed(step, steps=1, warmup=0, device=device)
+                if index >= args.warmup:
+                    seconds[impl].append(elapsed)
+        return {"seconds": seconds, "env": env}
+    # Import everything `build` imports first, so that the baseline holds the code and the peak above it is the model's.
+    import reference_nanochat  # noqa: F401
+    import transformers.models.nanochat.modeling_nanochat  # noqa: F401
+
+    import akshara_hf.convert  # noqa: F401
+
+    baseline_mb = peak_memory_mb(device) if device == "cpu" else 0.0
+    step = make_step(args.impl, args, device, dtype)
+    for _ in range(2):
+        step()
+    return {"peak_mb": peak_memory_mb(device) - baseline_mb, "env": env}
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--shape", default="cpu", choices=SHAPES)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--seq", type=int, default=256)
-    parser.add_argument("--dtype", default="float32")
+    parser = step_parser(steps=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--memory-repeats", type=int, default=3, help="memory subprocesses per model (median)")
     parser.add_argument("--impl", help=argparse.SUPPRESS)
     parser.add_argument("--attn", help=argparse.SUPPRESS)
     parser.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)
@@ -85,23 +113,30 @@ def main():
 
     def measure(impl, attn, checkpointing):
         cmd = [sys.executable, __file__, "--impl", impl, "--attn", attn, "--shape", args.shape, "--steps", str(args.steps),
-               "--batch", str(args.batch), "--seq", str(args.seq), "--dtype", args.dtype]
+               "--warmup", str(args.warmup), "--batch", str(args.batch), "--seq", str(args.seq), "--dtype", args.dtype]
         out = subprocess.run(cmd + (["--checkpointing"] if checkpointing else []), capture_output=True, text=True, check=True)
         return json.loads(out.stdout.strip().splitlines()[-1])
 
+    tokens = args.batch * args.seq
     rows, env = [], None
     for attn in ("eager", "sdpa"):
         for checkpointing in (False, True):
-            ref, ours = measure("native", attn, checkpointing), measure("akshara", attn, checkpointing)
-            env = ours["env"]
+            timing = measure("both", attn, checkpointing)
+            env = timing["env"]
+            seconds = timing["seconds"]
+            ratios = sorted(n / a for n, a in zip(seconds["native"], seconds["akshara"]))
+            quartiles = statistics.quantiles(ratios, n=4)
+            peak = {impl: statistics.median(measure(impl, attn, checkpointing)["peak_mb"] for _ in range(args.memory_repeats))
+                    for impl in ("native", "akshara")}
             rows.append({
                 "attn": attn, "grad ckpt": "on" if checkpointing else "off",
-                "native tok/s": ref["tokens_per_s"], "akshara tok/s": ours["tokens_per_s"],
-                "speed ratio": ours["tokens_per_s"] / ref["tokens_per_s"],
-                "native peak MB": ref["peak_mb"], "akshara peak MB": ours["peak_mb"],
-                "memory ratio": ours["peak_mb"] / ref["peak_mb"],
+                "native tok/s": tokens / statistics.median(seconds["native"]),
+                "akshara tok/s": tokens / statistics.median(seconds["akshara"]),
+                "speed ratio": statistics.median(ratios), "ratio IQR": f"{quartiles[0]:.2f}-{quartiles[2]:.2f}",
+                "native peak MB": peak["native"], "akshara peak MB": peak["akshara"],
+                "memory ratio": peak["akshara"] / peak["native"],
             })
-    title = f"training step, shape {args.shape}, batch {args.batch} x seq {args.seq}, {args.steps} timed steps (median)"
+    title = f"training step, shape {args.shape}, batch {args.batch} x seq {args.seq}, {args.steps} alternating timed steps after {args.warmup}"
     print_table(title, env, rows, list(rows[0]))
     sdpa, eager = rows[2]["akshara tok/s"], rows[0]["akshara tok/s"]
     print(f"akshara sdpa/eager speed ratio: {sdpa / eager:.3f}")

@@ -3,6 +3,7 @@
 Every benchmark measures its reference in the same run on the same machine and prints ratios, never absolute targets.
 """
 
+import argparse
 import datetime
 import json
 import platform
@@ -63,3 +64,14 @@ def print_table(title: str, env: dict, rows: list[dict], columns: list[str]) -> 
     for row in rows:
         cells = [f"{row[c]:.3g}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns]
         print("| " + " | ".join(cells) + " |")
+
+
+def step_parser(steps: int) -> argparse.ArgumentParser:
+    """The options every model-step benchmark shares: shape, timed steps, batch x sequence, dtype."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shape", default="cpu", choices=SHAPES)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--dtype", default="float32")
+    return parser

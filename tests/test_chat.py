@@ -118,7 +118,7 @@ def test_render_for_generation_ends_with_assistant_start(tok, enc):
     prompt = MULTI_TURN[:3]
     ids = render_for_generation(prompt, tok)
     assert ids == spec_render(prompt, enc)[0] + [enc.encode_single_token("<|assistant_start|>")]
-    with pytest.raises(AksharaError, match="message 1: a generation prompt must end with a user message"):
+    with pytest.raises(AksharaError, match="message 2: a generation prompt must end with a user message"):
         render_for_generation(MULTI_TURN[:2], tok)
 
 
@@ -206,22 +206,22 @@ def test_sanitized_template_splits_differently_next_to_a_space():
 
 BAD = {
     "two users": ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
-                  "message 1: role 'user', expected 'assistant'"),
+                  "message 2 is 'user' where 'assistant' was expected"),
     "assistant first": ([{"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}],
-                        "message 0: role 'assistant', expected 'user'"),
+                        "message 1 is 'assistant' where 'user' was expected"),
     "empty content": ([{"role": "user", "content": "a"}, {"role": "assistant", "content": ""}],
-                      "message 1: empty content"),
+                      "message 2 (assistant) has empty content"),
     "bad part type": ([{"role": "user", "content": "a"}, {"role": "assistant", "content": [{"type": "code", "text": "x"}]}],
-                      "message 1 part 0: type 'code'"),
-    "one message": ([{"role": "user", "content": "a"}], "1 message(s) after the optional system message, need at least 2"),
+                      "message 2 part 1: type 'code'"),
+    "one message": ([{"role": "user", "content": "a"}], "needs at least 2 messages after the system message, has 1"),
     "system only": ([{"role": "system", "content": "s"}, {"role": "user", "content": "a"}],
-                    "1 message(s) after the optional system message"),
+                    "needs at least 2 messages after the system message, has 1"),
     "user parts": ([{"role": "user", "content": [{"type": "text", "text": "a"}]}, {"role": "assistant", "content": "b"}],
-                   "message 0: content is list, expected a string"),
+                   "message 1 (user) content is a list, not a string"),
     "part text": ([{"role": "user", "content": "a"}, {"role": "assistant", "content": [{"type": "text", "text": None}]}],
-                  "message 1 part 0: 'text' must be a string"),
+                  "message 2 part 1: 'text' must be a string"),
     "not a list": ("hello", "messages must be a list"),
-    "no role": ([{"content": "a"}, {"role": "assistant", "content": "b"}], "message 0: must be a dict"),
+    "no role": ([{"content": "a"}, {"role": "assistant", "content": "b"}], "message 1 has no role"),
 }
 
 

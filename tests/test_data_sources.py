@@ -11,7 +11,7 @@ from datasets import Dataset, DatasetDict
 
 from akshara_hf.data.prompts import PARAPHRASE_PROMPTS, SUMMARY_PROMPTS
 from akshara_hf.data.sources import FEATURES, KINDS, convert_source
-from akshara_hf.data.validation import validate_conversation
+from akshara_hf.chat import conversation_problem
 from akshara_hf.errors import AksharaError
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
@@ -65,7 +65,7 @@ def conversation(*roles, content="పాఠం"):
     conversation("user", "assistant", "user"),  # nanochat does not require ending on the assistant
 ])
 def test_valid_conversations(messages):
-    assert validate_conversation(messages) is None
+    assert conversation_problem(messages, allow_parts=False) is None
 
 
 @pytest.mark.parametrize("messages, problem", [
@@ -85,7 +85,7 @@ def test_valid_conversations(messages):
     ([{"role": "user", "content": "ప్రశ్న"}, "జవాబు"], "message 2 is a str"),
 ])
 def test_invalid_conversations(messages, problem):
-    assert problem in validate_conversation(messages)
+    assert problem in conversation_problem(messages, allow_parts=False)
 
 
 # --- each converter on its sample --------------------------------------------------------------------
@@ -100,7 +100,7 @@ def test_every_kind_has_a_sample_and_the_common_columns(convert):
         dataset = convert(kind, SAMPLES / path).dataset
         assert dataset.features == FEATURES
         assert set(dataset["source"]) == {kind}
-        assert all(validate_conversation(m) is None for m in dataset["messages"])
+        assert all(conversation_problem(m, allow_parts=False) is None for m in dataset["messages"])
 
 
 def test_smoltalk_keeps_messages_as_is(convert):
@@ -302,7 +302,7 @@ def test_skip_mode_drops_and_counts_by_reason(convert, kind, name, kept, dropped
     assert len(result.dataset) == kept
     assert {reason: d.rows for reason, d in result.dropped.items()} == dropped
     assert result.dropped_count == sum(len(rows) for rows in dropped.values())
-    assert all(validate_conversation(m) is None for m in result.dataset["messages"])
+    assert all(conversation_problem(m, allow_parts=False) is None for m in result.dataset["messages"])
 
 
 def test_skipped_rows_do_not_shift_other_rows_prompts(convert, tmp_path):

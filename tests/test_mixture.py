@@ -13,7 +13,7 @@ from akshara_hf import cli
 from akshara_hf.data import mixture
 from akshara_hf.data.mixture import build_mixture, load_data_section
 from akshara_hf.data.prompts import PARAPHRASE_PROMPTS, SUMMARY_PROMPTS
-from akshara_hf.data.validation import validate_conversation
+from akshara_hf.chat import conversation_problem
 from akshara_hf.errors import AksharaError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,7 +142,7 @@ def test_tiny_mid_counts_per_source(tiny_mid):
 def test_tiny_mid_rows_are_valid_and_repeat_without_leaking(tiny_mid):
     _, built = tiny_mid
     train, validation = built["train"], built["validation"]
-    assert all(validate_conversation(m) is None for m in list(train["messages"]) + list(validation["messages"]))
+    assert all(conversation_problem(m, allow_parts=False) is None for m in list(train["messages"]) + list(validation["messages"]))
     key = lambda messages: json.dumps(messages, ensure_ascii=False)  # noqa: E731
     identity = Counter(key(m) for m, s in zip(train["messages"], train["source"]) if s == "identity")
     assert len(identity) == 15 and set(identity.values()) == {2}

@@ -1,5 +1,5 @@
-"""Akshara training data: one converter per source kind (`sources`), nanochat's conversation rule
-(`validation`), the seed write-ups' prompts (`prompts`) and recipe-driven mixtures (`mixture`).
+"""Akshara training data: one converter per source kind (`sources`; nanochat's conversation rule is
+`akshara_hf.chat.conversation_problem`), the seed write-ups' prompts (`prompts`) and recipe-driven mixtures (`mixture`).
 
 Names are resolved lazily so that `akshara-hf --help` does not import `datasets`.
 """
@@ -9,7 +9,6 @@ import importlib
 _EXPORTS = {
     "build_mixture": "mixture", "load_data_section": "mixture", "DataSection": "mixture", "SourceSpec": "mixture",
     "convert_source": "sources", "Converted": "sources", "KINDS": "sources", "FEATURES": "sources",
-    "validate_conversation": "validation",
     "SUMMARY_PROMPTS": "prompts", "PARAPHRASE_PROMPTS": "prompts",
 }
 __all__ = sorted(_EXPORTS)

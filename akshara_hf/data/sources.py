@@ -24,9 +24,9 @@ from typing import Any, Callable, Iterator
 import datasets
 from datasets import Dataset, DatasetDict, Features, List, Value
 
+from ..chat import conversation_problem
 from ..errors import AksharaError
 from .prompts import PARAPHRASE_PROMPTS, SUMMARY_PROMPTS
-from .validation import validate_conversation
 
 MESSAGES_FEATURE = List({"role": Value("string"), "content": Value("string")})
 FEATURES = Features({"messages": MESSAGES_FEATURE, "source": Value("string")})
@@ -300,7 +300,7 @@ def _generate(kind: str, source: _Input, seed: int, limit: int | None, on_bad_ro
             if isinstance(record, BadRow):
                 raise record
             messages = spec.to_messages(record, prompt)
-            problem = validate_conversation(messages)
+            problem = conversation_problem(messages, allow_parts=False)
         except BadRow as bad:
             problem = bad.reason
         if problem is None:

@@ -1,0 +1,68 @@
+"""The seed runs' recipes: each parses into the trainer settings of `shared/spec/akshara-runs.md`."""
+
+from pathlib import Path
+
+import pytest
+
+from akshara_hf.errors import AksharaError
+from akshara_hf.run import AksharaRunArguments
+from akshara_hf.trainer import parse_config
+
+RECIPES = Path(__file__).parents[1] / "training" / "recipes"
+MID_PARENT = "nanochat-telugu-d20-mid-smoltalk-100k"
+
+# run -> (stage, parent, device batch, source kinds) from the runs table; every run: 1 GPU, bf16, base LRs 0.02/0.2/0.004.
+SEED_RUNS = {
+    "nanochat-telugu-d20-mid-smoltalk-100k": ("mid", "nanochat-telugu-d20-base", 4, ["smoltalk"]),
+    "nanochat-telugu-d20-mid-v1-akshara": (
+        "mid", "nanochat-telugu-d20-base", 2,
+        ["smoltalk", "news", "tesum", "xlsum", "paraphrase", "stories", "identity"],
+    ),
+    "nanochat-telugu-d20-sft-smoltalk-10k": ("sft", MID_PARENT, 2, ["smoltalk"]),
+    "nanochat-telugu-d20-sft-summary": ("sft", MID_PARENT, 2, ["tesum"]),
+    "nanochat-telugu-d20-sft-paraphrase": ("sft", MID_PARENT, 2, ["paraphrase"]),
+    "nanochat-telugu-d20-sft-smoltalk-news-articles": ("sft", MID_PARENT, 2, ["news"]),
+    "nanochat-telugu-d20-sft-smoltalk-stories": ("sft", MID_PARENT, 2, ["stories"]),
+    "nanochat-telugu-d20-sft-v1": (
+        "sft", "nanochat-telugu-d20-mid-v1-akshara", 2,
+        ["smoltalk", "identity", "paraphrase", "news", "tesum", "xlsum", "stories"],
+    ),
+}
+
+
+def test_one_recipe_per_seed_run():
+    assert sorted(p.stem for p in RECIPES.glob("nanochat-*.yaml")) == sorted(SEED_RUNS)
+
+
+@pytest.mark.parametrize("name", sorted(SEED_RUNS))
+def test_seed_recipe_has_the_seed_numbers(name):
+    stage, parent, device_batch, kinds = SEED_RUNS[name]
+    # bf16 is the seeds' dtype; on this CPU-only machine the Trainer accepts it only with use_cpu (next test).
+    args, run = parse_config(["--config", str(RECIPES / f"{name}.yaml"), "--use_cpu", "true"], AksharaRunArguments)
+    assert run.stage == stage and run.base_model == parent and args.bf16
+    assert (args.matrix_lr, args.embedding_lr, args.unembedding_lr, args.weight_decay) == (0.02, 0.2, 0.004, 0.0)
+    assert args.per_device_train_batch_size == device_batch and args.num_train_epochs == 1
+    assert [source["kind"] for source in run.data["sources"]] == kinds
+    identity = [s for s in run.data["sources"] if s["kind"] == "identity"]
+    if stage == "mid":
+        tokens_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * run.max_seq_len
+        assert tokens_per_step == 524_288 and run.max_seq_len == 2048
+        assert (args.schedule, args.init_lr_frac, args.muon_momentum_warmup_steps) == ("mid", 1.0, 300)
+        assert (args.eval_steps, args.eval_bpb, run.eval_tokens) == (150, True, 10_485_760)
+        assert args.learning_rate == 0.02
+        assert all(s.get("repeat", 1) == 2 for s in identity)  # identity included twice in the mid mixture
+    else:
+        assert args.per_device_train_batch_size * args.gradient_accumulation_steps == 32
+        assert (args.schedule, args.init_lr_frac, args.muon_momentum_warmup_steps) == ("sft", 0.02, 0)
+        assert args.eval_steps == 100 and args.max_length == 2048
+        assert args.learning_rate == pytest.approx(0.02 * 0.02)
+        assert run.model_name_or_path == f"runs/{parent}"
+        assert all(s.get("repeat", 1) == 1 for s in identity)
+        if any(s["kind"] == "smoltalk" for s in run.data["sources"]):
+            assert next(s for s in run.data["sources"] if s["kind"] == "smoltalk")["limit"] == 10_000
+
+
+def test_seed_recipe_on_cpu_without_use_cpu_is_a_clear_error():
+    with pytest.raises(AksharaError, match="bf16"):
+        parse_config(["--config", str(RECIPES / "nanochat-telugu-d20-sft-v1.yaml")], AksharaRunArguments)
+
