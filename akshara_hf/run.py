@@ -112,7 +112,15 @@ def _tokenize(stage: str, split, tokenizer, max_seq_len: int, max_length: int | 
             ids, mask = render_conversation(example["messages"], tokenizer, max_tokens=max_length or 2048)
             return {"input_ids": ids, "assistant_masks": mask}
 
-        return split.map(render, remove_columns=split.column_names, desc="rendering conversations")
+        rows = split.map(render, remove_columns=split.column_names, desc="rendering conversations")
+        # A conversation whose assistant tokens all lie beyond max_length has nothing to learn from; TRL drops such
+        # rows only when it truncates itself (not with padding_free / max_length None), and a micro-batch made only of
+        # them would give a NaN loss (nanochat's too). Drop them here, always, and say how many.
+        kept = rows.filter(lambda row: any(row["assistant_masks"]), desc="dropping rows without targets")
+        if len(kept) < len(rows):
+            print(f"{len(rows) - len(kept)} of {len(rows)} conversations have no assistant token within "
+                  f"{max_length or 2048} tokens; dropped", file=sys.stderr)
+        return kept
     if stage == "mid":
         return pack_conversations(split, tokenizer, max_seq_len)
     return pack_documents(_documents(split), tokenizer, max_seq_len)

@@ -100,3 +100,20 @@ def test_evaluate_the_tiny_trained_model(demo, tmp_path):
     assert set(results["tasks"]) == {"summarization", "paraphrase"}
     assert all(0 <= task["rougeL"] <= 100 and task["rows"] == 2 for task in results["tasks"].values())
     assert results["loss"]["bpb"] > 0
+
+
+def test_sft_rows_without_targets_within_max_length_are_dropped_and_counted(demo, capsys):
+    from datasets import Dataset
+
+    from akshara_hf.run import _tokenize
+
+    root, _ = demo
+    tokenizer = AutoTokenizer.from_pretrained(root / "sft")
+    long_question = "తెలుగు " * 400  # the user turn alone fills max_length
+    split = Dataset.from_dict({"messages": [
+        [{"role": "user", "content": "నమస్కారం"}, {"role": "assistant", "content": "నమస్కారం! ఎలా ఉన్నారు?"}],
+        [{"role": "user", "content": long_question}, {"role": "assistant", "content": "సరే"}],
+    ]})
+    rows = _tokenize("sft", split, tokenizer, max_seq_len=256, max_length=64)
+    assert len(rows) == 1 and any(rows[0]["assistant_masks"]) and len(rows[0]["input_ids"]) <= 64
+    assert "1 of 2 conversations have no assistant token within 64 tokens; dropped" in capsys.readouterr().err
