@@ -30,6 +30,10 @@ print(json.dumps(out[0]["generated_text"][-1], ensure_ascii=False))
 """
 
 
+def _fmt(loss) -> str:
+    return f"{loss:.3f}" if isinstance(loss, (int, float)) else str(loss)
+
+
 def _stage_of(recipe: Path) -> str:
     import yaml
 
@@ -95,7 +99,7 @@ Done in {time.time() - started:.0f} s. Everything is under {root}:
   tokenizer/          the trained tokenizer (tokenizer.json, chat template)
   base/ mid/ sft/     HF model folders (each with checkpoints, log.jsonl, run_facts.json, README.md model card,
                       loss_curve.png); sft/ is the final model: {facts.get('num_steps')} SFT steps,
-                      final train loss {facts.get('final_train_loss')}, val loss {facts.get('final_val_loss')}
+                      final train loss {_fmt(facts.get('final_train_loss'))}, val loss {_fmt(facts.get('final_val_loss'))}
 Try next:
   akshara-hf chat {root / 'sft'}
   akshara-hf evaluate {root / 'sft'} --data {root / 'sft' / 'mixture'}
