@@ -8,6 +8,7 @@ callback, its per-micro-batch loss normalisation in `get_batch_samples`, and per
 """
 
 import math
+import os
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -16,12 +17,15 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 from transformers.trainer_utils import SchedulerType
+from transformers.utils import logging
 from trl import SFTConfig, SFTTrainer, TrlParser
 
 from .errors import AksharaError
 from .metrics import bits_per_byte, bpb_from_losses
 from .optim import MuonAdamW, mid_lr_multiplier, muon_momentum, sft_lr_multiplier, split_parameters
 from .packing import token_byte_lengths
+
+logger = logging.get_logger(__name__)
 
 # nanochat pads SFT batches with <|assistant_end|> (the targets there are ignored).
 NANOCHAT_PAD_TOKEN = "<|assistant_end|>"
@@ -240,6 +244,14 @@ class MuonSFTTrainer(SFTTrainer):
         callbacks = [*(kwargs.pop("callbacks", None) or []), MuonMomentumCallback(args.muon_momentum_warmup_steps)]
         super().__init__(model, args, callbacks=callbacks, **kwargs)
         check_akshara_model(self.model)  # a model given by name is loaded by SFTTrainer
+        if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true") and not self.is_fsdp_enabled:
+            # Measured with accelerate 1.x: `accelerate launch --use_fsdp` without CUDA sets up MULTI_CPU and wraps the
+            # model in DDP, with nothing said; a run that asked for sharding should not train unsharded silently.
+            logger.warning(
+                "the Accelerate config asks for FSDP, but Accelerate set up %s (it does so without a GPU): this run "
+                "trains unsharded, every process holding the whole model",
+                getattr(self.accelerator.distributed_type, "value", self.accelerator.distributed_type),
+            )
         self._token_bytes = torch.as_tensor(token_byte_lengths(self.processing_class)) if args.eval_bpb else None
         self._bpb_sums = torch.zeros(2, dtype=torch.float64)  # nats, bytes over the current evaluation
 

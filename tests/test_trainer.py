@@ -304,14 +304,14 @@ def test_resumed_run_continues_with_identical_losses_and_momentum(tmp_path):
         assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
 
 
-@pytest.mark.parametrize("normalization", ["nanochat", "tokens"])
-def test_two_processes_give_the_one_process_loss_curve(tmp_path, normalization):
+def _launch_two_processes(tmp_path, *options: str, normalization: str = "nanochat") -> tuple[dict, str]:
+    """`accelerate launch OPTIONS --num_processes 2 ... dist_train_script.py` on CPU: rank 0's result and stderr."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     out = tmp_path / "two.json"
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        sys.executable, "-m", "accelerate.commands.launch", *options, "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
         str(REPO / "tests" / "dist_train_script.py"), "--out", str(out), "--output-dir", str(tmp_path / "two"),
         "--loss-normalization", normalization,
@@ -319,7 +319,12 @@ def test_two_processes_give_the_one_process_loss_curve(tmp_path, normalization):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    two = json.loads(out.read_text())
+    return json.loads(out.read_text()), done.stderr
+
+
+@pytest.mark.parametrize("normalization", ["nanochat", "tokens"])
+def test_two_processes_give_the_one_process_loss_curve(tmp_path, normalization):
+    two, _ = _launch_two_processes(tmp_path, "--multi_gpu", normalization=normalization)
     one = run(tmp_path / "one", steps=3, loss_normalization=normalization)
     # `--cpu --num_processes 2` would silently start one process: check that two really trained.
     assert (two["world_size"], two["dist_world_size"], two["gradient_accumulation_steps"]) == (2, 2, 1)
@@ -327,3 +332,13 @@ def test_two_processes_give_the_one_process_loss_curve(tmp_path, normalization):
     assert len(two["losses"]) == 3
     assert two["losses"] == pytest.approx(one["losses"], rel=1e-5)
     assert two["lrs"] == pytest.approx(one["lrs"], rel=1e-12)
+
+
+def test_fsdp_launch_without_a_gpu_trains_unsharded_and_says_so(tmp_path):
+    two, stderr = _launch_two_processes(
+        tmp_path, "--use_fsdp", "--fsdp_version", "2", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",
+        "--fsdp_transformer_layer_cls_to_wrap", "AksharaBlock", "--fsdp_reshard_after_forward", "true",
+    )  # fmt: skip
+    assert (two["world_size"], two["dist_world_size"]) == (2, 2)
+    assert "asks for FSDP, but Accelerate set up MULTI_CPU" in stderr
+    assert two["losses"] == pytest.approx(run(tmp_path / "one", steps=3, loss_normalization="nanochat")["losses"], rel=1e-5)
