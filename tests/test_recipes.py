@@ -1,5 +1,6 @@
 """The seed runs' recipes: each parses into the trainer settings of `shared/spec/akshara-runs.md`."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,36 @@ def test_seed_recipe_on_cpu_without_use_cpu_is_a_clear_error():
     with pytest.raises(AksharaError, match="bf16"):
         parse_config(["--config", str(RECIPES / "nanochat-telugu-d20-sft-v1.yaml")], AksharaRunArguments)
 
+
+
+@pytest.fixture(scope="module")
+def mixture_dir(tmp_path_factory):
+    from akshara_hf.data.mixture import build_mixture
+
+    out = tmp_path_factory.mktemp("mixture") / "tiny-sft"
+    build_mixture(RECIPES / "tiny-sft.yaml", out)
+    return out
+
+
+@pytest.mark.parametrize("name", ["nanochat-telugu-d20-mid-v1-akshara", "nanochat-telugu-d20-sft-v1"])
+def test_seed_recipe_runs_end_to_end_at_tiny_scale(name, tmp_path, mixture_dir):
+    """The seed recipe itself through the runner, with only the scale overridden: a tiny nanochat checkpoint (converted
+    on the fly, as the mid recipes expect), the shipped samples' mixture, CPU fp32, a few steps."""
+    from model_fixtures import make_nanochat_run
+    from transformers import AutoModelForCausalLM
+
+    from akshara_hf.run import train
+
+    _, checkpoints, _ = make_nanochat_run(tmp_path / "nanochat")
+    stage = SEED_RUNS[name][0]
+    scale = ["--max_seq_len", "64", "--eval_tokens", "256"] if stage == "mid" else ["--max_length", "128"]
+    out = train([
+        "--config", str(RECIPES / f"{name}.yaml"), "--model_name_or_path", str(checkpoints),
+        "--mixture_dir", str(mixture_dir), "--output_dir", str(tmp_path / "run"), "--use_cpu", "true", "--bf16", "false",
+        "--max_steps", "2", "--target_examples_per_step", "4", "--eval_steps", "1", "--save_steps", "2",
+        "--disable_tqdm", "true", *scale,
+    ])  # fmt: skip
+    facts = json.loads((out / "run_facts.json").read_text())
+    assert (facts["stage"], facts["num_steps"], facts["base_model"]) == (stage, 2, SEED_RUNS[name][1])
+    assert facts["final_val_loss"] > 0 and (facts["final_val_bpb"] > 0 if stage == "mid" else True)
+    AutoModelForCausalLM.from_pretrained(out / "checkpoint-2", trust_remote_code=True)
