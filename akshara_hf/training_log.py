@@ -52,11 +52,13 @@ def run_facts(trainer, run, mixture, train_seconds: float, final_eval: dict, tor
     """The flat, JSON-only facts of `model_card/card.py`'s schema, from the trainer's state and the recipe."""
     args, state, config = trainer.args, trainer.state, trainer.model.config
     history = state.log_history
-    tokens = _last(history, "num_tokens")
     seq_len = run.max_seq_len if run.stage != "sft" else args.max_length or 2048
     per_token = flops_per_token(config, seq_len)
     world = args.world_size
     rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * world
+    # Packed stages count as nanochat does (steps x tokens per step; TRL's num_tokens also counts each row's extra
+    # last-target token, 2049/2048 more); SFT counts the tokens TRL saw.
+    tokens = state.global_step * rows_per_step * run.max_seq_len if run.stage != "sft" else _last(history, "num_tokens")
     return {
         "run_name": args.run_name or Path(args.output_dir).name,
         "stage": run.stage,
