@@ -1,0 +1,89 @@
+"""Every benchmark runs at its smallest settings and prints its reference/ours/ratio table.
+
+Smoke tests against bit-rot only: the figures are in `bench/README.md`, and nothing here asserts a speed (timings on
+a shared CI box are noise). What is asserted is what the scripts compute exactly: ids equal, losses equal, FLOPs.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bench(script: str, *args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(REPO / "bench" / script), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    return done.stdout
+
+
+def table(out: str, title: str) -> list[dict]:
+    """The markdown table printed after the `## title...` line, as dicts of strings."""
+    lines = out[out.index(f"## {title}"):].splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| "))
+    columns = [c.strip() for c in lines[header].strip("|").split("|")]
+    rows = []
+    for line in lines[header + 2:]:
+        if not line.startswith("| "):
+            break
+        rows.append(dict(zip(columns, (c.strip() for c in line.strip("|").split("|")), strict=True)))
+    return rows
+
+
+def positive(value: str) -> bool:
+    return float(value) > 0
+
+
+def test_train_step():
+    out = bench("bench_train_step.py", "--steps", "2", "--warmup", "1", "--memory-repeats", "1",
+                "--variants", "sdpa", "--checkpointing-modes", "off", "--batch", "1", "--seq", "32")
+    (row,) = table(out, "training step")
+    assert all(positive(row[c]) for c in ("native tok/s", "akshara tok/s", "speed ratio", "memory ratio"))
+
+
+def test_generation():
+    out = bench("bench_generation.py", "--rounds", "1", "--prompt", "8", "--new", "3")
+    rows = table(out, "generation")
+    assert [(r["batch"], r["reference"]) for r in rows] == [
+        ("1", "native"), ("1", "akshara, no cache"), ("8", "native"), ("8", "akshara, no cache")]
+    assert all(positive(r["prefill ratio"]) and positive(r["decode ratio"]) for r in rows)
+
+
+def test_optimizer():
+    out = bench("bench_optimizer.py", "--steps", "1", "--batch", "1", "--seq", "32")
+    rows = table(out, "optimizer")
+    assert rows[0]["reference"] == "AdamW" and positive(rows[0]["ratio"])
+    assert 0 < float(out.split("optimizer fraction of the training step: ")[1].split()[0]) < 1
+
+
+def test_flops_reproduce_the_seeds_totals():
+    out = bench("bench_flops.py", "--steps", "1", "--batch", "1", "--seq", "32")
+    assert "d20 FLOPs per token at sequence 2048: 3,491,758,080" in out
+    seeds = table(out, "FLOPs: our formula")
+    assert seeds[0]["ours FLOPs"] == "479,639,957,384,724,480"  # the seed log prints ...500 (a float)
+    assert float(seeds[1]["ratio"]) == pytest.approx(1, abs=2e-4)  # the write-up rounds to 1.917 EFLOP
+    assert positive(table(out, "achieved model FLOP/s")[0]["achieved TFLOP/s"])
+
+
+def test_sft_batching_padding_free_trains_on_the_same_rows():
+    out = bench("bench_sft_batching.py", "--dist", "mixture", "--steps", "2", "--no-packing", "--vocab", "512")
+    reference, padding_free = table(out, "SFT batching")
+    assert float(padding_free["pad fraction"]) == 0 < float(reference["pad fraction"])
+    assert padding_free["loss"] == reference["loss"]  # same rows, same order: same losses (as printed)
+
+
+def test_tokenizer_ids_checked_equal():
+    out = bench("bench_tokenizer.py", "--mb", "0.05", "--steps", "1", "--chunk", "50", "--vocab", "512",
+                "--large-vocab", "1024", "--corpus-mb", "0.3")
+    assert out.count("ids equal to tiktoken's") == 2
+    assert len(table(out, "encode throughput")) == 8
+
+
+def test_mixture_memory():
+    out = bench("bench_mixture.py", "--rows", "2000")
+    assert "ratio ours/reference, above the baseline" in out and "2,000 conversations" in out
