@@ -52,7 +52,6 @@ def main():
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = getattr(torch, args.dtype)
-    args.attn, args.checkpointing = "sdpa", False
     step = make_step("akshara", args, device, dtype)
     seconds = timed(step, steps=args.steps, warmup=2, device=device)
     achieved = flops_per_token(step.model.config, args.seq) * args.batch * args.seq / seconds / 1e12

@@ -12,22 +12,13 @@ Usage: python bench/bench_generation.py [--shape cpu|d20] [--prompt 128] [--new 
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import torch  # noqa: E402
 from bench_train_step import build  # noqa: E402
-from common import SHAPES, environment, print_table, synchronize  # noqa: E402
-
-
-def seconds(fn, device: str) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    fn()
-    synchronize(device)
-    return time.perf_counter() - start
+from common import SHAPES, environment, print_table, timed  # noqa: E402
 
 
 def main():
@@ -55,8 +46,8 @@ def main():
         with torch.no_grad():
             for round_ in range(args.rounds + 1):  # round 0 warms up
                 for name, (model, use_cache) in configs.items():
-                    prefill = seconds(lambda: generate(model, prompt, use_cache, 1), device)
-                    total = seconds(lambda: generate(model, prompt, use_cache, args.new), device)
+                    prefill = timed(lambda: generate(model, prompt, use_cache, 1), 1, 0, device)
+                    total = timed(lambda: generate(model, prompt, use_cache, args.new), 1, 0, device)
                     if round_:
                         decode = batch * (args.new - 1) / max(total - prefill, 1e-9)
                         rates[name].append((batch * args.prompt / prefill, decode))

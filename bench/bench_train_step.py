@@ -52,10 +52,10 @@ def optimizer_for(model):
     return muon, adamw
 
 
-def make_step(impl: str, args, device, dtype):
-    """One training step of `impl` at `args`' shape/batch/seq/attn: forward + backward + Muon/AdamW step."""
-    model = build(impl, SHAPES[args.shape], args.attn, dtype, device)
-    if args.checkpointing:
+def make_step(impl: str, args, device, dtype, attn: str = "sdpa", checkpointing: bool = False):
+    """One training step of `impl` at `args`' shape/batch/seq: forward + backward + Muon/AdamW step."""
+    model = build(impl, SHAPES[args.shape], attn, dtype, device)
+    if checkpointing:
         model.gradient_checkpointing_enable()
     optimizers = optimizer_for(model)
     idx = torch.randint(0, SHAPES[args.shape]["vocab_size"], (args.batch, args.seq), device=device)
@@ -78,7 +78,9 @@ def run_one(args) -> dict:
     torch.manual_seed(0)
     env = environment(dtype, device)
     if args.impl == "both":
-        steps = {impl: make_step(impl, args, device, dtype) for impl in ("native", "akshara")}
+        steps = {
+            impl: make_step(impl, args, device, dtype, args.attn, args.checkpointing) for impl in ("native", "akshara")
+        }
         seconds = {impl: [] for impl in steps}
         for index in range(args.warmup + args.steps):
             for impl, step in steps.items():
@@ -93,7 +95,7 @@ def run_one(args) -> dict:
     import akshara_hf.convert  # noqa: F401
 
     baseline_mb = peak_memory_mb(device) if device == "cpu" else 0.0
-    step = make_step(args.impl, args, device, dtype)
+    step = make_step(args.impl, args, device, dtype, args.attn, args.checkpointing)
     for _ in range(2):
         step()
     return {"peak_mb": peak_memory_mb(device) - baseline_mb, "env": env}

@@ -76,6 +76,8 @@ print(json.dumps({"model_class": f"{module}.{type(model).__name__}", "prompt_tok
 
 def _safetensors_files(folder: Path) -> list[Path]:
     """The weights, checked cheaply (header only) so a truncated file is named before any process starts."""
+    from safetensors import safe_open
+
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise AksharaError(f"{folder}: no *.safetensors weights")
@@ -89,16 +91,11 @@ def _safetensors_files(folder: Path) -> list[Path]:
         if missing:
             raise AksharaError(f"{index}: shards missing from the folder: {missing}")
     for path in files:
-        with path.open("rb") as f:
-            head = f.read(8)
-            size = int.from_bytes(head, "little") if len(head) == 8 else -1
-            ok = 0 < size <= path.stat().st_size - 8
-            try:
-                ok = ok and isinstance(json.loads(f.read(size)), dict)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                ok = False
-        if not ok:
-            raise AksharaError(f"{path}: not a safetensors file (bad header)")
+        try:  # safetensors reads the header and checks it against the file's length, without loading tensors
+            with safe_open(path, framework="pt"):
+                pass
+        except Exception as error:  # SafetensorError, OSError: a truncated or foreign file
+            raise AksharaError(f"{path}: not a safetensors file ({' '.join(str(error).split())})") from None
     return files
 
 

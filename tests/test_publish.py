@@ -130,6 +130,11 @@ def _write(name, content):
     return lambda folder: (folder / name).write_text(content)
 
 
+def _truncate_weights(folder):
+    path = folder / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:-100])  # header intact, tensor data cut short
+
+
 def _config_without_auto_map(folder):
     config = json.loads((folder / "config.json").read_text())
     del config["auto_map"]
@@ -141,6 +146,7 @@ def _config_without_auto_map(folder):
     [
         (_remove("model.safetensors"), "no *.safetensors weights"),
         (_write("model.safetensors", "abc"), "model.safetensors: not a safetensors file"),
+        (_truncate_weights, "model.safetensors: not a safetensors file"),
         (_write("config.json", "{not json"), "config.json: not valid JSON"),
         (_remove("config.json"), "config.json: missing"),
         (_config_without_auto_map, "config.json: model_type 'akshara' without auto_map"),

@@ -98,8 +98,9 @@ def test_seed_recipe_runs_end_to_end_at_tiny_scale(name, tmp_path, mixture_dir):
     ])  # fmt: skip
     facts = json.loads((out / "run_facts.json").read_text())
     assert (facts["stage"], facts["num_steps"], facts["base_model"]) == (stage, 2, SEED_RUNS[name][1])
-    assert facts["final_val_loss"] > 0 and (facts["final_val_bpb"] > 0 if stage == "mid" else True)
-    if stage == "mid":  # nanochat's count: FLOPs/token x steps x tokens per step (4 rows x 64)
+    assert facts["final_val_loss"] > 0
+    if stage == "mid":  # bpb is the mid stage's metric; FLOPs as nanochat counts: per token x steps x 4 rows x 64
+        assert facts["final_val_bpb"] > 0
         assert facts["total_batch_tokens"] == 256
         assert facts["total_flops"] == facts["flops_per_token"] * 2 * 256
     AutoModelForCausalLM.from_pretrained(out / "checkpoint-2", trust_remote_code=True)
