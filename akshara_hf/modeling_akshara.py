@@ -15,7 +15,8 @@ from transformers.generation import GenerationMixin
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.modeling_utils import AttentionInterface, PreTrainedModel
 
 # The standard eager attention (GQA via `module.num_key_value_groups`); SDPA/flash/flex come from the interface.
 from transformers.models.llama.modeling_llama import eager_attention_forward
@@ -79,6 +80,47 @@ def apply_rotary_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> t
     y1 = x1 * cos + x2 * sin
     y2 = x1 * (-sin) + x2 * cos
     return torch.cat([y1, y2], dim=-1).to(x.dtype)
+
+
+def sdpa_varlen_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    cu_seq_lens_q: torch.Tensor | None = None,
+    cu_seq_lens_k: torch.Tensor | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """SDPA; on a padding-free row (TRL's collator: sequences concatenated, boundaries in `cu_seq_lens_*`), one causal
+    SDPA per sequence.
+
+    Written by hand because transformers has no variable-length SDPA: its SDPA attends over the whole row through the
+    dense block-diagonal mask built from `position_ids`, (sum of lengths)^2 work where the sequences need the sum of
+    their squares (measured on CPU: the SDPA backward 3x slower than on the same rows padded), and the varlen kernels
+    (flash-attention) need a GPU. The sequences are those the mask describes (both come from `position_ids` resets), so
+    the results are the same.
+    """
+    varlen = (
+        cu_seq_lens_q is not None
+        and query.shape[0] == 1
+        and query.shape[2] == key.shape[2]  # not decoding against a cache
+        and (cu_seq_lens_k is None or torch.equal(cu_seq_lens_q, cu_seq_lens_k))
+    )
+    if not varlen:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    lengths = cu_seq_lens_q.diff().tolist()
+    # `split`, not slicing: its backward is one `cat`, where each slice's backward would fill a whole-row zero tensor.
+    outputs = [
+        sdpa_attention_forward(module, q, k, v, None, **kwargs)[0]
+        for q, k, v in zip(*(tensor.split(lengths, dim=2) for tensor in (query, key, value)))
+    ]
+    return torch.cat(outputs, dim=1), None
+
+
+# transformers' interface with "sdpa" overridden for this model only (the local mapping AttentionInterface provides).
+ALL_ATTENTION_FUNCTIONS = AttentionInterface()
+ALL_ATTENTION_FUNCTIONS["sdpa"] = sdpa_varlen_attention_forward
 
 
 class AksharaAttention(nn.Module):

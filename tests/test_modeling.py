@@ -165,6 +165,42 @@ def test_packed_position_ids_keep_sequences_apart():
     assert (together - separate).abs().max().item() < 1e-5
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_padding_free_batch_from_trl_collator_matches_separate_sequences(attn, monkeypatch):
+    """TRL's padding-free collator output (one row, `cu_seq_lens_*`): SDPA runs one causal attention per sequence
+    (not one over the row with a block-diagonal mask), eager uses the mask; both give each sequence's own loss/grads."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    model, _ = tiny_akshara()  # GQA: 4 query heads share 2 key/value heads
+    model.set_attn_implementation(attn)
+    g = torch.Generator().manual_seed(11)
+    rows = [torch.randint(0, 300, (n,), generator=g).tolist() for n in (7, 1, 12, 5)]
+    batch = DataCollatorForLanguageModeling(pad_token_id=1, padding_free=True)([{"input_ids": r} for r in rows])
+    assert batch["cu_seq_lens_q"].tolist() == [0, 7, 8, 20, 25]
+
+    lengths = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(
+        torch.nn.functional, "scaled_dot_product_attention", lambda q, *a, **k: lengths.append(q.shape[2]) or sdpa(q, *a, **k)
+    )
+    together = model(**batch, use_cache=False)
+    together.loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    assert lengths == ([7, 1, 12, 5] * len(model.transformer.h) if attn == "sdpa" else [])
+
+    model.zero_grad()
+    logits = [model(torch.tensor([r])).logits for r in rows]
+    loss = sum(
+        torch.nn.functional.cross_entropy(x[0, :-1], torch.tensor(r[1:], dtype=torch.long), reduction="sum")
+        for x, r in zip(logits, rows)
+    ) / sum(len(r) - 1 for r in rows)
+    loss.backward()
+    assert (together.logits - torch.cat(logits, 1)).abs().max().item() < 1e-5
+    assert abs(together.loss.item() - loss.item()) < 1e-5
+    for p, grad in zip(model.parameters(), grads):
+        assert torch.allclose(grad, p.grad, atol=1e-5, rtol=1e-4)
+
+
 def test_position_beyond_rotary_tables_is_a_clear_error():
     model, _ = tiny_akshara()
     with pytest.raises(ValueError, match="beyond the rotary tables"):
