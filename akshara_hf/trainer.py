@@ -203,7 +203,7 @@ class MuonSFTTrainer(SFTTrainer):
     Data: pre-tokenized rows with `input_ids` and `assistant_masks` (1 = supervised); TRL turns them into `labels`
     (-100 where the mask is 0), pads each batch to its longest row (labels -100 on pads, pad id = the tokenizer's
     `pad_token`; set to nanochat's `<|assistant_end|>` when the tokenizer has no pad token) or, with `padding_free` /
-    `packing`, concatenates rows with reset `position_ids` (block-diagonal attention in the model).
+    `packing`, concatenates rows with reset `position_ids` and `cu_seq_lens_*` (attention kept within each row).
 
     Loss normalisation (`args.loss_normalization`), for a step of micro-batches b (over accumulation and processes)
     with per-token losses l and supervised-token counts n_b:

@@ -3,9 +3,9 @@
 through real `MuonSFTTrainer` training steps on the same random nanochat weights.
 
 Pad-to-longest spends compute on `<|assistant_end|>` pads whenever a batch mixes short and long conversations;
-padding-free concatenates the same rows into one sequence with reset `position_ids` (no pads, but on SDPA/eager the
-model attends through a dense block-diagonal mask over the whole concatenation); packing fills rows of `max_length`
-from several conversations. Which wins depends on the length distribution, hence two:
+padding-free concatenates the same rows into one sequence with reset `position_ids` and `cu_seq_lens_*` (no pads;
+on SDPA the model runs one causal SDPA per conversation, on eager a block-diagonal mask over the concatenation);
+packing fills rows of `max_length` from several conversations. Which wins depends on the length distribution, hence two:
 
 - `mixture`: the shipped `training/recipes/tiny-sft.yaml` mixture, rendered with `render_conversation` by a tokenizer
   trained on the mixture's own text (`--vocab` ids; the sample text is too small for much more than 1.6k), rows cut to
