@@ -159,6 +159,10 @@ def train(argv: list[str] | None = None, stage: str | None = None) -> Path:
         eval_rows = eval_rows.select(range(min(len(eval_rows), max(1, run.eval_tokens // run.max_seq_len))))
     if args.eval_strategy != "no" and len(eval_rows) == 0:
         raise AksharaError("the validation split is empty; set validation_fraction in the data section")
+    seq_len = run.max_seq_len if run.stage != "sft" else args.max_length or 2048
+    if run.stage == "sft" and args.padding_free and not args.packing:
+        # The rows are cut to max_length above; TRL refuses padding_free with a max_length (it would not enforce it).
+        args.max_length = None
 
     trainer = MuonSFTTrainer(
         model,
@@ -173,7 +177,7 @@ def train(argv: list[str] | None = None, stage: str | None = None) -> Path:
     elapsed = time.time() - started
     final_eval = trainer.evaluate() if len(eval_rows) else {}
     trainer.save_model(str(output_dir))
-    facts = run_facts(trainer, run, mixture, elapsed, final_eval, torch)
+    facts = run_facts(trainer, run, mixture, elapsed, final_eval, torch, seq_len)
     (output_dir / "run_facts.json").write_text(json.dumps(facts, indent=2, ensure_ascii=False))
     _write_card(output_dir, facts)
     return output_dir

@@ -48,11 +48,11 @@ def _mixture_table(mixture, output_dir: Path) -> list[dict]:
     return [{"source": name, "rows": rows, "tokens": None} for name, rows in sorted(counts.items())]
 
 
-def run_facts(trainer, run, mixture, train_seconds: float, final_eval: dict, torch) -> dict:
-    """The flat, JSON-only facts of `model_card/card.py`'s schema, from the trainer's state and the recipe."""
+def run_facts(trainer, run, mixture, train_seconds: float, final_eval: dict, torch, seq_len: int) -> dict:
+    """The flat, JSON-only facts of `model_card/card.py`'s schema, from the trainer's state and the recipe; `seq_len`
+    is the rows' length (mid/base: `max_seq_len`; SFT: the length conversations were cut to)."""
     args, state, config = trainer.args, trainer.state, trainer.model.config
     history = state.log_history
-    seq_len = run.max_seq_len if run.stage != "sft" else args.max_length or 2048
     per_token = flops_per_token(config, seq_len)
     world = args.world_size
     rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * world

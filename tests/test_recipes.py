@@ -104,3 +104,26 @@ def test_seed_recipe_runs_end_to_end_at_tiny_scale(name, tmp_path, mixture_dir):
         assert facts["total_batch_tokens"] == 256
         assert facts["total_flops"] == facts["flops_per_token"] * 2 * 256
     AutoModelForCausalLM.from_pretrained(out / "checkpoint-2", trust_remote_code=True)
+
+
+def test_sft_recipe_with_padding_free_cuts_rows_and_trains(tmp_path, mixture_dir, capsys):
+    """`--padding_free true` on an SFT recipe that sets max_length: the runner cuts the rows to max_length itself
+    (TRL refuses padding_free with a max_length it would not enforce), and every micro-batch is one padding-free row."""
+    from model_fixtures import make_nanochat_run
+
+    from akshara_hf.run import train
+
+    _, checkpoints, _ = make_nanochat_run(tmp_path / "nanochat")
+    out = train([
+        "--config", str(RECIPES / "nanochat-telugu-d20-sft-v1.yaml"), "--model_name_or_path", str(checkpoints),
+        "--mixture_dir", str(mixture_dir), "--output_dir", str(tmp_path / "run"), "--use_cpu", "true", "--bf16", "false",
+        "--max_steps", "2", "--target_examples_per_step", "4", "--eval_steps", "1", "--save_steps", "2",
+        "--disable_tqdm", "true", "--max_length", "48", "--padding_free", "true",
+    ])  # fmt: skip
+    facts = json.loads((out / "run_facts.json").read_text())
+    assert (facts["num_steps"], facts["max_seq_len"]) == (2, 48)
+    assert facts["final_val_loss"] > 0
+    # the mixture has conversations longer than 48 tokens: cut, and those with no assistant token left dropped
+    assert "have no assistant token within 48 tokens; dropped" in capsys.readouterr().err
+    # TRL counts the tokens it fed: 2 steps x 4 rows of at most 48
+    assert 0 < facts["tokens_seen"] <= 2 * 4 * 48
