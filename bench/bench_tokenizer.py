@@ -134,6 +134,9 @@ def measure(case: str, tokenizer, docs: list[str], args) -> list[dict]:
     def backend_single():
         return [backend.encode(doc, add_special_tokens=False).ids for doc in docs]
 
+    def backend_single_fast():  # the backend's cheapest call for one document: a batch of one, no offsets
+        return [backend.encode_batch_fast([doc], add_special_tokens=False)[0].ids for doc in docs]
+
     def tt_single():
         return [encoding.encode_ordinary(doc) for doc in docs]
 
@@ -148,7 +151,7 @@ def measure(case: str, tokenizer, docs: list[str], args) -> list[dict]:
         return [ids for chunk in chunks for ids in encoding.encode_ordinary_batch(chunk)]
 
     expected = tt_single()
-    for fn in (hf_single, backend_single, hf_batched, backend_batched, tt_batched):
+    for fn in (hf_single, backend_single, backend_single_fast, hf_batched, backend_batched, tt_batched):
         assert fn() == expected, f"{case}: {fn.__name__} ids differ from tiktoken's encode_ordinary"
     megabytes = sum(len(doc.encode()) for doc in docs) / 1e6
     tokens = sum(map(len, expected))
@@ -156,7 +159,7 @@ def measure(case: str, tokenizer, docs: list[str], args) -> list[dict]:
           f"({megabytes * 1e6 / tokens:.2f} bytes/token); ids equal to tiktoken's", flush=True)
     # Every function is timed once per round, the rounds interleaved, so that load from other processes on a shared
     # machine hits them alike; each figure is the median over the rounds.
-    functions = (tt_single, hf_single, backend_single, tt_batched, hf_batched, backend_batched)
+    functions = (tt_single, hf_single, backend_single, backend_single_fast, tt_batched, hf_batched, backend_batched)
     seconds = {fn: [] for fn in functions}
     for _ in range(args.steps):
         for fn in functions:
@@ -166,6 +169,7 @@ def measure(case: str, tokenizer, docs: list[str], args) -> list[dict]:
     for mode, ours, reference in (
         ("single: tokenizer(doc)", hf_single, tt_single),
         ("single: backend_tokenizer.encode(doc)", backend_single, tt_single),
+        ("single: backend_tokenizer.encode_batch_fast([doc])", backend_single_fast, tt_single),
         (f"batched: tokenizer(list of {args.chunk})", hf_batched, tt_batched),
         (f"batched: backend_tokenizer.encode_batch_fast(list of {args.chunk})", backend_batched, tt_batched),
     ):
