@@ -98,8 +98,8 @@ def sdpa_varlen_attention_forward(
     Written by hand because transformers has no variable-length SDPA: its SDPA attends over the whole row through the
     dense block-diagonal mask built from `position_ids`, (sum of lengths)^2 work where the sequences need the sum of
     their squares (measured on CPU: the SDPA backward 3x slower than on the same rows padded), and the varlen kernels
-    (flash-attention) need a GPU. The sequences are those the mask describes (both come from `position_ids` resets), so
-    the results are the same.
+    (flash-attention) need a GPU. `cu_seq_lens_*` define the sequences: TRL derives them from the same `position_ids`
+    resets the block-diagonal mask is built from (its padding-free batches carry no `attention_mask`).
     """
     varlen = (
         cu_seq_lens_q is not None
