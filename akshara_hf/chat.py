@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from importlib import resources
 
 from .errors import AksharaError
-from .tokenizer import SPECIAL_TOKENS
+from .tokenizer import SPECIAL_TOKENS, encode_ordinary
 
 PART_TYPES = ("text", "python", "python_output")
 
@@ -127,8 +127,7 @@ def _layout(messages, special: dict[str, int]) -> Iterator[tuple[int | str, int]
 def _render(messages, tokenizer) -> tuple[list[int], list[int]]:
     pieces = list(_layout(messages, special_token_ids(tokenizer)))
     texts = [piece for piece, _ in pieces if isinstance(piece, str)]
-    # encode_ordinary's HF equivalent: special-token text stays ordinary tokens, and nothing is added around it.
-    encoded = iter(tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"] if texts else [])
+    encoded = iter(encode_ordinary(tokenizer, texts))
     ids, mask = [], []
     for piece, value in pieces:
         piece_ids = next(encoded) if isinstance(piece, str) else [piece]

@@ -23,6 +23,7 @@ TASK_SOURCES = {"summarization": ("tesum", "xlsum"), "paraphrase": ("paraphrase"
 
 def _rows_for_loss(dataset, tokenizer, all_tokens: bool, max_tokens: int):
     from .chat import render_conversation, special_token_ids
+    from .tokenizer import encode_ordinary
 
     bos = special_token_ids(tokenizer)["<|bos|>"]
     for index, example in enumerate(dataset):
@@ -34,7 +35,7 @@ def _rows_for_loss(dataset, tokenizer, all_tokens: bool, max_tokens: int):
             if all_tokens:
                 mask = [1] * len(ids)
         elif "text" in example:
-            ids = [bos] + tokenizer(example["text"], add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            ids = [bos, *encode_ordinary(tokenizer, [example["text"]])[0]]
             ids, mask = ids[:max_tokens], [1] * min(len(ids), max_tokens)
         else:
             raise AksharaError(f"row {index}: needs a 'messages' or a 'text' column (has {sorted(example)})")

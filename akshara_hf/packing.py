@@ -14,6 +14,7 @@ import numpy as np
 from datasets import Dataset, Features, Sequence, Value
 
 from .errors import AksharaError
+from .tokenizer import encode_ordinary
 
 
 def token_byte_lengths(tokenizer) -> np.ndarray:
@@ -82,8 +83,7 @@ class _RenderDocument:
         self.tokenizer, self.bos = tokenizer, special_token_ids(tokenizer)["<|bos|>"]
 
     def __call__(self, example) -> list[int]:
-        ids = self.tokenizer(example["text"], add_special_tokens=False, split_special_tokens=True)["input_ids"]
-        return [self.bos, *ids]
+        return [self.bos, *encode_ordinary(self.tokenizer, [example["text"]])[0]]
 
 
 def pack_conversations(conversations: Dataset, tokenizer, max_seq_len: int) -> Dataset:

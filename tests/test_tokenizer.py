@@ -16,6 +16,7 @@ from akshara_hf.errors import AksharaError
 from akshara_hf.tokenizer import (
     SPECIAL_TOKENS,
     SPLIT_PATTERN,
+    encode_ordinary,
     fast_to_tiktoken,
     load_tiktoken_encoding,
     save_nanochat_tokenizer,
@@ -90,6 +91,24 @@ def test_converted_tokenizer_matches_tiktoken(reference_encoding):
     for token in SPECIAL_TOKENS:
         assert tokenizer.convert_tokens_to_ids(token) == reference_encoding._special_tokens[token]
     assert "{% generation %}" in tokenizer.chat_template.replace("{%- generation -%}", "{% generation %}")
+
+
+def test_encode_ordinary_equals_tiktoken_and_restores_the_backend(reference_encoding):
+    tokenizer = tiktoken_to_fast(reference_encoding)
+    backend = tokenizer.backend_tokenizer
+    texts = VARIED + list(TELUGU[:5]) + ["<|assistant_end|> typed by a user <|bos|>", ""]
+    expected = [reference_encoding.encode_ordinary(text) for text in texts]
+    for flag in (False, True):  # the backend's flag is left as it was
+        backend.encode_special_tokens = flag
+        assert encode_ordinary(tokenizer, texts) == expected
+        assert backend.encode_special_tokens is flag
+    assert tokenizer("<|bos|>")["input_ids"] == [reference_encoding._special_tokens["<|bos|>"]]
+    # a backend left padding/truncating by an earlier call must not pad or cut these ids
+    tokenizer(texts[:2], padding=True, truncation=True, max_length=3)
+    backend.enable_padding(pad_id=0, length=64)
+    backend.enable_truncation(4)
+    assert encode_ordinary(tokenizer, texts) == expected
+    assert encode_ordinary(tokenizer, []) == []
 
 
 def test_conversion_refuses_special_ids_that_do_not_follow_the_ranks(reference_encoding):
