@@ -41,9 +41,13 @@ def positive(value: str) -> bool:
 
 def test_train_step():
     out = bench("bench_train_step.py", "--steps", "2", "--warmup", "1", "--memory-repeats", "1",
-                "--variants", "sdpa", "--checkpointing-modes", "off", "--batch", "1", "--seq", "32")
-    (row,) = table(out, "training step")
-    assert all(positive(row[c]) for c in ("native tok/s", "akshara tok/s", "speed ratio", "memory ratio"))
+                "--variants", "sdpa", "--checkpointing-modes", "off", "--batch", "2", "--seq", "32",
+                "--batching", "padded,padding-free")
+    padded, padding_free = table(out, "training step")
+    assert padded["batch"] == "padded" and padding_free["batch"].startswith("padding-free, ")
+    assert 16 <= int(padding_free["batch"].split(", ")[1].split()[0]) <= 64  # 2 rows of 8-32 tokens
+    for row in (padded, padding_free):
+        assert all(positive(row[c]) for c in ("native tok/s", "akshara tok/s", "speed ratio", "memory ratio"))
 
 
 def test_generation():
