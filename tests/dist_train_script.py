@@ -90,13 +90,16 @@ def run(output_dir, steps: int, loss_normalization: str, per_device: int = 4, ta
     )
     trainer.train()
     logs = [entry for entry in trainer.state.log_history if "loss" in entry and "lrm" in entry]
-    return {
+    result = {
+        "rank": dist.get_rank() if dist.is_initialized() else 0,
         "world_size": args.world_size,
         "dist_world_size": dist.get_world_size() if dist.is_initialized() else 1,
         "gradient_accumulation_steps": args.gradient_accumulation_steps,
         "losses": [entry["loss"] for entry in logs],
         "lrs": [entry["lr/muon"] for entry in logs],
     }
+    trainer.accelerator.end_training()  # destroys the process group, as the training runner does
+    return result
 
 
 def main():
@@ -107,7 +110,7 @@ def main():
     parser.add_argument("--loss-normalization", default="nanochat")
     options = parser.parse_args()
     result = run(options.output_dir, options.steps, options.loss_normalization)
-    if not dist.is_initialized() or dist.get_rank() == 0:
+    if result["rank"] == 0:
         with open(options.out, "w") as file:
             json.dump(result, file)
 
