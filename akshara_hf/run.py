@@ -180,9 +180,6 @@ def train(argv: list[str] | None = None, stage: str | None = None) -> Path:
     facts = run_facts(trainer, run, mixture, elapsed, final_eval, torch, seq_len)
     (output_dir / "run_facts.json").write_text(json.dumps(facts, indent=2, ensure_ascii=False))
     _write_card(output_dir, facts)
-    # Accelerate's end of a run: destroys the process group, which an interrupted-at-exit gloo teardown otherwise
-    # left to interpreter shutdown (seen once in CI: a finished 2-process CPU run aborted with SIGABRT at exit).
-    trainer.accelerator.end_training()
     return output_dir
 
 
