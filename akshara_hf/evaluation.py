@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from .errors import AksharaError
+from .tokenizer import encode_ordinary
 
 TASK_SOURCES = {"summarization": ("tesum", "xlsum"), "paraphrase": ("paraphrase",)}
 
 
 def _rows_for_loss(dataset, tokenizer, all_tokens: bool, max_tokens: int):
     from .chat import render_conversation, special_token_ids
-    from .tokenizer import encode_ordinary
 
     bos = special_token_ids(tokenizer)["<|bos|>"]
     for index, example in enumerate(dataset):

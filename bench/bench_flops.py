@@ -13,12 +13,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import torch   # noqa: E402
-from bench_train_step import make_step   # noqa: E402
+import torch  # noqa: E402
+from bench_train_step import make_step  # noqa: E402
 from common import SHAPES, environment, print_table, step_parser, timed  # noqa: E402
 
-from akshara_hf import AksharaConfig   # noqa: E402
-from akshara_hf.flops import flops_per_token   # noqa: E402
+from akshara_hf import AksharaConfig  # noqa: E402
+from akshara_hf.flops import flops_per_token  # noqa: E402
 
 # The seeds' mid-training runs: (steps, logged FLOPs, logged seconds). 524,288 tokens per step, sequence 2048.
 SEED_RUNS = {
@@ -44,9 +44,11 @@ def main():
     rows = []
     for run, (steps, logged, seconds) in SEED_RUNS.items():
         ours = per_token * steps * TOKENS_PER_STEP
-        rows.append({"run": run, "steps": steps, "seed FLOPs": f"{logged:,}" if isinstance(logged, int) else f"{logged:.4g}", "ours FLOPs": f"{ours:,}",
-                     "ratio": f"{ours / logged:.6f}", "seed TFLOP/s": ours / seconds / 1e12,
-                     "seed MFU (A30)": ours / seconds / 1e12 / PEAK_BF16_TFLOPS["A30"]})
+        rows.append({
+            "run": run, "steps": steps, "seed FLOPs": f"{logged:,}" if isinstance(logged, int) else f"{logged:.4g}",
+            "ours FLOPs": f"{ours:,}", "ratio": f"{ours / logged:.6f}", "seed TFLOP/s": ours / seconds / 1e12,
+            "seed MFU (A30)": ours / seconds / 1e12 / PEAK_BF16_TFLOPS["A30"],
+        })
     print(f"d20 FLOPs per token at sequence 2048: {per_token:,}")
     print_table("FLOPs: our formula vs the seeds' logged totals", {"source": "shared/seeds write-ups"}, rows, list(rows[0]))
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import torch   # noqa: E402
-from bench_train_step import build   # noqa: E402
+import torch  # noqa: E402
+from bench_train_step import build  # noqa: E402
 from common import SHAPES, environment, print_table, step_parser, timed  # noqa: E402
 
-from akshara_hf.optim import MuonAdamW, split_parameters   # noqa: E402
+from akshara_hf.optim import MuonAdamW, split_parameters  # noqa: E402
 
 
 def main():

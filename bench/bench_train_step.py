@@ -132,6 +132,9 @@ def main():
     parser.add_argument("--attn", help=argparse.SUPPRESS)
     parser.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    unknown = set(args.batching.split(",")) - {"padded", "padding-free"}
+    if unknown:
+        parser.error(f"--batching: unknown {sorted(unknown)}; choose from padded, padding-free")
     if args.impl:
         print(json.dumps(run_one(args)))
         return
