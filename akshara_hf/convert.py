@@ -217,7 +217,7 @@ def akshara_to_native(model):
     config = model.config
     native_config = NanoChatConfig(
         **{name: getattr(config, name) for name in SHARED_CONFIG_FIELDS},
-        rope_parameters={"rope_type": "default", "rope_theta": config.rope_theta},
+        rope_parameters=dict(config.rope_parameters),
         # nanochat's F.rms_norm default eps is finfo(float32).eps in fp32 and bf16 alike (torch uses op-math).
         rms_norm_eps=config.rms_norm_eps if config.rms_norm_eps is not None else torch.finfo(torch.float32).eps,
         tie_word_embeddings=False,
@@ -250,7 +250,7 @@ def native_to_akshara(native, source: str = "model"):
         raise AksharaError(f"{source}: native settings Akshara does not implement: {bad}")
     config = AksharaConfig(
         **{name: getattr(nc, name) for name in SHARED_CONFIG_FIELDS},
-        rope_theta=rope.get("rope_theta", 10000.0),
+        rope_parameters={"rope_type": "default", "rope_theta": rope.get("rope_theta", 10000.0)},
         rms_norm_eps=None if nc.rms_norm_eps == torch.finfo(torch.float32).eps else nc.rms_norm_eps,
     )
     model = AksharaForCausalLM(config)
