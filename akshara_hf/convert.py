@@ -8,6 +8,7 @@ refused with the offending keys named: a silently dropped tensor would be a diff
 import json
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -71,12 +72,22 @@ def find_checkpoint(checkpoint_dir: str | Path, step: int | None = None) -> tupl
 
 
 def find_tokenizer_dir(checkpoint_dir: Path) -> Path:
-    """nanochat keeps `tokenizer/` in its base dir, two levels above `chatsft_checkpoints/d20/`: look upwards."""
-    for folder in [checkpoint_dir, *checkpoint_dir.resolve().parents][:5]:
-        for candidate in (folder, folder / "tokenizer"):
-            if (candidate / "tokenizer.pkl").is_file():
-                return candidate
-    raise AksharaError(f"{checkpoint_dir}: no tokenizer.pkl beside the checkpoint or above it; pass --tokenizer-dir")
+    """The folder holding nanochat's `tokenizer.pkl`, looked for only where nanochat puts it.
+
+    nanochat writes checkpoints to `BASE/{base,mid,chatsft,chatrl}_checkpoints/TAG/` and the tokenizer to
+    `BASE/tokenizer/` (`get_base_dir`, `get_tokenizer`); a copy beside the checkpoint files (or in a `tokenizer/`
+    next to them) is also taken. Nothing else is searched: a pickle found in some parent folder is someone else's.
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    candidates = [checkpoint_dir, checkpoint_dir / "tokenizer"]
+    resolved = checkpoint_dir.resolve()
+    if resolved.parent.name.endswith("_checkpoints"):
+        candidates.append(resolved.parent.parent / "tokenizer")
+    for candidate in candidates:
+        if (candidate / "tokenizer.pkl").is_file():
+            return candidate
+    where = ", ".join(str(c / "tokenizer.pkl") for c in candidates)
+    raise AksharaError(f"{checkpoint_dir}: no nanochat tokenizer (looked for {where}); pass --tokenizer-dir")
 
 
 def load_nanochat_state(model_path: Path) -> dict[str, torch.Tensor]:
@@ -174,6 +185,8 @@ def convert_nanochat(
         raise AksharaError(f"{meta_path}: {error}") from None
     tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir is not None else find_tokenizer_dir(checkpoint_dir)
     encoding = load_tiktoken_encoding(tokenizer_dir)
+    tokenizer_file = tokenizer_dir / "tokenizer.pkl" if tokenizer_dir.is_dir() else tokenizer_dir
+    print(f"convert-nanochat: tokenizer {tokenizer_file}", file=sys.stderr)
     if encoding.n_vocab != config.vocab_size:
         raise AksharaError(f"{tokenizer_dir}: tokenizer has {encoding.n_vocab} ids, {meta_path} says vocab_size {config.vocab_size}")
     state = nanochat_state_to_akshara(load_nanochat_state(model_path), config, source=str(model_path))
@@ -190,7 +203,7 @@ def convert_nanochat(
 
     def write(folder: Path) -> None:
         save_with_tokenizer(model, tokenizer, folder)
-        (folder / "nanochat_meta.json").write_text(json.dumps({**meta, "source_checkpoint": f"{checkpoint_dir.name}/{model_path.name}"}, indent=2))
+        (folder / "nanochat_meta.json").write_text(json.dumps({**meta, "source_checkpoint": f"{checkpoint_dir.name}/{model_path.name}", "source_tokenizer": f"{tokenizer_file.parent.name}/{tokenizer_file.name}"}, indent=2))
 
     return _write_atomically(Path(output_dir), write)
 
@@ -302,7 +315,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("convert-nanochat", help="nanochat checkpoint dir -> HF folder")
     p.add_argument("checkpoint_dir")
     p.add_argument("output_dir")
-    p.add_argument("--tokenizer-dir", default=None, help="folder with tokenizer.pkl (default: found beside/above)")
+    p.add_argument("--tokenizer-dir", default=None, help="folder with tokenizer.pkl (default: beside the checkpoint, else nanochat's BASE/tokenizer/)")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
     p.set_defaults(func=lambda a: print(convert_nanochat(a.checkpoint_dir, a.output_dir, a.tokenizer_dir, a.step)))
 

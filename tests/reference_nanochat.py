@@ -1,4 +1,4 @@
-"""An independent plain-PyTorch forward of the nanochat GPT, written from shared/spec/nanochat-reference.md.
+"""An independent plain-PyTorch forward of the nanochat GPT, written from docs/nanochat-reference.md.
 
 It reads a nanochat state dict (nanochat key names, optionally vocab-padded) and shares no code with akshara_hf,
 so parity tests compare two implementations, not one with itself.
