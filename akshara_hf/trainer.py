@@ -7,6 +7,7 @@ What nanochat does differently is plugged in through the Trainer's own hooks: th
 callback, its per-micro-batch loss normalisation in `get_batch_samples`, and per-group LR logging in `log`.
 """
 
+import copy
 import math
 import os
 from dataclasses import dataclass, field
@@ -18,20 +19,26 @@ from torch.optim.lr_scheduler import LambdaLR
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 from transformers.trainer_utils import SchedulerType
 from transformers.utils import logging
-from trl import SFTConfig, SFTTrainer, TrlParser
+from trl import SFTConfig, SFTTrainer
 
 from .errors import AksharaError
 from .metrics import bits_per_byte, bpb_from_losses
 from .optim import MuonAdamW, mid_lr_multiplier, muon_momentum, sft_lr_multiplier, split_parameters
 from .packing import token_byte_lengths
+from .recipe import parse_config  # noqa: F401  (re-exported: recipes parse into AksharaSFTConfig)
 
 logger = logging.get_logger(__name__)
 
 # nanochat pads SFT batches with <|assistant_end|> (the targets there are ignored).
 NANOCHAT_PAD_TOKEN = "<|assistant_end|>"
-# Per-schedule defaults of the fields left at None: (init_lr_frac, muon_momentum_warmup_steps).
-SCHEDULE_DEFAULTS = {"sft": (0.02, 0), "mid": (1.0, 300)}
+# The stage decides the LR schedule (nanochat's base stage here is packed text, trained like mid-training).
+STAGE_SCHEDULES = {"base": "mid", "mid": "mid", "sft": "sft"}
+# Per-schedule defaults of the fields left at None: (init_lr_frac, muon_momentum_warmup_steps, assistant_only_loss).
+SCHEDULE_DEFAULTS = {"sft": (0.02, 0, True), "mid": (1.0, 300, False)}
 LOSS_NORMALIZATIONS = ("nanochat", "tokens")
+# The shortest max_length that holds a conversation: <|bos|>, <|user_start|>, one token, <|user_end|>,
+# <|assistant_start|>, one token, <|assistant_end|>.
+MIN_MAX_LENGTH = 7
 
 
 @dataclass
@@ -52,8 +59,14 @@ class AksharaSFTConfig(SFTConfig):
 
     Parameters:
         matrix_lr, embedding_lr, unembedding_lr: nanochat's base LRs (Muon; AdamW for `wte` and `lm_head`).
+        stage: "sft", "mid" or "base". It decides the LR schedule (`schedule`, not an input): "sft" is nanochat's
+            chat_sft (LR multiplier `1 - step/N`); "mid" and "base" are its mid_train (1, then linear to 0 over the
+            last `warmdown_ratio`), and the defaults below.
+        assistant_only_loss: `None` = nanochat's: True on the "sft" schedule (loss on the assistant's tokens only,
+            from the chat template's `{% generation %}` blocks), False on "mid" (every token). Pre-tokenized rows
+            carry their own mask: an `assistant_masks` column always applies (TRL's rule), so for them the flag only
+            requires that column.
         init_lr_frac: fraction of the base LRs to start from; `None` = 0.02 for "sft", 1.0 for "mid".
-        schedule: "sft" (LR multiplier `1 - step/N`) or "mid" (1, then linear to 0 over the last `warmdown_ratio`).
         warmdown_ratio: fraction of the steps over which "mid" decays.
         muon_momentum_warmup_steps: Muon momentum goes 0.85 -> 0.95 over these steps; `None` = 0 for "sft", 300 for
             "mid".
@@ -72,7 +85,11 @@ class AksharaSFTConfig(SFTConfig):
     init_lr_frac: float | None = field(
         default=None, metadata={"help": "Fraction of the base LRs to use; default 0.02 (sft) or 1.0 (mid)."}
     )
-    schedule: str = field(default="sft", metadata={"help": "LR schedule.", "choices": list(SCHEDULE_DEFAULTS)})
+    stage: str = field(
+        default="sft",
+        metadata={"help": "base | mid | sft: decides the LR schedule and the defaults.", "choices": list(STAGE_SCHEDULES)},
+    )
+    schedule: str = field(init=False, default="sft", metadata={"help": "Derived from stage: 'sft' or 'mid'."})
     warmdown_ratio: float = field(default=0.2, metadata={"help": "Decay fraction of the 'mid' schedule."})
     muon_momentum_warmup_steps: int | None = field(
         default=None, metadata={"help": "Muon momentum 0.85 -> 0.95 over these steps; default 0 (sft), 300 (mid)."}
@@ -101,21 +118,28 @@ class AksharaSFTConfig(SFTConfig):
         default=False, metadata={"help": "Every Akshara parameter is used in each forward: skip DDP's extra search."}
     )
     max_length: int | None = field(default=2048, metadata={"help": "Truncate examples / pack rows to this length."})
+    assistant_only_loss: bool | None = field(
+        default=None, metadata={"help": "Loss on assistant tokens only; default: true for stage sft, false otherwise."}
+    )
     eval_bpb: bool = field(
         default=False, metadata={"help": "Also log eval_bpb (nanochat's bits per byte) at each evaluation."}
     )
 
     def __post_init__(self):
-        if self.schedule not in SCHEDULE_DEFAULTS:
-            raise AksharaError(f"schedule must be one of {list(SCHEDULE_DEFAULTS)}, got {self.schedule!r}")
+        if self.stage not in STAGE_SCHEDULES:
+            raise AksharaError(f"stage must be one of {list(STAGE_SCHEDULES)}, got {self.stage!r}")
+        self.schedule = STAGE_SCHEDULES[self.stage]
         if self.loss_normalization not in LOSS_NORMALIZATIONS:
             raise AksharaError(
                 f"loss_normalization must be one of {list(LOSS_NORMALIZATIONS)}, got {self.loss_normalization!r}"
             )
-        default_frac, default_warmup = SCHEDULE_DEFAULTS[self.schedule]
+        _check_counts(self)
+        default_frac, default_warmup, default_assistant_only = SCHEDULE_DEFAULTS[self.schedule]
         self.init_lr_frac = default_frac if self.init_lr_frac is None else self.init_lr_frac
         if self.muon_momentum_warmup_steps is None:
             self.muon_momentum_warmup_steps = default_warmup
+        if self.assistant_only_loss is None:
+            self.assistant_only_loss = default_assistant_only
         for key in ("matrix_lr", "embedding_lr", "unembedding_lr", "init_lr_frac"):
             if not getattr(self, key) > 0:
                 raise AksharaError(f"{key} must be > 0, got {getattr(self, key)}")
@@ -158,19 +182,50 @@ class AksharaSFTConfig(SFTConfig):
             self.gradient_accumulation_steps = steps
 
 
-def parse_config(args: list[str] | None = None, *extra_dataclasses) -> tuple:
-    """`TrlParser` over `AksharaSFTConfig` (and `extra_dataclasses`), `--config recipe.yaml` included.
+def _check_counts(config: "AksharaSFTConfig") -> None:
+    """Sizes and counts the Trainer would accept and then misuse (a 0-step run, negative accumulation, a NaN loss from
+    rows too short to hold a conversation): refused before any work, one line each."""
 
-    TrlParser already rejects YAML keys that no dataclass has; this turns its `ValueError` into `AksharaError` so the
-    CLI reports it in one line. Returns the dataclass instances in order.
-    """
-    parser = TrlParser((AksharaSFTConfig, *extra_dataclasses))
-    try:
-        return tuple(parser.parse_args_and_config(args))
-    except AksharaError:
-        raise
-    except ValueError as error:
-        raise AksharaError(f"bad training config: {error}") from error
+    def whole(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    for key in ("per_device_train_batch_size", "per_device_eval_batch_size"):
+        value = getattr(config, key)
+        if not whole(value) or value < 1:
+            raise AksharaError(f"{key} must be a positive integer, got {value!r}")
+    if not whole(config.max_steps) or not (config.max_steps > 0 or config.max_steps == -1):
+        raise AksharaError(f"max_steps must be a positive integer or -1 (train num_train_epochs), got {config.max_steps!r}")
+    epochs = config.num_train_epochs
+    if config.max_steps == -1 and not (isinstance(epochs, (int, float)) and math.isfinite(epochs) and epochs > 0):
+        raise AksharaError(f"num_train_epochs must be > 0 (or set max_steps), got {epochs!r}")
+    if config.max_length is not None and (not whole(config.max_length) or config.max_length < MIN_MAX_LENGTH):
+        raise AksharaError(
+            f"max_length must be an integer >= {MIN_MAX_LENGTH} (the shortest conversation: <|bos|>, a one-token user "
+            f"turn and a one-token reply with their markers), got {config.max_length!r}"
+        )
+    target = config.target_examples_per_step
+    if target is not None and (not whole(target) or target < 1):
+        raise AksharaError(f"target_examples_per_step must be a positive integer or null, got {target!r}")
+    accumulation = config.gradient_accumulation_steps
+    if not whole(accumulation) or accumulation < 1:
+        raise AksharaError(f"gradient_accumulation_steps must be a positive integer, got {accumulation!r}")
+
+
+def _pretokenized_mask_rule(args: AksharaSFTConfig, dataset) -> AksharaSFTConfig:
+    """`assistant_only_loss` on pre-tokenized rows: TRL refuses the flag for them ("not conversational") but always
+    applies their `assistant_masks` column, so the flag is satisfied by that column and passed to TRL switched off
+    (on a copy: the caller's config keeps it for conversational data)."""
+    columns = getattr(dataset, "column_names", None)
+    if not args.assistant_only_loss or not columns or "input_ids" not in columns or "messages" in columns:
+        return args
+    if "assistant_masks" not in columns:
+        raise AksharaError(
+            "assistant_only_loss (the sft stage's default) needs conversations (`messages`) or pre-tokenized rows "
+            "with an `assistant_masks` column; these rows have neither: add the mask or set assistant_only_loss false"
+        )
+    args = copy.copy(args)
+    args.assistant_only_loss = False
+    return args
 
 
 def check_akshara_model(model: nn.Module) -> None:
@@ -241,6 +296,7 @@ class MuonSFTTrainer(SFTTrainer):
                     "weight_decay": args.weight_decay,
                 },
             )
+        args = _pretokenized_mask_rule(args, kwargs.get("train_dataset"))
         callbacks = [*(kwargs.pop("callbacks", None) or []), MuonMomentumCallback(args.muon_momentum_warmup_steps)]
         super().__init__(model, args, callbacks=callbacks, **kwargs)
         check_akshara_model(self.model)  # a model given by name is loaded by SFTTrainer
@@ -309,4 +365,6 @@ class MuonSFTTrainer(SFTTrainer):
         super().log(logs, start_time)
 
 
-__all__ = ["AksharaSFTConfig", "MuonSFTTrainer", "MuonMomentumCallback", "parse_config", "check_akshara_model"]
+__all__ = [
+    "AksharaSFTConfig", "MuonSFTTrainer", "MuonMomentumCallback", "parse_config", "check_akshara_model", "MIN_MAX_LENGTH",
+]
