@@ -23,7 +23,14 @@ from trl import SFTConfig, SFTTrainer
 
 from .errors import AksharaError
 from .metrics import bits_per_byte, bpb_from_losses
-from .optim import MuonAdamW, mid_lr_multiplier, muon_momentum, sft_lr_multiplier, split_parameters
+from .optim import (
+    MuonAdamW,
+    mid_lr_multiplier,
+    muon_momentum,
+    sft_lr_multiplier,
+    split_parameters,
+    warmdown_lr_multiplier,
+)
 from .packing import token_byte_lengths
 from .recipe import parse_config  # noqa: F401  (re-exported: recipes parse into AksharaSFTConfig)
 
@@ -31,10 +38,12 @@ logger = logging.get_logger(__name__)
 
 # nanochat pads SFT batches with <|assistant_end|> (the targets there are ignored).
 NANOCHAT_PAD_TOKEN = "<|assistant_end|>"
-# The stage decides the LR schedule (nanochat's base stage here is packed text, trained like mid-training).
-STAGE_SCHEDULES = {"base": "mid", "mid": "mid", "sft": "sft"}
-# Per-schedule defaults of the fields left at None: (init_lr_frac, muon_momentum_warmup_steps, assistant_only_loss).
-SCHEDULE_DEFAULTS = {"sft": (0.02, 0, True), "mid": (1.0, 300, False)}
+# Per-schedule defaults of the fields left at None: (init_lr_frac, muon_momentum_warmup_steps, warmdown_ratio).
+# "sft" and "mid" are late-2025 nanochat's chat_sft and mid_train; "sft-2026" is nanochat 2026's chat_sft.
+SCHEDULE_DEFAULTS = {"sft": (0.02, 0, None), "mid": (1.0, 300, 0.2), "sft-2026": (0.8, 300, 0.5)}
+# The stage decides the schedule: its default first, then the others it allows (nanochat's base stage here is packed
+# text, trained like mid-training; SFT can follow nanochat 2026's chat_sft instead).
+STAGE_SCHEDULES = {"base": ("mid",), "mid": ("mid",), "sft": ("sft", "sft-2026")}
 LOSS_NORMALIZATIONS = ("nanochat", "tokens")
 # The shortest max_length that holds a conversation: <|bos|>, <|user_start|>, one token, <|user_end|>,
 # <|assistant_start|>, one token, <|assistant_end|>.
@@ -59,17 +68,22 @@ class AksharaSFTConfig(SFTConfig):
 
     Parameters:
         matrix_lr, embedding_lr, unembedding_lr: nanochat's base LRs (Muon; AdamW for `wte` and `lm_head`).
-        stage: "sft", "mid" or "base". It decides the LR schedule (`schedule`, not an input): "sft" is nanochat's
-            chat_sft (LR multiplier `1 - step/N`); "mid" and "base" are its mid_train (1, then linear to 0 over the
-            last `warmdown_ratio`), and the defaults below.
-        assistant_only_loss: `None` = nanochat's: True on the "sft" schedule (loss on the assistant's tokens only,
-            from the chat template's `{% generation %}` blocks), False on "mid" (every token). Pre-tokenized rows
+        stage: "sft", "mid" or "base". It decides the LR schedule and the defaults below: "sft" runs nanochat's chat_sft,
+            "mid" and "base" its mid_train.
+        schedule: `None` = the stage's: "sft" (LR multiplier `1 - step/N`) for stage sft, "mid" (1, then linear to 0
+            over the last `warmdown_ratio`) for mid and base. Stage sft may choose "sft-2026" instead (nanochat
+            2026's chat_sft: the same shape as "mid" with `warmdown_ratio` 0.5); a schedule of another stage is an
+            error.
+        assistant_only_loss: `None` = nanochat's: True for stage sft (loss on the assistant's tokens only, from the
+            chat template's `{% generation %}` blocks), False for mid and base (every token). Pre-tokenized rows
             carry their own mask: an `assistant_masks` column always applies (TRL's rule), so for them the flag only
             requires that column.
-        init_lr_frac: fraction of the base LRs to start from; `None` = 0.02 for "sft", 1.0 for "mid".
-        warmdown_ratio: fraction of the steps over which "mid" decays.
+        scalar_lr: nanochat 2026's base LR of its lambdas (AdamW; used by 2026 models only).
+        init_lr_frac: fraction of the base LRs to start from; `None` = 0.02 for "sft", 1.0 for "mid", 0.8 for
+            "sft-2026".
+        warmdown_ratio: fraction of the steps over which "mid" / "sft-2026" decay; `None` = 0.2 / 0.5.
         muon_momentum_warmup_steps: Muon momentum goes 0.85 -> 0.95 over these steps; `None` = 0 for "sft", 300 for
-            "mid".
+            "mid" and "sft-2026".
         target_examples_per_step: examples (rows) per optimizer step across all processes; sets
             `gradient_accumulation_steps` to `target / (per_device_train_batch_size * world_size)`. `None` leaves
             `gradient_accumulation_steps` as given. Mid-training with nanochat's 524,288 tokens per step at 2,048
@@ -82,15 +96,21 @@ class AksharaSFTConfig(SFTConfig):
     matrix_lr: float = field(default=0.02, metadata={"help": "Muon LR for the block matrices (before init_lr_frac)."})
     embedding_lr: float = field(default=0.2, metadata={"help": "AdamW LR for transformer.wte (before scaling)."})
     unembedding_lr: float = field(default=0.004, metadata={"help": "AdamW LR for lm_head (before scaling)."})
+    scalar_lr: float = field(default=0.5, metadata={"help": "AdamW LR of nanochat 2026's lambdas (2026 models)."})
     init_lr_frac: float | None = field(
-        default=None, metadata={"help": "Fraction of the base LRs to use; default 0.02 (sft) or 1.0 (mid)."}
+        default=None, metadata={"help": "Fraction of the base LRs to use; default 0.02 (sft), 1.0 (mid), 0.8 (sft-2026)."}
     )
     stage: str = field(
         default="sft",
         metadata={"help": "base | mid | sft: decides the LR schedule and the defaults.", "choices": list(STAGE_SCHEDULES)},
     )
-    schedule: str = field(init=False, default="sft", metadata={"help": "Derived from stage: 'sft' or 'mid'."})
-    warmdown_ratio: float = field(default=0.2, metadata={"help": "Decay fraction of the 'mid' schedule."})
+    schedule: str | None = field(
+        default=None,
+        metadata={"help": "Default: the stage's ('sft' or 'mid'); stage sft may choose 'sft-2026' (nanochat 2026)."},
+    )
+    warmdown_ratio: float | None = field(
+        default=None, metadata={"help": "Decay fraction of 'mid' / 'sft-2026'; default 0.2 / 0.5."}
+    )
     muon_momentum_warmup_steps: int | None = field(
         default=None, metadata={"help": "Muon momentum 0.85 -> 0.95 over these steps; default 0 (sft), 300 (mid)."}
     )
@@ -128,19 +148,27 @@ class AksharaSFTConfig(SFTConfig):
     def __post_init__(self):
         if self.stage not in STAGE_SCHEDULES:
             raise AksharaError(f"stage must be one of {list(STAGE_SCHEDULES)}, got {self.stage!r}")
-        self.schedule = STAGE_SCHEDULES[self.stage]
+        allowed = STAGE_SCHEDULES[self.stage]
+        self.schedule = allowed[0] if self.schedule is None else self.schedule
+        if self.schedule not in allowed:
+            raise AksharaError(
+                f"schedule {self.schedule!r} does not belong to stage {self.stage!r} (its schedules: {list(allowed)}); "
+                "the stage decides the schedule: leave schedule out"
+            )
         if self.loss_normalization not in LOSS_NORMALIZATIONS:
             raise AksharaError(
                 f"loss_normalization must be one of {list(LOSS_NORMALIZATIONS)}, got {self.loss_normalization!r}"
             )
         _check_counts(self)
-        default_frac, default_warmup, default_assistant_only = SCHEDULE_DEFAULTS[self.schedule]
+        default_frac, default_warmup, default_warmdown = SCHEDULE_DEFAULTS[self.schedule]
         self.init_lr_frac = default_frac if self.init_lr_frac is None else self.init_lr_frac
+        if self.warmdown_ratio is None:
+            self.warmdown_ratio = 0.2 if default_warmdown is None else default_warmdown
         if self.muon_momentum_warmup_steps is None:
             self.muon_momentum_warmup_steps = default_warmup
         if self.assistant_only_loss is None:
-            self.assistant_only_loss = default_assistant_only
-        for key in ("matrix_lr", "embedding_lr", "unembedding_lr", "init_lr_frac"):
+            self.assistant_only_loss = self.stage == "sft"
+        for key in ("matrix_lr", "embedding_lr", "unembedding_lr", "scalar_lr", "init_lr_frac"):
             if not getattr(self, key) > 0:
                 raise AksharaError(f"{key} must be > 0, got {getattr(self, key)}")
         if not 0 < self.warmdown_ratio <= 1:
@@ -294,6 +322,7 @@ class MuonSFTTrainer(SFTTrainer):
                     "unembedding_lr": args.unembedding_lr,
                     "init_lr_frac": args.init_lr_frac,
                     "weight_decay": args.weight_decay,
+                    "scalar_lr": args.scalar_lr,
                 },
             )
         args = _pretokenized_mask_rule(args, kwargs.get("train_dataset"))
@@ -333,6 +362,10 @@ class MuonSFTTrainer(SFTTrainer):
         if self.lr_scheduler is None:
             if self.args.schedule == "sft":
                 multiplier = partial(sft_lr_multiplier, num_steps=num_training_steps)
+            elif self.args.schedule == "sft-2026":
+                multiplier = partial(
+                    warmdown_lr_multiplier, num_steps=num_training_steps, warmdown_ratio=self.args.warmdown_ratio
+                )
             else:
                 multiplier = partial(
                     mid_lr_multiplier, num_steps=num_training_steps, warmdown_ratio=self.args.warmdown_ratio
