@@ -66,13 +66,69 @@ def encode_ordinary(tokenizer, texts: list[str]) -> list[list[int]]:
 # nanochat's tokenizer.pkl <-> HF
 
 
+# What a pickled `tiktoken.Encoding` references: the class, rebuilt by NEWOBJ + BUILD (its `__setstate__`).
+_ENCODING_GLOBALS = {("tiktoken.core", "Encoding"), ("tiktoken", "Encoding")}
+
+
+class _EncodingState:
+    """Stands in for `tiktoken.Encoding` while unpickling and only records the state it is given.
+
+    tiktoken's own `__setstate__` accepts a bare name and then fetches that registered encoding (over the network
+    for an uncached one), so the state is checked here and the real Encoding is built from it afterwards.
+    """
+
+    def __init__(self, *args, **kwargs):
+        if args or kwargs:  # a REDUCE that calls the class with arguments: not what tiktoken pickles
+            raise pickle.UnpicklingError("tiktoken.core.Encoding called with arguments")
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    pass
+
+
+class _TiktokenUnpickler(pickle.Unpickler):
+    """Admits only `tiktoken.core.Encoding`; any other global (os.system, builtins.exec, ...) is refused before it
+    is looked up, so nothing named in the file runs. Everything else in a tiktoken pickle is plain data."""
+
+    def find_class(self, module, name):
+        if (module, name) in _ENCODING_GLOBALS:
+            return _EncodingState
+        raise _RefusedGlobal(f"{module}.{name}")
+
+    def persistent_load(self, pid):
+        raise _RefusedGlobal(f"persistent id {pid!r}")
+
+
+def _encoding_from_state(path: Path, state):
+    import tiktoken
+
+    fields = {"name": str, "pat_str": str, "mergeable_ranks": dict, "special_tokens": dict}
+    if not isinstance(state, dict) or set(state) != set(fields):
+        got = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise AksharaError(f"{path}: tiktoken.Encoding state is not {{name, pat_str, mergeable_ranks, special_tokens}} (got {got})")
+    for key, kind in fields.items():
+        if not isinstance(state[key], kind):
+            raise AksharaError(f"{path}: tiktoken.Encoding {key} is a {type(state[key]).__name__}, not a {kind.__name__}")
+    ranks, specials = state["mergeable_ranks"], state["special_tokens"]
+    if not all(isinstance(k, bytes) and type(v) is int for k, v in ranks.items()):
+        raise AksharaError(f"{path}: tiktoken.Encoding mergeable_ranks must map bytes to int")
+    if not all(isinstance(k, str) and type(v) is int for k, v in specials.items()):
+        raise AksharaError(f"{path}: tiktoken.Encoding special_tokens must map str to int")
+    try:
+        return tiktoken.Encoding(**state)
+    except Exception as error:  # tiktoken's Rust core raises ValueError for a bad regex, OverflowError, ...
+        raise AksharaError(f"{path}: not a valid tiktoken.Encoding ({type(error).__name__}: {error})") from None
+
+
 def load_tiktoken_encoding(tokenizer_dir_or_pkl: str | Path):
     """nanochat's `tokenizer.pkl` (a directory holding it, or the file itself) as a `tiktoken.Encoding`.
 
-    A pickle is code: unpickling runs whatever it names. Only load tokenizer directories you trust.
+    A pickle is code: plain `pickle.load` runs whatever callable the file names. This unpickler admits the one
+    class a tiktoken pickle names and refuses every other global with an error naming the file and the global.
     """
-    import tiktoken
-
     path = Path(tokenizer_dir_or_pkl)
     if path.is_dir():
         path = path / "tokenizer.pkl"
@@ -80,11 +136,16 @@ def load_tiktoken_encoding(tokenizer_dir_or_pkl: str | Path):
         raise AksharaError(f"{path}: no such file (nanochat's tokenizer.pkl)")
     try:
         with path.open("rb") as f:
-            encoding = pickle.load(f)
+            loaded = _TiktokenUnpickler(f).load()
+    except _RefusedGlobal as error:
+        raise AksharaError(f"{path}: refused to unpickle {error} (a tiktoken pickle names only tiktoken.core.Encoding)") from None
     except Exception as error:  # a broken pickle can raise nearly anything (EOFError, AttributeError, ...)
         raise AksharaError(f"{path}: cannot unpickle ({type(error).__name__}: {error})") from None
-    if not isinstance(encoding, tiktoken.Encoding):
-        raise AksharaError(f"{path}: holds a {type(encoding).__name__}, not a tiktoken.Encoding")
+    if not isinstance(loaded, _EncodingState):
+        raise AksharaError(f"{path}: holds a {type(loaded).__name__}, not a tiktoken.Encoding")
+    if not hasattr(loaded, "state"):
+        raise AksharaError(f"{path}: tiktoken.Encoding without its state")
+    encoding = _encoding_from_state(path, loaded.state)
     missing = [token for token in SPECIAL_TOKENS if token not in encoding._special_tokens]
     if missing:
         raise AksharaError(f"{path}: encoding lacks nanochat's special tokens {missing}")

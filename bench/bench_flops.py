@@ -50,7 +50,7 @@ def main():
             "seed MFU (A30)": ours / seconds / 1e12 / PEAK_BF16_TFLOPS["A30"],
         })
     print(f"d20 FLOPs per token at sequence 2048: {per_token:,}")
-    print_table("FLOPs: our formula vs the seeds' logged totals", {"source": "shared/seeds write-ups"}, rows, list(rows[0]))
+    print_table("FLOPs: our formula vs the seeds' logged totals", {"source": "docs/akshara-runs.md"}, rows, list(rows[0]))
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = getattr(torch, args.dtype)

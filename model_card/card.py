@@ -2,7 +2,7 @@
 
 A card is `huggingface_hub.ModelCard.from_template(ModelCardData(...), template.md)`: YAML metadata the Hub reads
 (language, license, library, pipeline, tags, datasets, base_model, model-index), then the model's story in the
-shape of the Akshara write-ups (shared/seeds): architecture, stage and parent, data mixture, training table, loss
+shape of the Akshara write-ups (docs/akshara-runs.md): architecture, stage and parent, data mixture, training table, loss
 curve, evaluation, usage, intended use and limitations.
 
 Run facts (`run_facts.json`, written by the trainer into its output folder)
@@ -113,7 +113,7 @@ NANOCHAT_METRICS = {
     "humaneval_acc": ("HumanEval", "openai/openai_humaneval"),
 }
 
-# Usage examples. The summary prompt is the second of the five in shared/seeds/akshara-mid-training.txt, verbatim.
+# Usage examples. The summary prompt is the second of the five in docs/akshara-runs.md, verbatim.
 GREETING_PROMPT = "నమస్కారం! నీ పేరు ఏమిటి?"
 SUMMARY_PROMPT = "ఈ వ్యాసం యొక్క సారాంశం రాయండి"
 
@@ -286,7 +286,7 @@ def facts_from_nanochat_meta(meta: dict, run_name: str | None = None) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# the eight published runs (shared/spec/akshara-runs.md; seeds akshara-mid-training.txt and akshara-sft.txt)
+# the eight published runs (docs/akshara-runs.md)
 
 _A30 = {"hardware": "1 × NVIDIA A30", "dtype": "bfloat16", "trainer": "nanochat",
         "matrix_lr": 0.02, "embedding_lr": 0.2, "unembedding_lr": 0.004}

@@ -44,7 +44,7 @@ def raw_rows(path):
 
 
 def test_prompts_are_the_seed_write_up_prompts_byte_for_byte():
-    # Digests of the prompts as extracted from shared/seeds/akshara-mid-training.txt (UTF-8, "\n"-joined).
+    # Digests of the prompts as listed in docs/akshara-runs.md (UTF-8, "\n"-joined).
     assert hashlib.sha256("\n".join(SUMMARY_PROMPTS).encode()).hexdigest() == (
         "0029a3db681a917b3d988114cfe8767d0db056e4dcaccf599f20ebd5bbefaef5")
     assert hashlib.sha256("\n".join(PARAPHRASE_PROMPTS).encode()).hexdigest() == (

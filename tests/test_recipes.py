@@ -1,4 +1,4 @@
-"""The seed runs' recipes: each parses into the trainer settings of `shared/spec/akshara-runs.md`."""
+"""The seed runs' recipes: each parses into the trainer settings of `docs/akshara-runs.md`."""
 
 import json
 from pathlib import Path

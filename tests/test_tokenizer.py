@@ -227,7 +227,7 @@ def test_fixture_is_fast_and_deterministic(tmp_path):
     assert time.perf_counter() - start < 2
     second = make_nanochat_tokenizer_dir(tmp_path / "b")
     assert (first / "tokenizer.pkl").read_bytes() == (second / "tokenizer.pkl").read_bytes()
-    assert torch.equal(torch.load(first / "token_bytes.pt"), torch.load(second / "token_bytes.pt"))
+    assert torch.equal(torch.load(first / "token_bytes.pt", weights_only=True), torch.load(second / "token_bytes.pt", weights_only=True))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -262,7 +262,7 @@ def test_cli_train_tokenizer_from_txt_jsonl_parquet(tmp_path, run_cli):
     assert_same_ids(tokenizer, encoding, VARIED)
     # Same documents, same tokenizer: the three readers yield exactly the lines given.
     assert encoding._mergeable_ranks == fast_to_tiktoken(train_tokenizer(lines, 500))._mergeable_ranks
-    assert torch.load(out / "token_bytes.pt").shape == (500,)
+    assert torch.load(out / "token_bytes.pt", weights_only=True).shape == (500,)
 
 
 def test_cli_convert_tokenizer(tmp_path, run_cli):

@@ -1,5 +1,5 @@
 """The Telugu task prompts of the Akshara mixture, copied byte for byte from the mid-training write-up
-(shared/seeds/akshara-mid-training.txt), so rebuilt data matches the published runs.
+(docs/akshara-runs.md, from the authors' mid-training write-up), so rebuilt data matches the published runs.
 
 Kept verbatim even where odd: the fourth paraphrase prompt ends in "." and therefore renders as ".:".
 """
