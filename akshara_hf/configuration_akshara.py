@@ -210,12 +210,17 @@ class AksharaConfig(PreTrainedConfig):
         return self.use_value_embeddings and layer_idx % 2 == (self.num_hidden_layers - 1) % 2
 
     @classmethod
-    def from_depth(cls, depth: int, vocab_size: int = 65536, max_position_embeddings: int = 2048, **kwargs):
-        """nanochat's depth rule: `n_layer = depth`, `n_embd = 64 * depth`, head_dim 128 (`n_head = ceil(n_embd/128)`)."""
+    def from_depth(
+        cls, depth: int, vocab_size: int = 65536, max_position_embeddings: int = 2048, window_pattern=None, **kwargs
+    ):
+        """nanochat's depth rule: `n_layer = depth`, `n_embd = 64 * depth`, head_dim 128 (`n_head = ceil(n_embd/128)`).
+        With a `window_pattern` (e.g. "SSSL"), nanochat 2026's architecture."""
         _require(isinstance(depth, int) and not isinstance(depth, bool) and depth >= 1, "depth", "must be an int >= 1",
                  depth)  # fmt: skip
         hidden_size = depth * 64
         num_heads = max(1, math.ceil(hidden_size / 128))
+        if window_pattern is not None:
+            kwargs = {**nanochat_2026_fields(window_pattern, max_position_embeddings, depth), **kwargs}
         return cls(
             vocab_size=vocab_size,
             hidden_size=hidden_size,

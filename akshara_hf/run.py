@@ -135,7 +135,7 @@ def _check_before_work(args, run) -> None:
 def _load_model_and_tokenizer(run, output_dir: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .configuration_akshara import AksharaConfig
+    from .configuration_akshara import AksharaConfig, nanochat_2026_fields
     from .convert import convert_nanochat
     from .modeling_akshara import AksharaForCausalLM
 
@@ -152,6 +152,9 @@ def _load_model_and_tokenizer(run, output_dir: Path):
         spec.setdefault("vocab_size", len(tokenizer))
         spec.setdefault("max_position_embeddings", run.max_seq_len)
         try:
+            if "window_pattern" in spec and "depth" not in spec:  # nanochat 2026 (from_depth takes it itself)
+                spec.update(nanochat_2026_fields(spec.pop("window_pattern"), spec["max_position_embeddings"],
+                                                 spec.get("num_hidden_layers", 20)))  # fmt: skip
             config = AksharaConfig.from_depth(**spec) if "depth" in spec else AksharaConfig(**spec)
         except (TypeError, ValueError) as error:
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]

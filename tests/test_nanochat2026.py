@@ -248,3 +248,27 @@ def test_a_new_2026_model_gets_nanochat_2026s_init():
     assert 0.9 * 0.4 * bound < backbone.h[0].mlp.c_fc.weight.abs().max() <= 0.4 * bound
     for gate in (backbone.smear_gate.weight, backbone.h[3].attn.ve_gate.weight):
         assert 0 <= gate.min() and gate.max() <= 0.02
+
+
+def test_tiny_2026_recipe_trains_a_new_2026_model_with_its_groups_and_schedule(run_2026, tmp_path, capsys):
+    """training/recipes/tiny-sft-2026.yaml: a new nanochat 2026 model (depth 4) from model_config, a few SFT steps."""
+    from akshara_hf.run import main as run_main
+
+    base, checkpoints, _ = run_2026
+    tokenizer = convert_nanochat(checkpoints, tmp_path / "tokenizer_source")
+    recipe = Path(__file__).resolve().parents[1] / "training" / "recipes" / "tiny-sft-2026.yaml"
+    argv = sys.argv
+    sys.argv = ["sft.py", "--config", str(recipe), "--tokenizer_name_or_path", str(tokenizer),
+                "--output_dir", str(tmp_path / "run"), "--max_steps", "6"]  # fmt: skip
+    try:
+        assert run_main(script="sft.py") == 0, capsys.readouterr().err[-2000:]
+    finally:
+        sys.argv = argv
+    logs = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    losses = [entry["loss"] for entry in logs if "loss" in entry]
+    assert len(losses) == 6 and losses[-1] < losses[0] - 0.5, losses
+    first = next(entry for entry in logs if "lr/x0_lambdas" in entry)
+    assert first["lr/x0_lambdas"] == pytest.approx(0.5 * 0.8) and first["lr/scalars"] == pytest.approx(0.2 * 0.8)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "run")
+    assert model.config.nanochat_generation == "2026" and model.config.sliding_window == 129
+    assert model.config.to_nanochat()["window_pattern"] == "S"  # SSSL over 4 layers
