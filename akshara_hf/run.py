@@ -54,7 +54,9 @@ def _load_model_and_tokenizer(run, output_dir: Path):
 
     source = run.model_name_or_path
     if source and Path(source).is_dir() and any(Path(source).glob("model_*.pt")):
-        source = str(convert_nanochat(source, output_dir / "converted_base", run.tokenizer_name_or_path))
+        # The run owns these subfolders: a rerun into the same output_dir replaces its own earlier ones.
+        converted = convert_nanochat(source, output_dir / "converted_base", run.tokenizer_name_or_path, overwrite=True)
+        source = str(converted)
     tokenizer_source = run.tokenizer_name_or_path if run.tokenizer_name_or_path and run.model_config else source
     if tokenizer_source is None:
         raise AksharaError("the recipe needs model_name_or_path, or model_config with tokenizer_name_or_path")
@@ -87,7 +89,7 @@ def _mixture(run, recipe: Path | None, output_dir: Path, tokenizer):
         return load_from_disk(run.mixture_dir)
     if recipe is None or run.data is None:
         raise AksharaError("no data: give the recipe a data: section (and --config RECIPE) or mixture_dir")
-    return build_mixture(recipe, output_dir / "mixture", tokenizer=tokenizer)
+    return build_mixture(recipe, output_dir / "mixture", tokenizer=tokenizer, overwrite=True)
 
 
 def _documents(conversations):
