@@ -3,7 +3,7 @@
 transformers does the rest: `generate` with the folder's `generation_config` (nanochat's temperature 0.6, top-k 50,
 stop on <|assistant_end|>/<|bos|>) and `TextIteratorStreamer` for streaming. The prompt is rendered with nanochat's
 layout (`render_for_generation`), so text a user types that looks like a control token stays text.
-For an OpenAI-compatible server use `transformers serve --trust-remote-code` instead (see the README).
+For an OpenAI-compatible server use `akshara-hf serve FOLDER` instead (see the README).
 """
 
 import sys

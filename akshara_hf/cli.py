@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "akshara_hf.tokenizer",
     "akshara_hf.evaluation",
     "akshara_hf.chat_cli",
+    "akshara_hf.serve_cli",
     "akshara_hf.demo",
     "model_card.publish",
 )

@@ -1,14 +1,12 @@
 """Scoring functions for evaluating Akshara (Telugu) outputs: ROUGE-1/2/L, chrF and bits per byte.
 
-Why our own ROUGE: the `rouge-score` package's default tokenizer keeps only [a-z0-9] and so scores
-every Telugu pair 0. Tokenization here follows XL-Sum's multilingual ROUGE (csebuetnlp/xl-sum,
-`multilingual_rouge_scoring`): Unicode-aware words, no stemming. The n-gram / LCS arithmetic is
-rouge-score's, so ASCII text scores exactly as rouge-score does without a stemmer.
+ROUGE is Google's `rouge_score` with a Telugu-aware tokenizer plugged in: its default tokenizer keeps only
+[a-z0-9] and so scores every Telugu pair 0. `tokenize` below follows XL-Sum's multilingual ROUGE
+(csebuetnlp/xl-sum, `multilingual_rouge_scoring`): Unicode-aware words, no stemming; on ASCII text it splits as
+rouge_score's default does. chrF is sacrebleu's `CHRF()` (signature `chrF2|nc:6|nw:0|space:no`), and bits per byte
+reproduces nanochat's `evaluate_bpb` (no library computes it from our token byte table).
 
-chrF reproduces sacrebleu's default chrF (signature `chrF2|nc:6|nw:0|space:no`), and bits per byte
-reproduces nanochat's `evaluate_bpb`. Only the standard library and torch are used.
-
-Argument order is (prediction, reference) everywhere, as in sacrebleu; note that rouge-score's
+Argument order is (prediction, reference) everywhere, as in sacrebleu; note that rouge_score's
 `RougeScorer.score` takes (target, prediction), the other way round.
 """
 
@@ -17,11 +15,11 @@ from __future__ import annotations
 import math
 import operator
 import unicodedata
-from collections import Counter
 from collections.abc import Sequence
-from typing import NamedTuple
+from functools import lru_cache
 
 import torch
+from rouge_score.scoring import Score
 
 from .errors import AksharaError
 
@@ -32,7 +30,6 @@ __all__ = [
     "rouge_l",
     "rouge",
     "corpus_rouge",
-    "chrf_statistics",
     "sentence_chrf",
     "corpus_chrf",
     "bits_per_byte",
@@ -41,16 +38,6 @@ __all__ = [
 ]
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
-CHRF_CHAR_ORDER = 6  # sacrebleu CHRF defaults: char_order=6, word_order=0, beta=2, whitespace=False
-CHRF_BETA = 2
-
-
-class Score(NamedTuple):
-    """Precision, recall and F1 in [0, 1], the same fields as rouge-score's `Score`."""
-
-    precision: float
-    recall: float
-    fmeasure: float
 
 
 # --------------------------------------------------------------------------- tokenization
@@ -99,71 +86,50 @@ def tokenize(text: str) -> list[str]:
 # --------------------------------------------------------------------------- ROUGE
 
 
-def _fmeasure(precision: float, recall: float) -> float:
-    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+class _TeluguTokenizer:
+    """The `tokenizer` object rouge_score accepts (anything with `tokenize(text) -> list[str]`)."""
+
+    @staticmethod
+    def tokenize(text: str) -> list[str]:
+        return tokenize(text)
 
 
-def _ngrams(tokens: list[str], n: int) -> Counter:
-    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+@lru_cache(maxsize=None)
+def _scorer(rouge_types: tuple[str, ...]):
+    from rouge_score.rouge_scorer import RougeScorer
+
+    return RougeScorer(list(rouge_types), use_stemmer=False, tokenizer=_TeluguTokenizer())
 
 
-def _score_ngrams(pred_tokens: list[str], ref_tokens: list[str], n: int) -> Score:
-    pred, ref = _ngrams(pred_tokens, n), _ngrams(ref_tokens, n)
-    overlap = sum(min(count, pred[g]) for g, count in ref.items())
-    # max(.., 1) as rouge-score: an empty side gives 0 instead of a division error.
-    precision = overlap / max(sum(pred.values()), 1)
-    recall = overlap / max(sum(ref.values()), 1)
-    return Score(precision, recall, _fmeasure(precision, recall))
-
-
-def _lcs_length(a: list[str], b: list[str]) -> int:
-    if len(b) > len(a):
-        a, b = b, a
-    prev = [0] * (len(b) + 1)  # one DP row: O(len(b)) memory instead of the full table
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b, 1):
-            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
-        prev = cur
-    return prev[-1]
-
-
-def _score_lcs(pred_tokens: list[str], ref_tokens: list[str]) -> Score:
-    if not pred_tokens or not ref_tokens:
-        return Score(0.0, 0.0, 0.0)
-    lcs = _lcs_length(pred_tokens, ref_tokens)
-    precision, recall = lcs / len(pred_tokens), lcs / len(ref_tokens)
-    return Score(precision, recall, _fmeasure(precision, recall))
+def _score(prediction: str, reference: str, rouge_types: tuple[str, ...]) -> dict[str, Score]:
+    _check_str(prediction, "prediction")
+    _check_str(reference, "reference")
+    return _scorer(rouge_types).score(reference, prediction)  # rouge_score takes (target, prediction)
 
 
 def rouge_n(prediction: str, reference: str, n: int) -> Score:
     """ROUGE-N of one pair: clipped n-gram overlap over prediction (P) and reference (R) n-grams."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise AksharaError(f"ROUGE-N order n must be an int >= 1, got {n!r}")
-    return _score_ngrams(tokenize(prediction), tokenize(reference), n)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 9:
+        raise AksharaError(f"ROUGE-N order n must be an int from 1 to 9 (rouge_score's range), got {n!r}")
+    return _score(prediction, reference, (f"rouge{n}",))[f"rouge{n}"]
 
 
 def rouge_l(prediction: str, reference: str) -> Score:
-    """Sentence-level ROUGE-L (rouge-score's `rougeL`, not `rougeLsum`): LCS over the whole text."""
-    return _score_lcs(tokenize(prediction), tokenize(reference))
+    """Sentence-level ROUGE-L (rouge_score's `rougeL`, not `rougeLsum`): LCS over the whole text."""
+    return _score(prediction, reference, ("rougeL",))["rougeL"]
 
 
 def rouge(prediction: str, reference: str) -> dict[str, Score]:
-    """ROUGE-1, ROUGE-2 and ROUGE-L of one pair, tokenizing each text once."""
-    pred, ref = tokenize(prediction), tokenize(reference)
-    return {
-        "rouge1": _score_ngrams(pred, ref, 1),
-        "rouge2": _score_ngrams(pred, ref, 2),
-        "rougeL": _score_lcs(pred, ref),
-    }
+    """ROUGE-1, ROUGE-2 and ROUGE-L of one pair."""
+    return _score(prediction, reference, ROUGE_TYPES)
 
 
 def corpus_rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, Score]:
     """Mean over pairs of each per-pair precision, recall and F1, in [0, 1].
 
-    This is the exact arithmetic mean, i.e. what rouge-score's BootstrapAggregator estimates as
+    This is the exact arithmetic mean, i.e. what rouge_score's BootstrapAggregator estimates as
     its `mid` (HF `evaluate`'s rouge reports that mid F1); we skip the bootstrap resampling so the
-    number is deterministic. A pair where either side has no words scores 0, as in rouge-score.
+    number is deterministic. A pair where either side has no words scores 0, as in rouge_score.
     """
     _check_pairs(predictions, references)
     totals = {key: [0.0, 0.0, 0.0] for key in ROUGE_TYPES}
@@ -178,67 +144,26 @@ def corpus_rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[
 # --------------------------------------------------------------------------- chrF
 
 
-def _char_ngrams(text: str) -> list[Counter]:
-    text = "".join(text.split())  # sacrebleu removes all whitespace before taking n-grams
-    return [Counter(text[i : i + n] for i in range(len(text) - n + 1)) for n in range(1, CHRF_CHAR_ORDER + 1)]
+def _chrf():
+    from sacrebleu.metrics import CHRF
 
-
-def chrf_statistics(prediction: str, reference: str) -> list[int]:
-    """Sufficient statistics of one pair: [hyp, ref, match] counts for n = 1..6, flattened (18 ints).
-
-    Corpus chrF sums these over pairs before computing the score, so they are exposed for
-    accumulating across batches or ranks. As in sacrebleu, hypothesis n-grams of an order the
-    reference has none of are not counted (hyp count 0), and n-grams are over code points with no
-    Unicode normalization or lowercasing (sacrebleu's defaults), so a Telugu akshara of k code
-    points contributes k unigrams.
-    """
-    _check_str(prediction, "prediction")
-    _check_str(reference, "reference")
-    stats: list[int] = []
-    for hyp, ref in zip(_char_ngrams(prediction), _char_ngrams(reference)):
-        match = sum(min(count, ref[g]) for g, count in hyp.items() if g in ref)
-        stats.extend([sum(hyp.values()) if ref else 0, sum(ref.values()), match])
-    return stats
-
-
-def _chrf_from_statistics(stats: Sequence[int]) -> float:
-    # sacrebleu 2.x CHRF._compute_f_score with eps_smoothing=False: average P and R over the
-    # orders where both sides have n-grams ("effective order"), then one F-beta of the averages.
-    factor = CHRF_BETA**2
-    avg_prec = avg_rec = 0.0
-    effective_order = 0
-    for i in range(CHRF_CHAR_ORDER):
-        n_hyp, n_ref, n_match = stats[3 * i : 3 * i + 3]
-        if n_hyp > 0 and n_ref > 0:
-            avg_prec += n_match / n_hyp
-            avg_rec += n_match / n_ref
-            effective_order += 1
-    if effective_order == 0:
-        return 0.0
-    avg_prec /= effective_order
-    avg_rec /= effective_order
-    if avg_prec + avg_rec == 0:
-        return 0.0
-    score = (1 + factor) * avg_prec * avg_rec
-    score /= factor * avg_prec + avg_rec  # same operation order as sacrebleu, so floats agree exactly
-    return 100 * score
+    return CHRF()  # defaults: char_order 6, word_order 0, beta 2, whitespace removed
 
 
 def sentence_chrf(prediction: str, reference: str) -> float:
-    """chrF (0..100) of one pair, as sacrebleu's `CHRF().sentence_score(prediction, [reference])`."""
-    return _chrf_from_statistics(chrf_statistics(prediction, reference))
+    """chrF (0..100) of one pair: sacrebleu's `CHRF().sentence_score(prediction, [reference])`."""
+    _check_str(prediction, "prediction")
+    _check_str(reference, "reference")
+    return _chrf().sentence_score(prediction, [reference]).score
 
 
 def corpus_chrf(predictions: Sequence[str], references: Sequence[str]) -> float:
-    """Corpus chrF (0..100) from statistics summed over pairs, as sacrebleu's `corpus_score`.
+    """Corpus chrF (0..100): sacrebleu's `corpus_score`, from n-gram statistics summed over pairs.
 
     Not the mean of sentence chrF: long pairs weigh more, which is how chrF is normally reported.
     """
     _check_pairs(predictions, references)
-    totals = [0] * (3 * CHRF_CHAR_ORDER)
-    for pred, ref in zip(predictions, references):
-        totals = [a + b for a, b in zip(totals, chrf_statistics(pred, ref))]
-    return _chrf_from_statistics(totals)
+    return _chrf().corpus_score(list(predictions), [list(references)]).score
 
 
 # --------------------------------------------------------------------------- bits per byte
