@@ -337,10 +337,14 @@ def _iter_jsonl(path: Path) -> Iterator[str]:
                 continue
             try:
                 text = json.loads(line)["text"]
-            except (json.JSONDecodeError, KeyError, TypeError):
+            except (json.JSONDecodeError, KeyError, TypeError, RecursionError):  # RecursionError: nested too deeply
                 raise AksharaError(f"{path}:{number}: not a JSON object with a 'text' field") from None
             if not isinstance(text, str):
                 raise AksharaError(f"{path}:{number}: 'text' is {type(text).__name__}, not a string")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise AksharaError(f"{path}:{number}: 'text' has an unpaired surrogate (a lone \\ud800-\\udfff escape)") from None
             yield text
 
 
