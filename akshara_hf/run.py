@@ -283,7 +283,7 @@ def train(argv: list[str] | None = None, script: str | None = None) -> Path:
     output = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     final_eval = _final_evaluation(trainer) if len(eval_rows) else {}
     trainer.save_model(str(output_dir))
-    facts = run_facts(trainer, run, mixture, output, final_eval, torch, seq_len, mixture_folder, clock.seconds())
+    facts = run_facts(trainer, run, mixture, output, final_eval, torch, seq_len, mixture_folder, clock.seconds_before)
     facts.write(output_dir)
     _write_card(output_dir, facts.to_dict())
     return output_dir
