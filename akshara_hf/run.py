@@ -131,6 +131,7 @@ def train(argv: list[str] | None = None, stage: str | None = None) -> Path:
     import torch
     from transformers import GenerationConfig
 
+    from .adapters import AksharaPeftArguments, peft_config
     from .chat import generation_config_kwargs
     from .trainer import MuonSFTTrainer, check_akshara_model, parse_config
     from .training_log import JsonlLogCallback, run_facts
@@ -139,7 +140,7 @@ def train(argv: list[str] | None = None, stage: str | None = None) -> Path:
     if stage is not None and "--stage" not in argv:
         argv += ["--stage", stage]
     recipe = _recipe_path(argv)
-    args, run = parse_config(argv, AksharaRunArguments)
+    args, run, peft_args = parse_config(argv, AksharaRunArguments, AksharaPeftArguments)
     if run.stage in ("mid", "base"):
         if args.schedule != "mid":
             raise AksharaError(f"stage {run.stage} uses schedule: mid (got {args.schedule})")
@@ -171,6 +172,7 @@ def train(argv: list[str] | None = None, stage: str | None = None) -> Path:
         eval_dataset=eval_rows if len(eval_rows) else None,
         processing_class=tokenizer,
         callbacks=[JsonlLogCallback(output_dir / "log.jsonl")],
+        peft_config=peft_config(peft_args),  # TRL's PEFT keys (use_peft, lora_r, ...): the folder holds the adapter
     )
     started = time.time()
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
@@ -179,7 +181,11 @@ def train(argv: list[str] | None = None, stage: str | None = None) -> Path:
     trainer.save_model(str(output_dir))
     facts = run_facts(trainer, run, mixture, elapsed, final_eval, torch, seq_len)
     (output_dir / "run_facts.json").write_text(json.dumps(facts, indent=2, ensure_ascii=False))
-    _write_card(output_dir, facts)
+    if peft_args.use_peft:  # the folder is an adapter, with PEFT's own README; our card describes whole models
+        print(f"LoRA adapter saved in {output_dir} (base: {model.name_or_path}); merge it with "
+              "AutoPeftModelForCausalLM.from_pretrained(FOLDER).merge_and_unload()", file=sys.stderr)
+    else:
+        _write_card(output_dir, facts)
     return output_dir
 
 
