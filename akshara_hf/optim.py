@@ -333,5 +333,6 @@ def muon_momentum(step: int, warmup_steps: int = 300) -> float:
 
 
 __all__ = [
-    "split_parameters", "MuonAdamW", "sft_lr_multiplier", "mid_lr_multiplier", "warmdown_lr_multiplier", "muon_momentum",
+    "split_parameters", "adapter_parameter_ids", "MuonAdamW", "sft_lr_multiplier", "mid_lr_multiplier",
+    "warmdown_lr_multiplier", "muon_momentum",
 ]

@@ -98,7 +98,7 @@ class AksharaSFTConfig(SFTConfig):
         default=32, metadata={"help": "Examples per optimizer step over all processes; sets gradient accumulation."}
     )
     adapter_lr: float = field(
-        default=2e-4, metadata={"help": "AdamW LR for PEFT adapter weights (e.g. LoRA A/B), not scaled by init_lr_frac."}
+        default=2e-4, metadata={"help": "AdamW LR for PEFT adapter weights (LoRA A/B); not times init_lr_frac."}
     )
     loss_normalization: str = field(
         default="nanochat",

@@ -116,8 +116,9 @@ def test_adapter_only_optimizer_state_round_trips_and_refuses_a_full_models(tmp_
 
 
 def test_recipe_peft_keys_are_trls():
-    config = peft_config(AksharaPeftArguments(use_peft=True, lora_r=8, lora_alpha=16, lora_target_modules=["c_q", "c_v"],
-                                              use_rslora=True))
+    arguments = AksharaPeftArguments(use_peft=True, lora_r=8, lora_alpha=16, lora_target_modules=["c_q", "c_v"],
+                                     use_rslora=True)
+    config = peft_config(arguments)
     assert isinstance(config, LoraConfig)
     assert (config.r, config.lora_alpha, set(config.target_modules), config.use_rslora) == (8, 16, {"c_q", "c_v"}, True)
     assert peft_config(AksharaPeftArguments(use_peft=True, lora_target_modules=["all-linear"])).target_modules == (
