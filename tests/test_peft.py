@@ -140,7 +140,7 @@ def test_sft_recipe_with_use_peft_saves_an_adapter(converted_folder, tmp_path, c
         "--output_dir", str(tmp_path / "run"), "--max_steps", "2", "--eval_strategy", "no", "--save_strategy", "no",
         "--disable_tqdm", "true", "--max_length", "96", "--use_peft", "true", "--lora_r", "4",
         "--lora_target_modules", "c_q", "c_v",
-    ], stage="sft")  # fmt: skip
+    ], script="sft.py")  # fmt: skip
     config = json.loads((out / "adapter_config.json").read_text())
     assert (config["r"], set(config["target_modules"])) == (4, {"c_q", "c_v"})
     assert json.loads((out / "run_facts.json").read_text())["num_steps"] == 2
