@@ -288,7 +288,7 @@ def train(argv: list[str] | None = None, script: str | None = None) -> Path:
     output = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     final_eval = _final_evaluation(trainer) if len(eval_rows) else {}
     trainer.save_model(str(output_dir))
-    facts = run_facts(trainer, run, mixture, output, final_eval, torch, seq_len, mixture_folder, clock.seconds())
+    facts = run_facts(trainer, run, mixture, output, final_eval, torch, seq_len, mixture_folder, clock.seconds_before)
     facts.write(output_dir)
     if run.use_peft:  # the folder is an adapter, with PEFT's own README; our card describes whole models
         print(f"LoRA adapter saved in {output_dir} (base: {model.name_or_path}); merge it with "
