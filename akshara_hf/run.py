@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .adapters import AksharaPeftArguments
 from .data.mixture import DataSection
 from .errors import AksharaError
 
@@ -26,8 +27,9 @@ SCRIPT_STAGES = {"sft.py": ("sft",), "mid_train.py": ("mid", "base")}
 
 
 @dataclass
-class AksharaRunArguments:
-    """Run-level recipe keys (everything that is not a trainer setting)."""
+class AksharaRunArguments(AksharaPeftArguments):
+    """Run-level recipe keys (everything that is not a trainer setting), TRL's PEFT keys (`use_peft`, `lora_r`, ...)
+    included."""
 
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "HF folder or Hub id, or a nanochat checkpoint dir (converted first)."}
@@ -50,6 +52,7 @@ class AksharaRunArguments:
     base_model: str | None = field(default=None, metadata={"help": "Parent checkpoint name for the model card."})
 
     def __post_init__(self):
+        super().__post_init__()
         if isinstance(self.data, str):
             self.data = DataSection.from_text(self.data, "--data")
         elif isinstance(self.data, dict):
@@ -253,6 +256,7 @@ def train(argv: list[str] | None = None, script: str | None = None) -> Path:
     import torch
     from transformers import GenerationConfig, set_seed
 
+    from .adapters import peft_config
     from .chat import generation_config_kwargs
     from .trainer import MuonSFTTrainer, check_akshara_model
     from .training_log import JsonlLogCallback, RunClock, run_facts
@@ -300,13 +304,18 @@ def train(argv: list[str] | None = None, script: str | None = None) -> Path:
         eval_dataset=eval_rows if len(eval_rows) else None,
         processing_class=tokenizer,
         callbacks=[JsonlLogCallback(output_dir / "log.jsonl"), clock],
+        peft_config=peft_config(run),  # TRL's PEFT keys (use_peft, lora_r, ...): the folder holds the adapter
     )
     output = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     final_eval = _final_evaluation(trainer) if len(eval_rows) else {}
     trainer.save_model(str(output_dir))
     facts = run_facts(trainer, run, mixture, output, final_eval, torch, seq_len, mixture_folder, clock.seconds_before)
     facts.write(output_dir)
-    _write_card(output_dir, facts.to_dict())
+    if run.use_peft:  # the folder is an adapter, with PEFT's own README; our card describes whole models
+        print(f"LoRA adapter saved in {output_dir} (base: {model.name_or_path}); merge it with "
+              "AutoPeftModelForCausalLM.from_pretrained(FOLDER).merge_and_unload()", file=sys.stderr)
+    else:
+        _write_card(output_dir, facts.to_dict())
     return output_dir
 
 
