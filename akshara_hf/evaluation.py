@@ -9,15 +9,24 @@ split by default) by their `source`: summarization = tesum / xlsum, paraphrase =
 conversation minus its last (assistant) message, the reference is that message; replies are batched greedy decodes.
 """
 
+import functools
 import json
 import math
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
-from .errors import AksharaError
+from .errors import AksharaError, one_line
 from .tokenizer import encode_ordinary
+
+def _no_grad(function):
+    """`torch.no_grad()` as a decorator, importing torch only when called (`akshara-hf --help` loads no torch)."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        import torch
+
+        with torch.no_grad():
+            return function(*args, **kwargs)
+    return wrapper
+
 
 TASK_SOURCES = {"summarization": ("tesum", "xlsum"), "paraphrase": ("paraphrase",)}
 
@@ -42,9 +51,12 @@ def _rows_for_loss(dataset, tokenizer, all_tokens: bool, max_tokens: int):
         yield ids, mask
 
 
-@torch.no_grad()
+@_no_grad
 def evaluate_loss(model, tokenizer, dataset, batch_size: int = 4, all_tokens: bool = False, max_tokens: int = 2048) -> dict:
     """Mean loss (nats/target) and bits-per-byte over the dataset's targets (see module docstring)."""
+    import torch
+    import torch.nn.functional as F
+
     from .metrics import bits_per_byte, bpb_from_losses
     from .packing import token_byte_lengths
 
@@ -82,9 +94,11 @@ def evaluate_loss(model, tokenizer, dataset, batch_size: int = 4, all_tokens: bo
     }
 
 
-@torch.no_grad()
+@_no_grad
 def generate_replies(model, tokenizer, prompts: list[list[dict]], batch_size: int = 8, max_new_tokens: int = 128) -> list[str]:
     """Batched greedy replies to chat prompts, left-padded, rendered as nanochat renders them."""
+    import torch
+
     from .chat import generation_config_kwargs, render_for_generation
 
     special = generation_config_kwargs(tokenizer)
@@ -187,17 +201,25 @@ def load_eval_data(path: str | Path, split: str):
 
 def evaluate(model_path, data, split="validation", tasks=("summarization", "paraphrase"), loss=True, all_tokens=False,
              limit=None, batch_size=8, max_new_tokens=128, output_dir=None) -> dict:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from .loading import load_model_and_tokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(model_path, trust_remote_code=True)
-    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=True)
+    model, tokenizer = load_model_and_tokenizer(model_path)
     dataset = load_eval_data(data, split)
     results = {"model": str(model_path), "data": str(data), "split": split}
-    if loss:
-        rows = dataset if limit is None else dataset.select(range(min(limit, len(dataset))))
-        results["loss"] = evaluate_loss(model, tokenizer, rows, batch_size=batch_size, all_tokens=all_tokens)
-    if tasks:
-        results["tasks"] = evaluate_tasks(model, tokenizer, dataset, tasks, limit, batch_size, max_new_tokens)
+    # Rows are cut where the rotary tables end (past them: an error deep inside torch); longer prompts fail below.
+    config = model.config
+    context = min(2048, getattr(config, "max_position_embeddings", 2048) * getattr(config, "rotary_cache_factor", 1))
+    try:
+        if loss:
+            rows = dataset if limit is None else dataset.select(range(min(limit, len(dataset))))
+            results["loss"] = evaluate_loss(model, tokenizer, rows, batch_size=batch_size, all_tokens=all_tokens,
+                                            max_tokens=context)
+        if tasks:
+            results["tasks"] = evaluate_tasks(model, tokenizer, dataset, tasks, limit, batch_size, max_new_tokens)
+    except (RuntimeError, ValueError, IndexError, TypeError) as error:  # torch/transformers during forward/generate
+        if isinstance(error, AksharaError):
+            raise
+        raise AksharaError(f"{model_path}: evaluation failed ({type(error).__name__}: {one_line(error)})") from None
     if output_dir is not None:
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
