@@ -186,23 +186,45 @@ def load_eval_data(path: str | Path, split: str):
     path = Path(path)
     if not path.exists():
         raise AksharaError(f"{path}: no such file or folder")
-    if path.is_dir():
-        data = load_from_disk(str(path))
-        if isinstance(data, DatasetDict):
-            if split not in data:
-                raise AksharaError(f"{path}: no split {split!r} (has {list(data)})")
-            data = data[split]
-        return data
     kinds = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
-    if path.suffix not in kinds:
+    if not path.is_dir() and path.suffix not in kinds:
         raise AksharaError(f"{path}: expected a dataset folder or a .jsonl/.json/.parquet file")
-    return load_dataset(kinds[path.suffix], data_files=str(path), split="train")
+    if path.is_file() and path.stat().st_size == 0:
+        raise AksharaError(f"{path}: empty file")
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars, logging
+
+    # datasets logs a broken file's error itself and draws a bar per split: the one-line error below says it all
+    verbosity, bars_off = logging.get_verbosity(), are_progress_bars_disabled()
+    logging.set_verbosity(logging.CRITICAL + 1)
+    disable_progress_bars()
+    try:
+        if path.is_dir():
+            data = load_from_disk(str(path))
+        else:
+            data = load_dataset(kinds[path.suffix], data_files=str(path), split="train")
+    except Exception as error:  # datasets, pyarrow and json raise many types for a broken file
+        cause = error.__cause__ or error  # datasets wraps the reader's error in DatasetGenerationError
+        raise AksharaError(f"{path}: cannot read it as a dataset ({type(cause).__name__}: {one_line(cause)})") from None
+    finally:
+        logging.set_verbosity(verbosity)
+        if not bars_off:
+            enable_progress_bars()
+    if isinstance(data, DatasetDict):
+        if split not in data:
+            raise AksharaError(f"{path}: no split {split!r} (has {list(data)})")
+        data = data[split]
+    if len(data) == 0:
+        raise AksharaError(f"{path}: no rows")
+    return data
 
 
 def evaluate(model_path, data, split="validation", tasks=("summarization", "paraphrase"), loss=True, all_tokens=False,
              limit=None, batch_size=8, max_new_tokens=128, output_dir=None) -> dict:
     from .loading import load_model_and_tokenizer
 
+    unknown = sorted(set(tasks) - set(TASK_SOURCES))
+    if unknown:
+        raise AksharaError(f"--tasks: unknown task(s) {unknown}; known: {sorted(TASK_SOURCES)}")
     model, tokenizer = load_model_and_tokenizer(model_path)
     dataset = load_eval_data(data, split)
     results = {"model": str(model_path), "data": str(data), "split": split}
@@ -216,9 +238,9 @@ def evaluate(model_path, data, split="validation", tasks=("summarization", "para
                                             max_tokens=context)
         if tasks:
             results["tasks"] = evaluate_tasks(model, tokenizer, dataset, tasks, limit, batch_size, max_new_tokens)
+    except AksharaError as error:  # a row of the data
+        raise AksharaError(f"{data}: {error}") from None
     except (RuntimeError, ValueError, IndexError, TypeError) as error:  # torch/transformers during forward/generate
-        if isinstance(error, AksharaError):
-            raise
         raise AksharaError(f"{model_path}: evaluation failed ({type(error).__name__}: {one_line(error)})") from None
     if output_dir is not None:
         output_dir = Path(output_dir)

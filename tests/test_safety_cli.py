@@ -99,6 +99,23 @@ def test_errors_name_the_file_and_field(case, expected, broken, capsys):
     assert code == 2 and expected in err and str(broken[case].name) in err, err
 
 
+@pytest.mark.parametrize("name, text, expected", [
+    ("rows.jsonl", "{bad\n", "cannot read it as a dataset"),
+    ("rows.jsonl", "", "empty file"),
+    ("rows.jsonl", '{"x": 1}\n', "row 0: needs a 'messages' or a 'text' column"),
+    ("rows.parquet", "garbage", "cannot read it as a dataset (ArrowInvalid"),
+    ("rows.csv", "a,b\n", "expected a dataset folder or a .jsonl/.json/.parquet file"),
+    ("folder", None, "cannot read it as a dataset"),
+])
+def test_evaluate_bad_data_is_one_line(converted_folder, tmp_path, capsys, name, text, expected):
+    path = tmp_path / name
+    path.mkdir() if text is None else path.write_text(text)
+    code, err = run_cli(["evaluate", str(converted_folder), "--data", str(path), "--tasks", ""], capsys)
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert code == 2 and len(errors) == 1 and f"{path}: " in errors[0] and expected in errors[0], err
+    assert "Traceback" not in err
+
+
 def test_mistyped_folder_fails_at_once_without_the_hub(tmp_path, monkeypatch, capsys):
     """`runs/nope` with a `runs/` folder here is a typo, not the Hub repo `runs/nope` (was ~28 s of Hub retries)."""
     (tmp_path / "runs").mkdir()
