@@ -89,11 +89,12 @@ RUN_FACTS_FIELDS: dict[str, tuple[str, str]] = {
     "flops_per_token": ("num", "training FLOPs per token (nanochat's estimate)"),
     "tokens_seen": ("int", "training tokens processed"),
     "datasets": ("strs", "Hub dataset ids for the YAML metadata"),
+    "data_sources": ("strs", "every mixture source the run used, 'kind: path or Hub id' (run_facts.json)"),
     "mixture": ("mixture", "list of {source, rows, tokens}"),
     "log_history": ("log_history", "list of {step, loss, eval_loss, eval_bpb, lrm}"),
     "eval_results": ("eval_results", "list of {task, dataset, metric, value[, split]}"),
 }
-LIST_FIELDS = ("datasets", "mixture", "log_history", "eval_results")
+LIST_FIELDS = ("datasets", "data_sources", "mixture", "log_history", "eval_results")
 LOG_VALUES = ("loss", "eval_loss", "eval_bpb", "lrm")
 
 # Mixture sources we can link to a public Hub dataset (matched on the lower-cased source name without

@@ -1,5 +1,6 @@
-"""Mid-training of an Akshara model from a recipe (nanochat's mid_train, on TRL + Accelerate): conversations
-rendered and concatenated into rows of max_seq_len, every token a target, validation bits-per-byte.
+"""Mid-training (or the demo's base stage) of an Akshara model from a recipe (nanochat's mid_train, on TRL +
+Accelerate): conversations rendered and concatenated into rows of max_seq_len, every token a target, validation
+bits-per-byte. Runs recipes with `stage: mid` or `stage: base` (sft.py runs `stage: sft`).
 
     python training/mid_train.py --config training/recipes/tiny-mid.yaml [--max_steps 10 ...]
     accelerate launch --config_file training/accelerate_configs/single_gpu.yaml training/mid_train.py --config RECIPE
@@ -10,4 +11,4 @@ import sys
 from akshara_hf.run import main
 
 if __name__ == "__main__":
-    sys.exit(main(stage="mid"))
+    sys.exit(main(script="mid_train.py"))

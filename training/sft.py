@@ -1,4 +1,5 @@
-"""Supervised fine-tuning of an Akshara model from a recipe (nanochat's chat_sft, on TRL + Accelerate).
+"""Supervised fine-tuning of an Akshara model from a recipe (nanochat's chat_sft, on TRL + Accelerate). Runs recipes
+with `stage: sft` (others are refused: mid_train.py runs them).
 
     python training/sft.py --config training/recipes/tiny-sft.yaml [--max_steps 10 ...]
     accelerate launch --config_file training/accelerate_configs/single_gpu.yaml training/sft.py --config RECIPE
@@ -9,4 +10,4 @@ import sys
 from akshara_hf.run import main
 
 if __name__ == "__main__":
-    sys.exit(main(stage="sft"))
+    sys.exit(main(script="sft.py"))
