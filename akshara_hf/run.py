@@ -98,7 +98,7 @@ def check_model_source(name: str, key: str) -> None:
     if _looks_local(name):
         raise AksharaError(f"{key} {name}: no such folder")
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        if any(isinstance(try_to_load_from_cache(name, file), str) for file in ("config.json", "tokenizer_config.json")):
             return
         raise AksharaError(f"{key} {name}: no such folder, and not in the Hub cache (HF_HUB_OFFLINE is set)")
     try:
