@@ -135,6 +135,8 @@ class AksharaConfig(PreTrainedConfig):
             self.intermediate_size = 4 * self.hidden_size
         if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_attention_heads
+        if self.layer_types is None:  # transformers' convention (generation's mask and cache builders read it)
+            self.layer_types = ["full_attention"] * self.num_hidden_layers
         super().__post_init__(**kwargs)
 
     def validate_architecture(self):

@@ -467,7 +467,7 @@ class AksharaModel(AksharaPreTrainedModel):
             value_embedding = self.value_embeds[str(i)](input_ids) if block.attn.ve_gate is not None else None
             hidden_states = block(
                 hidden_states,
-                attention_mask=masks[block.attn.sliding_window],
+                attention_mask=masks[i],
                 position_embeddings=position_embeddings,
                 past_key_values=past_key_values,
                 position_ids=position_ids,
@@ -480,25 +480,29 @@ class AksharaModel(AksharaPreTrainedModel):
             hidden_states = hidden_states - self.backout_lambda.to(hidden_states.dtype) * x_backout
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), past_key_values=past_key_values)
 
-    def _attention_masks(self, inputs_embeds, attention_mask, past_key_values, position_ids) -> dict:
-        """One mask per distinct window (keys seen, None = unlimited), from masking_utils: causal, or sliding."""
+    def _attention_masks(self, inputs_embeds, attention_mask, past_key_values, position_ids) -> list:
+        """Each layer's mask, from masking_utils: one per distinct (layer type, window), causal or sliding. A dict
+        from `create_masks_for_generate` (compiled generation) is already keyed by layer type."""
+        types = self.config.layer_types or ["full_attention"] * len(self.h)
+        if isinstance(attention_mask, dict):
+            return [attention_mask[kind] for kind in types]
         masks = {}
-        for i, block in enumerate(self.h):
+        for i, (block, kind) in enumerate(zip(self.h, types)):
             window = block.attn.sliding_window
-            if window in masks:
+            if (kind, window) in masks:
                 continue
             arguments = dict(
                 inputs_embeds=inputs_embeds, attention_mask=attention_mask, past_key_values=past_key_values,
                 position_ids=position_ids,
             )  # fmt: skip
             if window is None:
-                masks[window] = create_causal_mask(config=self.config, **arguments)
+                masks[kind, window] = create_causal_mask(config=self.config, **arguments)
             else:
                 # masking_utils reads the window from the config, and sizes the mask from this layer's cache.
                 config = copy.copy(self.config)
                 config.sliding_window = window
-                masks[window] = create_sliding_window_causal_mask(config=config, layer_idx=i, **arguments)
-        return masks
+                masks[kind, window] = create_sliding_window_causal_mask(config=config, layer_idx=i, **arguments)
+        return [masks[kind, block.attn.sliding_window] for block, kind in zip(self.h, types)]
 
     def _smear(self, embeddings: torch.Tensor, position_ids: torch.Tensor, cache: Cache | None) -> torch.Tensor:
         """nanochat 2026's smear: `x[t] += smear_lambda * sigmoid(smear_gate(x[t, :24])) * x[t-1]` where position t has
