@@ -163,8 +163,8 @@ def _load_model_and_tokenizer(run, output_dir: Path):
     tokenizer_source = run.tokenizer_name_or_path if run.tokenizer_name_or_path and run.model_config else source
     try:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-    except (OSError, ValueError) as error:
-        raise AksharaError(f"{tokenizer_source}: cannot load a tokenizer ({str(error).splitlines()[0]})") from None
+    except Exception as error:  # OSError, ValueError, tokenizers' and json's own: an unloadable folder, one line
+        raise AksharaError(f"{tokenizer_source}: cannot load a tokenizer ({_first_line(error)})") from None
     if run.model_config is not None:
         spec = dict(run.model_config)
         spec.setdefault("vocab_size", len(tokenizer))
@@ -179,8 +179,13 @@ def _load_model_and_tokenizer(run, output_dir: Path):
         return AksharaForCausalLM(config), tokenizer
     try:
         return AutoModelForCausalLM.from_pretrained(source, trust_remote_code=True), tokenizer
-    except (OSError, ValueError) as error:
-        raise AksharaError(f"{source}: cannot load a model ({str(error).splitlines()[0]})") from None
+    except Exception as error:  # OSError, ValueError, SafetensorError (a damaged weights file), ...: one line
+        raise AksharaError(f"{source}: cannot load a model ({_first_line(error)})") from None
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def _mixture(run, output_dir: Path, tokenizer):

@@ -236,3 +236,18 @@ def test_rows_longer_than_the_models_positions_are_refused_before_the_data(capsy
                                              "--output_dir", str(out), "--max_seq_len", "640"], capsys, monkeypatch)
     assert code == 2 and "max_seq_len 640: rows of 641 tokens exceed the model's 640 positions" in line
     assert not (out / "mixture").exists()  # refused before any data was built
+
+
+def test_a_damaged_model_folder_is_one_line(capsys, monkeypatch, tmp_path, converted_folder):
+    import shutil
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    damaged = Path(shutil.copytree(converted_folder, tmp_path / "damaged"))
+    (damaged / "model.safetensors").write_bytes(b"not safetensors" * 8)
+    code, line = run_script("sft.py", ["--config", str(TINY_SFT), "--model_name_or_path", str(damaged),
+                                       "--output_dir", str(tmp_path / "out")], capsys, monkeypatch)
+    assert code == 2 and "damaged: cannot load a model (SafetensorError: " in line
+    (damaged / "tokenizer.json").write_text("{broken")
+    code, line = run_script("sft.py", ["--config", str(TINY_SFT), "--model_name_or_path", str(damaged),
+                                       "--output_dir", str(tmp_path / "out")], capsys, monkeypatch)
+    assert code == 2 and "damaged: cannot load a tokenizer (" in line
