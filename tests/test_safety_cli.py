@@ -253,3 +253,15 @@ print("OK")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert result.stdout.strip().endswith("OK"), result.stderr[-2000:]
+
+
+def test_demo_stage_failure_is_one_line(tmp_path):
+    """A recipe whose training script fails: the demo says which stage, once, instead of a CalledProcessError trace."""
+    recipe = tmp_path / "broken.yaml"
+    recipe.write_text("stage: mid\nmodel_config: {num_attention_heads: 0}\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run([sys.executable, "-m", "akshara_hf.cli", "demo", str(recipe), "--output",
+                             str(tmp_path / "demo")], capture_output=True, text=True, timeout=300, env=env)
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and last.startswith("akshara-hf demo: error: the mid stage"), result.stderr[-3000:]
+    assert "CalledProcessError" not in result.stderr
