@@ -34,6 +34,7 @@ IGNORE_PATTERNS = [
     "scheduler.pt",
     "rng_state*.pth",
     "optim_*.pt",
+    ".akshara-hf.json",  # akshara_hf.folders' marker: which command wrote the folder (local bookkeeping)
 ]
 
 # Runs in the child process: block the package, load with remote code only, one forward on a chat prompt.
