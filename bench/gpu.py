@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from bench_flops import peak_tflops  # noqa: E402
-from bench_sft_batching import mixture_rows, run_config, v1_rows  # noqa: E402
+from bench_sft_batching import run_config, v1_rows  # noqa: E402
 from bench_train_step import build, make_batch, optimizer_for  # noqa: E402
 from common import SHAPES, environment, print_table, synchronize, timed  # noqa: E402
 
@@ -42,7 +42,7 @@ from akshara_hf.flops import flops_per_token  # noqa: E402
 MID_V1 = (1047, 524_288)  # steps, tokens per step
 SFT_V1 = (45_102, 32)  # steps, conversations per step
 TINY = {"shape": "cpu", "batch": 2, "seq": 32, "steps": 1, "warmup": 1, "sft_batch": 2, "sft_accum": 2, "sft_steps": 1,
-        "sft_max_length": 128, "v1_rows": 48, "vocab": 512, "prompt": 8, "new": 4, "rounds": 1, "compile_backend": "eager"}
+        "sft_max_length": 128, "v1_rows": 48, "prompt": 8, "new": 4, "rounds": 1, "compile_backend": "eager"}
 
 
 def attention_available(attn: str) -> bool:
@@ -77,14 +77,17 @@ def train_step_row(args, attn: str, compiled: bool, device: str, peak: float | N
     if device == "cuda":
         torch.cuda.empty_cache()
     steps, tokens = MID_V1
-    return {"measurement": f"train step, {args.batch} x {args.seq}", "config": f"{attn}, {'compiled' if compiled else 'eager'}",
+    return {"measurement": f"train step, {args.batch} x {args.seq}",
+            "config": f"{attn}, {'compiled' if compiled else 'eager'}",
             "tok/s": tokens_per_s, "TFLOP/s": tflops, "MFU": tflops / peak if peak else "", "ratio": "",
             "projection": f"mid-v1 ({steps:,} x {tokens:,} tok): {steps * tokens / tokens_per_s / 3600:.2f} h"}
 
 
 def sft_rows(args, device: str) -> list[dict]:
     """pad-to-longest vs padding-free on v1-shaped rows, through MuonSFTTrainer (bench_sft_batching's runner)."""
-    _, tokenizer = mixture_rows(args.vocab, max_length=args.sft_max_length)
+    from dist_train_script import tiny_tokenizer  # nanochat's special tokens; v1_rows draws the other ids at random
+
+    tokenizer = tiny_tokenizer()
     rows = v1_rows(tokenizer, args.v1_rows, args.sft_max_length)
     runner = argparse.Namespace(warmup=args.warmup, accum=args.sft_accum, batch=args.sft_batch, attn="sdpa")
     placement = {"use_cpu": device == "cpu", "bf16": args.bf16}
@@ -102,7 +105,8 @@ def sft_rows(args, device: str) -> list[dict]:
         out.append({"measurement": f"SFT, v1 lengths, {args.sft_batch} x {args.sft_accum} conv/step",
                     "config": f"{name}, sdpa", "tok/s": supervised, "TFLOP/s": "", "MFU": "",
                     "ratio": supervised / reference,
-                    "projection": f"v1 SFT ({steps:,} x {per_step} conv): {steps * per_step / conversations_per_s / 3600:.2f} h"})
+                    "projection": f"v1 SFT ({steps:,} x {per_step} conv): "
+                                  f"{steps * per_step / conversations_per_s / 3600:.2f} h"})
     return out
 
 
@@ -159,7 +163,6 @@ def main():
     parser.add_argument("--sft-steps", type=int, default=4, help="timed SFT optimizer steps per batching")
     parser.add_argument("--sft-max-length", type=int, default=2048)
     parser.add_argument("--v1-rows", type=int, default=2000, help="synthetic v1-shaped conversations")
-    parser.add_argument("--vocab", type=int, default=1024, help="ids of the tokenizer trained on the shipped samples")
     parser.add_argument("--decode-batches", default="1,32")
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--new", type=int, default=128)
@@ -198,7 +201,8 @@ def main():
     if "decode" not in skip:
         report(decode_rows(args, device))
     synchronize(device)
-    env |= {"shape": args.shape, "peak bf16 TFLOP/s": peak or "n/a", "minutes": round((time.perf_counter() - started) / 60, 1)}
+    minutes = round((time.perf_counter() - started) / 60, 1)
+    env |= {"shape": args.shape, "peak bf16 TFLOP/s": peak or "n/a", "minutes": minutes}
     print_table("GPU benchmark (one card)", env, rows, list(rows[0]))
 
 

@@ -105,7 +105,8 @@ def test_gpu_script_runs_tiny_on_cpu():
         ("decode", "dynamic cache, eager (reference)"), ("decode", "static cache, compiled"),
         ("decode", "dynamic cache, eager (reference)"), ("decode", "static cache, compiled"),
     ]  # flash_attention_2 is not installed on CPU: its rows are left out
-    assert [r["measurement"] for r in rows[4::2]] == ["decode, batch 1, prompt 8, 4 new", "decode, batch 32, prompt 8, 4 new"]
+    assert [r["measurement"] for r in rows[4::2]] == [
+        "decode, batch 1, prompt 8, 4 new", "decode, batch 32, prompt 8, 4 new"]
     for row in rows[:4]:
         assert positive(row["tok/s"])
         assert float(row["projection"].split(": ")[1].removesuffix(" h")) > 0
