@@ -98,7 +98,7 @@ def check_model_source(name: str, key: str) -> None:
     if _looks_local(name):
         raise AksharaError(f"{key} {name}: no such folder")
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        if any(isinstance(try_to_load_from_cache(name, file), str) for file in ("config.json", "tokenizer_config.json")):
             return
         raise AksharaError(f"{key} {name}: no such folder, and not in the Hub cache (HF_HUB_OFFLINE is set)")
     try:
@@ -133,6 +133,21 @@ def _check_before_work(args, run) -> None:
     resume = args.resume_from_checkpoint
     if resume is not None and not (Path(resume) / "trainer_state.json").is_file():
         raise AksharaError(f"resume_from_checkpoint {resume}: not a checkpoint folder (no trainer_state.json)")
+    _check_output_dir(Path(args.output_dir))
+
+
+RUN_FILES = ("run_facts.json", "log.jsonl", "trainer_state.json")
+
+
+def _check_output_dir(output: Path) -> None:
+    """A run writes its weights, model card (README.md) and checkpoints into `output_dir`: never into a file, nor into
+    a non-empty folder that is not an earlier run's output (a user's folder would lose its README.md, weights...)."""
+    if output.exists() and not output.is_dir():
+        raise AksharaError(f"output_dir {output}: exists and is not a folder")
+    if output.is_dir() and any(output.iterdir()):
+        if not any((output / name).exists() for name in RUN_FILES) and not any(output.glob("checkpoint-*")):
+            raise AksharaError(f"output_dir {output}: a non-empty folder that is not an earlier training run's "
+                               "output; refusing to write into it (choose another --output_dir)")
 
 
 def _load_model_and_tokenizer(run, output_dir: Path):
@@ -254,6 +269,12 @@ def train(argv: list[str] | None = None, script: str | None = None) -> Path:
     set_seed(args.seed)  # before the model exists: a new model's weights are the recipe's seed's
     model, tokenizer = _load_model_and_tokenizer(run, output_dir)
     check_akshara_model(model)  # before any data is built
+    row_length = run.max_seq_len + 1 if args.stage != "sft" else args.max_length or 2048
+    positions = model.config.rotary_cache_factor * model.config.max_position_embeddings
+    if row_length > positions:
+        key = "max_seq_len" if args.stage != "sft" else "max_length"
+        raise AksharaError(f"{key} {row_length - (args.stage != 'sft')}: rows of {row_length} tokens exceed the "
+                           f"model's {positions} positions (rotary_cache_factor x max_position_embeddings)")
     model.generation_config = GenerationConfig(**generation_config_kwargs(tokenizer))
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         setattr(model.config, key, getattr(model.generation_config, key))
