@@ -213,4 +213,10 @@ def _one_line_value_errors(init):
 
 AksharaConfig.__init__ = _one_line_value_errors(AksharaConfig.__init__)
 
+if not __name__.startswith("transformers_modules"):  # the installed package, not a folder's copy run as remote code
+    from transformers import AutoConfig
+
+    AutoConfig.register(AksharaConfig.model_type, AksharaConfig, exist_ok=True)
+    AksharaConfig.register_for_auto_class()  # save_pretrained copies this file and writes `auto_map`
+
 __all__ = ["AksharaConfig"]

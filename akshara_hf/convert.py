@@ -11,6 +11,8 @@ and each tensor's original dtype (the HF weights are in one dtype, the widest of
 bf16 embeddings are widened to fp32 losslessly) under `"akshara"` in `nanochat_meta.json`.
 """
 
+from __future__ import annotations
+
 import functools
 import json
 import re
@@ -19,10 +21,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
-from safetensors.torch import save_file
-
 from .errors import AksharaError
+from .lazy import lazy_import
+
+torch = lazy_import("torch")  # loaded by the first converter that runs, not by `akshara-hf --help`
 
 NEWER_NANOCHAT_MARKERS = ("value_embeds", "ve_gate", "resid_lambdas", "x0_lambdas", "smear", "backout", "window")
 
@@ -272,6 +274,8 @@ def convert_nanochat(
         save_with_tokenizer(model, tokenizer, folder)
         (folder / "nanochat_meta.json").write_text(json.dumps({**meta, "source_checkpoint": f"{checkpoint_dir.name}/{model_path.name}", "source_tokenizer": f"{tokenizer_file.parent.name}/{tokenizer_file.name}", "akshara": extras}, indent=2))
         if padding:
+            from safetensors.torch import save_file
+
             save_file(padding, folder / PADDING_FILE)
 
     return _write_atomically(Path(output_dir), write)
@@ -361,9 +365,9 @@ def _save_converted(model, folder, output_dir) -> Path:
 
 def export_native(folder: str | Path, output_dir: str | Path) -> Path:
     """An Akshara folder -> a folder of transformers' native `nanochat` type (loads without remote code)."""
-    from transformers import AutoModelForCausalLM
+    from .loading import load_model, resolve_model
 
-    model = AutoModelForCausalLM.from_pretrained(folder)
+    model = load_model(resolve_model(folder, tokenizer=False), trust_remote_code=False)
     if model.config.model_type != "akshara":
         raise AksharaError(f"{folder}: model_type {model.config.model_type!r}, expected 'akshara'")
     return _save_converted(akshara_to_native(model), folder, output_dir)
@@ -371,9 +375,12 @@ def export_native(folder: str | Path, output_dir: str | Path) -> Path:
 
 def import_native(folder: str | Path, output_dir: str | Path) -> Path:
     """A folder of transformers' native `nanochat` type -> an Akshara folder."""
-    from transformers import NanoChatForCausalLM
+    from .loading import load_model, resolve_model
 
-    return _save_converted(native_to_akshara(NanoChatForCausalLM.from_pretrained(folder), str(folder)), folder, output_dir)
+    native = load_model(resolve_model(folder, tokenizer=False), trust_remote_code=False)
+    if native.config.model_type != "nanochat":
+        raise AksharaError(f"{folder}: model_type {native.config.model_type!r}, expected 'nanochat'")
+    return _save_converted(native_to_akshara(native, str(folder)), folder, output_dir)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -387,12 +394,13 @@ def export_nanochat(folder: str | Path, output_dir: str | Path, step: int | None
     back its checkpoint's tensors bit for bit (padding rows and dtypes from the files described above) and its meta;
     any other folder gets zero padding rows, its own dtypes and `step` (default 0)."""
     from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
+    from .loading import load_model, resolve_model
     from .tokenizer import save_nanochat_tokenizer
 
-    folder = Path(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype="auto")
+    folder = Path(resolve_model(folder, tokenizer=False))
+    model = load_model(str(folder), trust_remote_code=False, dtype="auto")
     if model.config.model_type != "akshara":
         raise AksharaError(f"{folder}: model_type {model.config.model_type!r}, expected 'akshara'")
     if not (folder / "tokenizer.json").is_file():

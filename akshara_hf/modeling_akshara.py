@@ -403,4 +403,14 @@ class AksharaForCausalLM(AksharaPreTrainedModel, GenerationMixin):
         )
 
 
+if not __name__.startswith("transformers_modules"):  # the installed package, not a folder's copy run as remote code
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    AutoModel.register(AksharaConfig, AksharaModel, exist_ok=True)
+    AutoModelForCausalLM.register(AksharaConfig, AksharaForCausalLM, exist_ok=True)
+    # save_pretrained then copies configuration_akshara.py/modeling_akshara.py and writes `auto_map`, so saved
+    # folders load with trust_remote_code=True where this package is not installed.
+    AksharaModel.register_for_auto_class("AutoModel")
+    AksharaForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+
 __all__ = ["AksharaPreTrainedModel", "AksharaModel", "AksharaForCausalLM"]
