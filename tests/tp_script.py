@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 from transformers import AutoModelForCausalLM, DistributedConfig
 
-import akshara_hf  # noqa: F401  (registers the Auto classes)
+from akshara_hf import AksharaForCausalLM  # noqa: F401  (importing the model registers the Auto classes)
 
 folder, out = sys.argv[1], sys.argv[2]
 model = AutoModelForCausalLM.from_pretrained(folder, distributed_config=DistributedConfig(tp_plan="auto"))
