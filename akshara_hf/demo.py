@@ -54,7 +54,7 @@ def _train_tokenizer(root: Path, vocab_size: int) -> Path:
     from .data.mixture import build_mixture
     from .tokenizer import train_tokenizer
 
-    mixture = build_mixture(RECIPES / "tiny-mid.yaml", root / "tokenizer_corpus")
+    mixture = build_mixture(RECIPES / "tiny-mid.yaml", root / "tokenizer_corpus", overwrite=True)  # the demo's own
 
     def texts():
         for messages in mixture["train"]["messages"]:
