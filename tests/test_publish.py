@@ -81,7 +81,8 @@ def test_dry_run_lists_the_files_and_uploads_nothing(folder, hub_calls, capsys):
     assert publish.main_args(["publish", str(folder), "--repo-id", REPO_ID, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert hub_calls == []
-    expected = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != "training_args.bin")
+    expected = sorted(p.name for p in folder.iterdir()
+                      if p.is_file() and p.name not in ("training_args.bin", ".akshara-hf.json"))
     assert {"README.md", "config.json", "model.safetensors", "modeling_akshara.py", "tokenizer.json",
             "chat_template.jinja", "generation_config.json", "nanochat_meta.json"} <= set(expected)
     listed = {}
@@ -144,7 +145,7 @@ def _config_without_auto_map(folder):
 @pytest.mark.parametrize(
     "breakage, fragment",
     [
-        (_remove("model.safetensors"), "no *.safetensors weights"),
+        (_remove("model.safetensors"), "no model.safetensors weights"),
         (_write("model.safetensors", "abc"), "model.safetensors: not a safetensors file"),
         (_truncate_weights, "model.safetensors: not a safetensors file"),
         (_write("config.json", "{not json"), "config.json: not valid JSON"),
