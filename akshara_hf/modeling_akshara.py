@@ -521,6 +521,9 @@ class AksharaModel(AksharaPreTrainedModel):
 
 
 class AksharaForCausalLM(AksharaPreTrainedModel, GenerationMixin):
+    _tp_plan = {"lm_head": "colwise_gather_output"}
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
+
     def __init__(self, config: AksharaConfig):
         super().__init__(config)
         self.transformer = AksharaModel(config)

@@ -145,7 +145,7 @@ def _config_without_auto_map(folder):
 @pytest.mark.parametrize(
     "breakage, fragment",
     [
-        (_remove("model.safetensors"), "no *.safetensors weights"),
+        (_remove("model.safetensors"), "no model.safetensors weights"),
         (_write("model.safetensors", "abc"), "model.safetensors: not a safetensors file"),
         (_truncate_weights, "model.safetensors: not a safetensors file"),
         (_write("config.json", "{not json"), "config.json: not valid JSON"),

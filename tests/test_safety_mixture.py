@@ -110,7 +110,7 @@ DEEP = '{"messages": ' + "[" * 100_000 + "]" * 100_000 + "}"
 
 
 @pytest.mark.parametrize("bad, reason", [(SURROGATE, "message 2 content has an unpaired surrogate"),
-                                         (DEEP, "JSON nested too deeply")])
+                                         (DEEP, "JSON nested too deeply")], ids=["surrogate", "deep"])
 def test_bad_text_rows_name_the_file_and_row(tmp_path, bad, reason):
     source = tmp_path / "chats.jsonl"
     source.write_text(f"{GOOD}\n{GOOD}\n{bad}\n{GOOD}\n", encoding="utf-8")
@@ -132,7 +132,8 @@ def test_deeply_nested_json_array_is_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("bad, reason", [('{"text": "a \\ud800 b"}', "unpaired surrogate"),
-                                         ('{"text": ' + "[" * 100_000 + "]" * 100_000 + "}", "not a JSON object")])
+                                         ('{"text": ' + "[" * 100_000 + "]" * 100_000 + "}", "not a JSON object")],
+                         ids=["surrogate", "deep"])
 def test_train_tokenizer_names_the_bad_line(tmp_path, capsys, bad, reason):
     source = tmp_path / "texts.jsonl"
     source.write_text('{"text": "fine"}\n' + bad + "\n", encoding="utf-8")
