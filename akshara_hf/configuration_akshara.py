@@ -1,8 +1,12 @@
 """Akshara model configuration (published to the Hub as remote code: imports only transformers)."""
 
+import functools
 import math
 
+from huggingface_hub.dataclasses import strict
+from huggingface_hub.errors import StrictDataclassError
 from transformers import PreTrainedConfig
+from transformers.modeling_rope_utils import RopeParameters
 
 # nanochat's `GPTConfig` field -> our HF-standard field.
 NANOCHAT_CONFIG_KEYS = {
@@ -14,89 +18,129 @@ NANOCHAT_CONFIG_KEYS = {
     "n_embd": "hidden_size",
 }
 
+# RoPE types the model implements (its tables are built from `rope_parameters`).
+SUPPORTED_ROPE_TYPES = ("default",)
 
+
+@strict
 class AksharaConfig(PreTrainedConfig):
     r"""
     Configuration of an Akshara (nanochat "d"-series, late-2025 architecture) GPT.
 
     Field names follow transformers so that the ecosystem reads them: `final_logit_softcapping` is the name TRL's
-    fused loss looks for (under another name TRL silently trains without the softcap).
+    fused loss looks for (under another name TRL silently trains without the softcap). Impossible shapes are refused
+    with a `ValueError` naming the field, so `from_pretrained` of a broken `config.json` fails there, not in torch.
 
     Args:
-        vocab_size: real vocabulary size (embedding and head rows; nanochat's padding rows are dropped on conversion).
-        hidden_size: `n_embd`.
-        intermediate_size: MLP width, `4 * hidden_size` in nanochat.
-        num_hidden_layers: `n_layer`.
-        num_attention_heads: `n_head`.
-        num_key_value_heads: `n_kv_head` (GQA when smaller than `num_attention_heads`).
-        max_position_embeddings: nanochat's `sequence_len`.
-        rope_theta: rotary base (10000 in this architecture).
-        rotary_cache_factor: the rotary tables cover `rotary_cache_factor * max_position_embeddings` positions,
-            as nanochat precomputes them (10x).
-        final_logit_softcapping: `logits = c * tanh(logits / c)`, computed in fp32.
-        rms_norm_eps: `None` reproduces nanochat's `F.rms_norm(x, (d,))`, i.e. torch's default eps, which is
+        vocab_size (`int`, defaults to 65536):
+            Real vocabulary size (embedding and head rows; nanochat's padding rows are dropped on conversion).
+        hidden_size (`int`, defaults to 1280):
+            nanochat's `n_embd`.
+        intermediate_size (`int`, *optional*):
+            MLP width; `4 * hidden_size` (nanochat's) when unset.
+        num_hidden_layers (`int`, defaults to 20):
+            nanochat's `n_layer`.
+        num_attention_heads (`int`, defaults to 10):
+            nanochat's `n_head`.
+        num_key_value_heads (`int`, *optional*):
+            nanochat's `n_kv_head` (GQA when smaller than `num_attention_heads`); `num_attention_heads` when unset.
+        head_dim (`int`, *optional*):
+            `hidden_size // num_attention_heads` (the only value nanochat's layout allows); derived when unset.
+        max_position_embeddings (`int`, defaults to 2048):
+            nanochat's `sequence_len`.
+        rope_parameters (`RopeParameters`, *optional*):
+            transformers' RoPE dict; `{"rope_type": "default", "rope_theta": 10000.0}` (nanochat's) when unset. A
+            legacy top-level `rope_theta` (folders written before this field existed) is moved in here.
+        rotary_cache_factor (`int`, defaults to 10):
+            The rotary tables cover `rotary_cache_factor * max_position_embeddings` positions, as nanochat
+            precomputes them (10x).
+        final_logit_softcapping (`float`, *optional*, defaults to 15.0):
+            `logits = c * tanh(logits / c)`, computed in fp32; `None` switches it off (0 is refused, not "off").
+        rms_norm_eps (`float`, *optional*):
+            `None` reproduces nanochat's `F.rms_norm(x, (d,))`, i.e. torch's default eps, which is
             `finfo(float32).eps` for fp32 *and* bf16 inputs (torch uses the op-math type).
+        attention_dropout (`float`, defaults to 0.0):
+            Dropout on the attention probabilities in training (nanochat has none).
+        use_cache (`bool`, defaults to `True`):
+            Whether the model returns its key/value cache.
+        tie_word_embeddings (`bool`, defaults to `False`):
+            Must be `False`: the embedding and the head are separate matrices.
     """
 
     model_type = "akshara"
     keys_to_ignore_at_inference = ["past_key_values"]
 
-    def __init__(
-        self,
-        vocab_size: int = 65536,
-        hidden_size: int = 1280,
-        intermediate_size: int | None = None,
-        num_hidden_layers: int = 20,
-        num_attention_heads: int = 10,
-        num_key_value_heads: int | None = None,
-        max_position_embeddings: int = 2048,
-        rope_theta: float = 10000.0,
-        rotary_cache_factor: int = 10,
-        final_logit_softcapping: float | None = 15.0,
-        rms_norm_eps: float | None = None,
-        attention_dropout: float = 0.0,
-        use_cache: bool = True,
-        bos_token_id: int | None = None,
-        eos_token_id: int | list[int] | None = None,
-        pad_token_id: int | None = None,
-        tie_word_embeddings: bool = False,
-        **kwargs,
-    ):
-        if hidden_size % num_attention_heads:
-            raise ValueError(f"hidden_size {hidden_size} is not divisible by num_attention_heads {num_attention_heads}")
-        num_key_value_heads = num_attention_heads if num_key_value_heads is None else num_key_value_heads
-        if num_attention_heads % num_key_value_heads:
-            raise ValueError(
-                f"num_attention_heads {num_attention_heads} is not a multiple of num_key_value_heads "
-                f"{num_key_value_heads}"
-            )
-        if tie_word_embeddings:
-            raise ValueError("Akshara has untied embeddings (wte and lm_head are separate matrices)")
-        self.vocab_size = vocab_size
-        self.hidden_size = hidden_size
-        self.intermediate_size = 4 * hidden_size if intermediate_size is None else intermediate_size
-        self.num_hidden_layers = num_hidden_layers
-        self.num_attention_heads = num_attention_heads
-        self.num_key_value_heads = num_key_value_heads
-        self.head_dim = hidden_size // num_attention_heads
-        self.max_position_embeddings = max_position_embeddings
-        self.rope_theta = rope_theta
-        self.rotary_cache_factor = rotary_cache_factor
-        self.final_logit_softcapping = final_logit_softcapping
-        self.rms_norm_eps = rms_norm_eps
-        self.attention_dropout = attention_dropout
-        self.use_cache = use_cache
-        super().__init__(
-            bos_token_id=bos_token_id,
-            eos_token_id=eos_token_id,
-            pad_token_id=pad_token_id,
-            tie_word_embeddings=False,
-            **kwargs,
-        )
+    vocab_size: int = 65536
+    hidden_size: int = 1280
+    intermediate_size: int | None = None
+    num_hidden_layers: int = 20
+    num_attention_heads: int = 10
+    num_key_value_heads: int | None = None
+    head_dim: int | None = None
+    max_position_embeddings: int = 2048
+    rope_parameters: RopeParameters | dict | None = None
+    rotary_cache_factor: int = 10
+    final_logit_softcapping: float | int | None = 15.0
+    rms_norm_eps: float | int | None = None
+    attention_dropout: float | int = 0.0
+    use_cache: bool = True
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    pad_token_id: int | None = None
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        self.validate_architecture()  # before sizes are derived from the given ones
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        if self.intermediate_size is None:
+            self.intermediate_size = 4 * self.hidden_size
+        if self.head_dim is None:
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        super().__post_init__(**kwargs)
+
+    def validate_architecture(self):
+        """Every shape the model cannot be built with, in one place (also run after `__post_init__` by `@strict`)."""
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "max_position_embeddings", "rotary_cache_factor"):  # fmt: skip
+            _require(getattr(self, name) >= 1, name, "must be >= 1", getattr(self, name))
+        for name in ("num_key_value_heads", "intermediate_size"):
+            value = getattr(self, name)
+            _require(value is None or value >= 1, name, "must be >= 1 (or null)", value)
+        heads, kv_heads = self.num_attention_heads, self.num_key_value_heads
+        _require(self.hidden_size % heads == 0, "hidden_size", f"must be divisible by num_attention_heads {heads}",
+                 self.hidden_size)  # fmt: skip
+        if kv_heads is not None:
+            _require(heads % kv_heads == 0, "num_key_value_heads",
+                     f"must divide num_attention_heads {heads}", kv_heads)  # fmt: skip
+        head_dim = self.hidden_size // heads
+        _require(self.head_dim in (None, head_dim), "head_dim",
+                 f"must be hidden_size // num_attention_heads = {head_dim}", self.head_dim)  # fmt: skip
+        _require(head_dim % 2 == 0, "hidden_size", f"/ num_attention_heads must be even for rotary (is {head_dim})",
+                 self.hidden_size)  # fmt: skip
+        cap = self.final_logit_softcapping
+        _require(cap is None or (math.isfinite(cap) and cap > 0), "final_logit_softcapping",
+                 "must be > 0 and finite, or null to switch the softcap off", cap)  # fmt: skip
+        eps = self.rms_norm_eps
+        _require(eps is None or (math.isfinite(eps) and eps > 0), "rms_norm_eps",
+                 "must be > 0, or null for torch's default", eps)  # fmt: skip
+        _require(0 <= self.attention_dropout < 1, "attention_dropout", "must be in [0, 1)", self.attention_dropout)
+        _require(not self.tie_word_embeddings, "tie_word_embeddings",
+                 "must be false: Akshara has untied embeddings (wte and lm_head are separate matrices)", True)  # fmt: skip
+        rope = self.rope_parameters or {}
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        _require(rope_type in SUPPORTED_ROPE_TYPES, "rope_parameters.rope_type",
+                 f"must be one of {list(SUPPORTED_ROPE_TYPES)}", rope_type)  # fmt: skip
+        theta = rope.get("rope_theta", self.default_theta)
+        _require(isinstance(theta, (int, float)) and not isinstance(theta, bool) and math.isfinite(theta) and theta > 0,
+                 "rope_parameters.rope_theta", "must be a number > 0", theta)  # fmt: skip
+        super().validate_architecture()
 
     @classmethod
     def from_depth(cls, depth: int, vocab_size: int = 65536, max_position_embeddings: int = 2048, **kwargs):
         """nanochat's depth rule: `n_layer = depth`, `n_embd = 64 * depth`, head_dim 128 (`n_head = ceil(n_embd/128)`)."""
+        _require(isinstance(depth, int) and not isinstance(depth, bool) and depth >= 1, "depth", "must be an int >= 1",
+                 depth)  # fmt: skip
         hidden_size = depth * 64
         num_heads = max(1, math.ceil(hidden_size / 128))
         return cls(
@@ -127,5 +171,31 @@ class AksharaConfig(PreTrainedConfig):
     def to_nanochat(self) -> dict:
         return {theirs: getattr(self, ours) for theirs, ours in NANOCHAT_CONFIG_KEYS.items()}
 
+
+def _require(ok: bool, field: str, rule: str, value) -> None:
+    if not ok:
+        raise ValueError(f"AksharaConfig: {field} {rule}, got {value!r}")
+
+
+def _one_line_value_errors(init):
+    """`@strict` reports a wrongly typed field (`hidden_size: "64"`, `num_hidden_layers: true`) as a multi-line
+    `StrictDataclassError`, which is not a `ValueError`; re-raise it as the one-line `ValueError` every other
+    invalid value gives, so callers (`from_pretrained`, the CLI) handle one exception type."""
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        try:
+            init(self, *args, **kwargs)
+        except StrictDataclassError as error:
+            cause = error.__cause__ or error
+            if isinstance(cause, ValueError) and str(cause).startswith("AksharaConfig: "):
+                raise cause from None
+            message = " ".join(str(cause).split()).split(". Errors:")[0]  # a union's per-type details add nothing
+            raise ValueError(f"AksharaConfig: {message}") from None
+
+    return __init__
+
+
+AksharaConfig.__init__ = _one_line_value_errors(AksharaConfig.__init__)
 
 __all__ = ["AksharaConfig"]

@@ -1,10 +1,17 @@
-"""Converters: nanochat checkpoints in; transformers' native `nanochat` model type out and back in.
+"""Converters: nanochat checkpoints in and out; transformers' native `nanochat` model type out and back in.
 
 Our parameter names are nanochat's, so a nanochat state dict maps onto `AksharaForCausalLM` key for key (after
-stripping torch.compile's `_orig_mod.` prefix and nanochat's vocab padding). Anything that does not map exactly is
-refused with the offending keys named: a silently dropped tensor would be a different model.
+stripping torch.compile's `_orig_mod.` prefix and nanochat's vocab padding; nanochat 2026's top-level value
+embeddings, lambdas and smear/backout tensors live in our backbone, `transformer.`). Anything that does not map
+exactly is refused with the offending keys named: a silently dropped tensor would be a different model.
+
+What the HF model cannot hold travels beside it in the converted folder, so that `export-nanochat` gives back the
+checkpoint's tensors bit for bit: the vocab padding rows (never read by the forward) in `nanochat_padding.safetensors`,
+and each tensor's original dtype (the HF weights are in one dtype, the widest of the checkpoint's: a 2026 bf16 run's
+bf16 embeddings are widened to fp32 losslessly) under `"akshara"` in `nanochat_meta.json`.
 """
 
+import functools
 import json
 import re
 import shutil
@@ -13,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from .errors import AksharaError
 
@@ -37,6 +45,28 @@ SHARED_CONFIG_FIELDS = (
     "num_key_value_heads", "max_position_embeddings", "final_logit_softcapping", "bos_token_id", "eos_token_id",
     "pad_token_id",
 )  # fmt: skip
+
+
+# nanochat 2026 keeps these at the top level of its GPT; our backbone holds them (TRL's loss runs the backbone only),
+# so their keys carry `transformer.` here. Names without a dot are parameters, the others modules.
+NANOCHAT_TOP_LEVEL_2026 = ("value_embeds", "resid_lambdas", "x0_lambdas", "smear_gate", "smear_lambda", "backout_lambda")
+# Tensors with nanochat's padded vocab rows (our names).
+VOCAB_ROWS = re.compile(r"(transformer\.wte|lm_head|transformer\.value_embeds\.\d+)\.weight")
+PADDING_FILE = "nanochat_padding.safetensors"
+NANOCHAT_META_FILE = "nanochat_meta.json"
+
+
+def _top_level_2026(key: str) -> bool:
+    return any(key == name or key.startswith(name + ".") for name in NANOCHAT_TOP_LEVEL_2026)
+
+
+def nanochat_key_to_ours(key: str) -> str:
+    return f"transformer.{key}" if _top_level_2026(key) else key
+
+
+def our_key_to_nanochat(key: str) -> str:
+    inner = key.removeprefix("transformer.")
+    return inner if inner != key and _top_level_2026(inner) else key
 
 
 def rename_key(key: str, to_native: bool) -> str | None:
@@ -100,29 +130,62 @@ def load_nanochat_state(model_path: Path) -> dict[str, torch.Tensor]:
     return {key.removeprefix("_orig_mod."): value for key, value in state.items()}
 
 
-def nanochat_state_to_akshara(state: dict[str, torch.Tensor], config, source: str = "checkpoint") -> dict:
-    """Check the keys exactly and drop nanochat's vocab padding rows (never indexed; logits are sliced)."""
+def split_nanochat_state(state: dict[str, torch.Tensor], config, source: str = "checkpoint") -> tuple[dict, dict]:
+    """Check the keys exactly (nanochat names, `_orig_mod.` already stripped) and split nanochat's vocab padding rows
+    off: `(our state dict, {nanochat key: padding rows})`. The padding rows are never indexed (logits are sliced)."""
     from .modeling_akshara import AksharaForCausalLM
 
     with torch.device("meta"):
         expected = AksharaForCausalLM(config).state_dict()
-    unexpected = sorted(set(state) - set(expected))
-    missing = sorted(set(expected) - set(state))
+    ours = {nanochat_key_to_ours(key): value for key, value in state.items()}
+    unexpected = sorted(our_key_to_nanochat(k) for k in set(ours) - set(expected))
+    missing = sorted(our_key_to_nanochat(k) for k in set(expected) - set(ours))
     if unexpected:
         newer = [k for k in unexpected if any(marker in k for marker in NEWER_NANOCHAT_MARKERS)]
         hint = " (a newer nanochat architecture: value embeddings / lambdas / windows)" if newer else ""
         raise AksharaError(f"{source}: tensors this architecture does not have{hint}: {unexpected[:8]}")
     if missing:
         raise AksharaError(f"{source}: missing tensors: {missing[:8]}")
-    converted = {}
+    converted, padding = {}, {}
     for key, reference in expected.items():
-        tensor = state[key]
-        if key in ("transformer.wte.weight", "lm_head.weight") and tensor.shape[0] > reference.shape[0]:
-            tensor = tensor[: reference.shape[0]]
+        tensor = ours[key]
+        rows = reference.shape[0] if reference.ndim else 0
+        if VOCAB_ROWS.fullmatch(key) and tensor.ndim == 2 and tensor.shape[0] > rows:
+            padding[our_key_to_nanochat(key)] = tensor[rows:].clone()
+            tensor = tensor[:rows]
         if tuple(tensor.shape) != tuple(reference.shape):
-            raise AksharaError(f"{source}: {key} has shape {tuple(tensor.shape)}, config says {tuple(reference.shape)}")
+            raise AksharaError(
+                f"{source}: {our_key_to_nanochat(key)} has shape {tuple(tensor.shape)}, config says {tuple(reference.shape)}"
+            )
         converted[key] = tensor
-    return converted
+    return converted, padding
+
+
+def nanochat_state_to_akshara(state: dict[str, torch.Tensor], config, source: str = "checkpoint") -> dict:
+    """Check the keys exactly and drop nanochat's vocab padding rows (never indexed; logits are sliced)."""
+    return split_nanochat_state(state, config, source)[0]
+
+
+def akshara_state_to_nanochat(state: dict[str, torch.Tensor], vocab_size: int, extras: dict | None = None,
+                              padding: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Our state dict -> nanochat's (its names, vocab rows padded to a multiple of 64 as its GPT allocates them).
+
+    `padding` (from `nanochat_padding.safetensors`) supplies the original padding rows, else they are zeros;
+    `extras["dtypes"]` (from `nanochat_meta.json`) gives each tensor's original dtype, else it keeps the model's."""
+    padded_vocab = -(-vocab_size // 64) * 64
+    dtypes = (extras or {}).get("dtypes", {})
+    out = {}
+    for key, tensor in state.items():
+        name = our_key_to_nanochat(key)
+        dtype = getattr(torch, dtypes[name]) if name in dtypes else tensor.dtype
+        tensor = tensor.detach().to("cpu", dtype)
+        if VOCAB_ROWS.fullmatch(key) and tensor.shape[0] < padded_vocab:
+            rows = (padding or {}).get(name)
+            if rows is None or tuple(rows.shape) != (padded_vocab - tensor.shape[0], tensor.shape[1]):
+                rows = torch.zeros(padded_vocab - tensor.shape[0], tensor.shape[1], dtype=dtype)
+            tensor = torch.cat([tensor, rows.to(dtype)])
+        out[name] = tensor.contiguous()
+    return out
 
 
 def _write_atomically(output_dir: Path, write) -> Path:
@@ -189,8 +252,12 @@ def convert_nanochat(
     print(f"convert-nanochat: tokenizer {tokenizer_file}", file=sys.stderr)
     if encoding.n_vocab != config.vocab_size:
         raise AksharaError(f"{tokenizer_dir}: tokenizer has {encoding.n_vocab} ids, {meta_path} says vocab_size {config.vocab_size}")
-    state = nanochat_state_to_akshara(load_nanochat_state(model_path), config, source=str(model_path))
-    dtype = next(iter(state.values())).dtype
+    raw = load_nanochat_state(model_path)
+    state, padding = split_nanochat_state(raw, config, source=str(model_path))
+    # One dtype for the HF weights, the widest in the checkpoint (widening is exact); the originals go to the meta.
+    dtype = functools.reduce(torch.promote_types, (tensor.dtype for tensor in state.values()))
+    state = {key: tensor.to(dtype) for key, tensor in state.items()}
+    extras = {"dtypes": {key: str(tensor.dtype).removeprefix("torch.") for key, tensor in raw.items()}}
 
     with torch.device("meta"):
         model = AksharaForCausalLM(config)
@@ -203,7 +270,9 @@ def convert_nanochat(
 
     def write(folder: Path) -> None:
         save_with_tokenizer(model, tokenizer, folder)
-        (folder / "nanochat_meta.json").write_text(json.dumps({**meta, "source_checkpoint": f"{checkpoint_dir.name}/{model_path.name}", "source_tokenizer": f"{tokenizer_file.parent.name}/{tokenizer_file.name}"}, indent=2))
+        (folder / "nanochat_meta.json").write_text(json.dumps({**meta, "source_checkpoint": f"{checkpoint_dir.name}/{model_path.name}", "source_tokenizer": f"{tokenizer_file.parent.name}/{tokenizer_file.name}", "akshara": extras}, indent=2))
+        if padding:
+            save_file(padding, folder / PADDING_FILE)
 
     return _write_atomically(Path(output_dir), write)
 
@@ -230,7 +299,7 @@ def akshara_to_native(model):
     config = model.config
     native_config = NanoChatConfig(
         **{name: getattr(config, name) for name in SHARED_CONFIG_FIELDS},
-        rope_parameters={"rope_type": "default", "rope_theta": config.rope_theta},
+        rope_parameters=dict(config.rope_parameters),
         # nanochat's F.rms_norm default eps is finfo(float32).eps in fp32 and bf16 alike (torch uses op-math).
         rms_norm_eps=config.rms_norm_eps if config.rms_norm_eps is not None else torch.finfo(torch.float32).eps,
         tie_word_embeddings=False,
@@ -263,7 +332,7 @@ def native_to_akshara(native, source: str = "model"):
         raise AksharaError(f"{source}: native settings Akshara does not implement: {bad}")
     config = AksharaConfig(
         **{name: getattr(nc, name) for name in SHARED_CONFIG_FIELDS},
-        rope_theta=rope.get("rope_theta", 10000.0),
+        rope_parameters={"rope_type": "default", "rope_theta": rope.get("rope_theta", 10000.0)},
         rms_norm_eps=None if nc.rms_norm_eps == torch.finfo(torch.float32).eps else nc.rms_norm_eps,
     )
     model = AksharaForCausalLM(config)
@@ -308,6 +377,46 @@ def import_native(folder: str | Path, output_dir: str | Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Back to nanochat
+
+
+def export_nanochat(folder: str | Path, output_dir: str | Path, step: int | None = None) -> Path:
+    """An Akshara folder -> a nanochat checkpoint directory: `model_{step:06d}.pt`, `meta_{step:06d}.json` and the
+    tokenizer (`tokenizer.pkl`, `token_bytes.pt`) beside them, as nanochat's `load_checkpoint` and `get_tokenizer`
+    read them (copy the two tokenizer files to nanochat's `BASE/tokenizer/`). A folder converted from nanochat gives
+    back its checkpoint's tensors bit for bit (padding rows and dtypes from the files described above) and its meta;
+    any other folder gets zero padding rows, its own dtypes and `step` (default 0)."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .tokenizer import save_nanochat_tokenizer
+
+    folder = Path(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype="auto")
+    if model.config.model_type != "akshara":
+        raise AksharaError(f"{folder}: model_type {model.config.model_type!r}, expected 'akshara'")
+    if not (folder / "tokenizer.json").is_file():
+        raise AksharaError(f"{folder}: no tokenizer.json (nanochat's loader needs the tokenizer beside the weights)")
+    meta_path = folder / NANOCHAT_META_FILE
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    extras = meta.pop("akshara", {})
+    for key in ("source_checkpoint", "source_tokenizer"):
+        meta.pop(key, None)
+    step = step if step is not None else int(meta.get("step", 0))
+    meta = {**meta, "step": step, "model_config": model.config.to_nanochat()}
+    padding = load_file(folder / PADDING_FILE) if (folder / PADDING_FILE).is_file() else None
+    state = akshara_state_to_nanochat(model.state_dict(), model.config.vocab_size, extras, padding)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+
+    def write(out: Path) -> None:
+        torch.save(state, out / f"model_{step:06d}.pt")
+        (out / f"meta_{step:06d}.json").write_text(json.dumps(meta, indent=2))
+        save_nanochat_tokenizer(tokenizer, out)
+
+    return _write_atomically(Path(output_dir), write)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # CLI
 
 
@@ -318,6 +427,12 @@ def register(subparsers) -> None:
     p.add_argument("--tokenizer-dir", default=None, help="folder with tokenizer.pkl (default: beside the checkpoint, else nanochat's BASE/tokenizer/)")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
     p.set_defaults(func=lambda a: print(convert_nanochat(a.checkpoint_dir, a.output_dir, a.tokenizer_dir, a.step)))
+
+    p = subparsers.add_parser("export-nanochat", help="Akshara folder -> nanochat checkpoint dir (model, meta, tokenizer)")
+    p.add_argument("folder")
+    p.add_argument("output_dir")
+    p.add_argument("--step", type=int, default=None, help="step in the file names (default: the source's, else 0)")
+    p.set_defaults(func=lambda a: print(export_nanochat(a.folder, a.output_dir, a.step)))
 
     p = subparsers.add_parser("export-native", help="Akshara folder -> transformers' native nanochat folder")
     p.add_argument("folder")

@@ -46,7 +46,7 @@ def compute_rotary_tables(config: AksharaConfig, device=None) -> tuple[torch.Ten
     """cos/sin tables of shape `(positions, head_dim // 2)`, rounded to bf16 exactly as nanochat stores them."""
     head_dim = config.head_dim
     channels = torch.arange(0, head_dim, 2, dtype=torch.float32, device=device)
-    inv_freq = 1.0 / (config.rope_theta ** (channels / head_dim))
+    inv_freq = 1.0 / (config.rope_parameters["rope_theta"] ** (channels / head_dim))
     positions = torch.arange(config.rotary_cache_factor * config.max_position_embeddings, dtype=torch.float32, device=device)
     freqs = torch.outer(positions, inv_freq)
     return freqs.cos().bfloat16(), freqs.sin().bfloat16()

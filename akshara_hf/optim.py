@@ -20,6 +20,40 @@ REFERENCE_WIDTH = 768
 GROUP_NAMES = ("muon", "embedding", "unembedding", "other")
 MUON_MOMENTUM_START, MUON_MOMENTUM_END = 0.85, 0.95
 
+# nanochat 2026's extra AdamW groups: group -> the backbone attributes (our model keeps them inside the backbone,
+# `transformer.`, where nanochat has them at the top level: TRL's loss only runs the backbone).
+NANOCHAT_2026_GROUPS = {
+    "value_embeddings": ("value_embeds",),
+    "resid_lambdas": ("resid_lambdas",),
+    "x0_lambdas": ("x0_lambdas",),
+    "scalars": ("smear_gate", "smear_lambda", "backout_lambda"),
+}
+# nanochat 2026's `setup_optimizer` AdamW table, per group: (LR as a function of the base LRs and the width scale s,
+# betas, weight decay). Its weight decays are fixed per group; its `weight_decay` argument (0 in chat_sft) is Muon's.
+NANOCHAT_2026_ADAMW = {
+    "unembedding": (lambda lr, s: lr["unembedding_lr"] * s, (0.8, 0.96), 0.01),
+    "embedding": (lambda lr, s: lr["embedding_lr"] * s, (0.8, 0.995), 0.001),
+    "value_embeddings": (lambda lr, s: lr["embedding_lr"] * s * 0.5, (0.8, 0.995), 0.01),
+    "resid_lambdas": (lambda lr, s: lr["scalar_lr"] * 0.01, (0.8, 0.95), 0.05),
+    "x0_lambdas": (lambda lr, s: lr["scalar_lr"], (0.96, 0.95), 0.0),
+    "scalars": (lambda lr, s: 0.2, (0.8, 0.95), 0.0),
+}
+
+
+def _nanochat_2026_owners(backbone: nn.Module) -> dict[str, set[int]]:
+    """ids of the parameters of each 2026 group present in the backbone (all empty for a late-2025 model)."""
+    owners = {}
+    for group, attributes in NANOCHAT_2026_GROUPS.items():
+        ids = set()
+        for attribute in attributes:
+            owner = getattr(backbone, attribute, None)
+            if isinstance(owner, nn.Parameter):
+                ids.add(id(owner))
+            elif isinstance(owner, nn.Module):
+                ids.update(id(p) for p in owner.parameters())
+        owners[group] = ids
+    return owners
+
 
 def split_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
     """Sort the trainable parameters the way nanochat's `setup_optimizers` does, by module.
@@ -29,6 +63,11 @@ def split_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter
     1-D tensors inside the blocks, extra modules; empty for Akshara, whose norms have no weights). Frozen parameters
     are left out. Raises `AksharaError` for a model without nanochat's layout or with a parameter that would land in
     two groups (tied embedding and head).
+
+    A nanochat 2026 model (value embeddings, lambdas, smear/backout in the backbone) also gets nanochat 2026's groups
+    "value_embeddings", "resid_lambdas", "x0_lambdas" and "scalars" (smear gate, smear and backout lambdas), and
+    Muon takes every parameter under `transformer.h` (the 2-D ones: ve_gate included). nanochat 2026 places every
+    tensor, so here a parameter outside its groups is an error rather than an "other".
     """
     backbone = getattr(model, "transformer", None)
     blocks = getattr(backbone, "h", None)
@@ -45,6 +84,7 @@ def split_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter
         "unembedding": {id(p) for p in head.parameters()},
         "blocks": {id(p) for p in blocks.parameters()},
     }
+    owners_2026 = _nanochat_2026_owners(backbone)
     names: dict[int, list[str]] = {}
     for name, param in model.named_parameters(remove_duplicate=False):
         names.setdefault(id(param), []).append(name)
@@ -56,11 +96,16 @@ def split_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter
                 "tied weights would be optimised twice (nanochat's embedding and head are separate matrices)"
             )
 
-    groups: dict[str, list[tuple[str, nn.Parameter]]] = {name: [] for name in GROUP_NAMES}
+    is_2026 = any(owners_2026.values())
+    group_names = (*GROUP_NAMES, *NANOCHAT_2026_GROUPS) if is_2026 else GROUP_NAMES
+    groups: dict[str, list[tuple[str, nn.Parameter]]] = {name: [] for name in group_names}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if id(param) in owners["embedding"]:
+        new_group = next((group for group, ids in owners_2026.items() if id(param) in ids), None)
+        if new_group is not None:
+            group = new_group
+        elif id(param) in owners["embedding"]:
             group = "embedding"
         elif id(param) in owners["unembedding"]:
             group = "unembedding"
@@ -76,6 +121,11 @@ def split_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter
         raise AksharaError(f"the optimizer split of {type(model).__name__} loses or repeats parameters")
     if not groups["muon"]:
         raise AksharaError(f"{type(model).__name__} has no trainable 2-D weights in transformer.h for Muon")
+    if is_2026 and groups["other"]:
+        raise AksharaError(
+            f"nanochat 2026's optimizer groups have no place for {[n for n, _ in groups['other']]} "
+            "(every 2026 tensor is wte, lm_head, a value embedding, a lambda, smear/backout or a 2-D block weight)"
+        )
     if groups["other"]:
         logger.warning("parameters outside nanochat's three groups go to AdamW: %s", [n for n, _ in groups["other"]])
     return groups
@@ -99,11 +149,13 @@ class MuonAdamW(torch.optim.Optimizer):
         betas: tuple[float, float] = (0.8, 0.95),
         eps: float = 1e-10,
         weight_decay: float = 0.0,
+        muon_weight_decay: float = 0.0,
     ):
         # nanochat's Muon: Nesterov, lerp momentum, 5 bf16 Newton-Schulz steps with (3.4445, -4.7750, 2.0315) (torch's
-        # defaults), update scaled by sqrt(max(1, rows/cols)) ("original"), and no weight decay (torch's default: 0.1).
+        # defaults), update scaled by sqrt(max(1, rows/cols)) ("original"), and no weight decay (torch's default: 0.1;
+        # nanochat 2026's `weight_decay` argument goes to Muon, 0 in its chat_sft).
         self.muon = torch.optim.Muon(
-            muon_groups, momentum=momentum, nesterov=True, weight_decay=0.0, adjust_lr_fn="original"
+            muon_groups, momentum=momentum, nesterov=True, weight_decay=muon_weight_decay, adjust_lr_fn="original"
         )
         # nanochat passes its `weight_decay` (0 in every Akshara run) to AdamW only.
         self.adamw = torch.optim.AdamW(adamw_groups, betas=betas, eps=eps, weight_decay=weight_decay)
@@ -119,20 +171,35 @@ class MuonAdamW(torch.optim.Optimizer):
         unembedding_lr: float = 0.004,
         init_lr_frac: float = 1.0,
         weight_decay: float = 0.0,
+        scalar_lr: float = 0.5,
     ) -> "MuonAdamW":
         """nanochat's `setup_optimizers` followed by its `lr *= init_lr_frac`.
 
         Muon runs at `matrix_lr`; AdamW at `embedding_lr` / `unembedding_lr` times `(n_embd / 768) ** -0.5`. Parameters
         outside the three nanochat groups (none in Akshara) get the unembedding LR: the smallest AdamW LR is the safe
         choice for tensors nanochat never trained.
+
+        A nanochat 2026 model gets nanochat 2026's `setup_optimizer` table instead: per-group LRs (`scalar_lr` for the
+        lambdas), betas and weight decays (`NANOCHAT_2026_ADAMW`); `weight_decay` is then Muon's, as there.
         """
         for key, value in (("matrix_lr", matrix_lr), ("embedding_lr", embedding_lr),
-                           ("unembedding_lr", unembedding_lr), ("init_lr_frac", init_lr_frac)):
+                           ("unembedding_lr", unembedding_lr), ("init_lr_frac", init_lr_frac),
+                           ("scalar_lr", scalar_lr)):
             if not value > 0:
                 raise AksharaError(f"{key} must be > 0, got {value}")
         groups = split_parameters(model)
         width = model.get_input_embeddings().embedding_dim
         scale = (width / REFERENCE_WIDTH) ** -0.5
+        if "scalars" in groups:  # nanochat 2026
+            base = {"embedding_lr": embedding_lr, "unembedding_lr": unembedding_lr, "scalar_lr": scalar_lr}
+            param_groups = {"muon": {"params": groups["muon"], "lr": matrix_lr * init_lr_frac, "name": "muon"}}
+            for name, (lr, betas, decay) in NANOCHAT_2026_ADAMW.items():
+                if groups[name]:
+                    param_groups[name] = {
+                        "params": groups[name], "lr": lr(base, scale) * init_lr_frac, "betas": betas,
+                        "weight_decay": decay, "name": name,
+                    }
+            return cls([param_groups.pop("muon")], list(param_groups.values()), muon_weight_decay=weight_decay)
         lrs = {
             "muon": matrix_lr,
             "embedding": embedding_lr * scale,
@@ -189,10 +256,23 @@ def mid_lr_multiplier(step: float, num_steps: float, warmdown_ratio: float = 0.2
     return 1.0 if progress < start else 1.0 - (progress - start) / warmdown_ratio
 
 
+def warmdown_lr_multiplier(step: float, num_steps: float, warmdown_ratio: float = 0.5, final_lr_frac: float = 0.0) -> float:
+    """nanochat 2026's `chat_sft` (and base) schedule: 1 until progress `1 - warmdown_ratio`, then linear to
+    `final_lr_frac` (0 in chat_sft), by progress `step / num_steps`."""
+    progress = step / num_steps
+    start = 1.0 - warmdown_ratio
+    if progress <= start:
+        return 1.0
+    decay = (progress - start) / warmdown_ratio
+    return (1 - decay) + decay * final_lr_frac
+
+
 def muon_momentum(step: int, warmup_steps: int = 300) -> float:
     """nanochat's mid-training Muon momentum: 0.85 -> 0.95 linearly over `warmup_steps` steps (0: always 0.95)."""
     frac = min(step / warmup_steps, 1.0) if warmup_steps > 0 else 1.0
     return (1 - frac) * MUON_MOMENTUM_START + frac * MUON_MOMENTUM_END
 
 
-__all__ = ["split_parameters", "MuonAdamW", "sft_lr_multiplier", "mid_lr_multiplier", "muon_momentum"]
+__all__ = [
+    "split_parameters", "MuonAdamW", "sft_lr_multiplier", "mid_lr_multiplier", "warmdown_lr_multiplier", "muon_momentum",
+]

@@ -22,15 +22,23 @@ from trl import SFTConfig, SFTTrainer, TrlParser
 
 from .errors import AksharaError
 from .metrics import bits_per_byte, bpb_from_losses
-from .optim import MuonAdamW, mid_lr_multiplier, muon_momentum, sft_lr_multiplier, split_parameters
+from .optim import (
+    MuonAdamW,
+    mid_lr_multiplier,
+    muon_momentum,
+    sft_lr_multiplier,
+    split_parameters,
+    warmdown_lr_multiplier,
+)
 from .packing import token_byte_lengths
 
 logger = logging.get_logger(__name__)
 
 # nanochat pads SFT batches with <|assistant_end|> (the targets there are ignored).
 NANOCHAT_PAD_TOKEN = "<|assistant_end|>"
-# Per-schedule defaults of the fields left at None: (init_lr_frac, muon_momentum_warmup_steps).
-SCHEDULE_DEFAULTS = {"sft": (0.02, 0), "mid": (1.0, 300)}
+# Per-schedule defaults of the fields left at None: (init_lr_frac, muon_momentum_warmup_steps, warmdown_ratio).
+# "sft" and "mid" are late-2025 nanochat's chat_sft and mid_train; "sft-2026" is nanochat 2026's chat_sft.
+SCHEDULE_DEFAULTS = {"sft": (0.02, 0, None), "mid": (1.0, 300, 0.2), "sft-2026": (0.8, 300, 0.5)}
 LOSS_NORMALIZATIONS = ("nanochat", "tokens")
 
 
@@ -52,11 +60,14 @@ class AksharaSFTConfig(SFTConfig):
 
     Parameters:
         matrix_lr, embedding_lr, unembedding_lr: nanochat's base LRs (Muon; AdamW for `wte` and `lm_head`).
-        init_lr_frac: fraction of the base LRs to start from; `None` = 0.02 for "sft", 1.0 for "mid".
-        schedule: "sft" (LR multiplier `1 - step/N`) or "mid" (1, then linear to 0 over the last `warmdown_ratio`).
-        warmdown_ratio: fraction of the steps over which "mid" decays.
+        scalar_lr: nanochat 2026's base LR of its lambdas (AdamW; used by 2026 models only).
+        init_lr_frac: fraction of the base LRs to start from; `None` = 0.02 for "sft", 1.0 for "mid", 0.8 for
+            "sft-2026".
+        schedule: "sft" (LR multiplier `1 - step/N`), "mid" (1, then linear to 0 over the last `warmdown_ratio`) or
+            "sft-2026" (nanochat 2026's chat_sft: the same shape as "mid" with `warmdown_ratio` 0.5).
+        warmdown_ratio: fraction of the steps over which "mid" / "sft-2026" decay; `None` = 0.2 / 0.5.
         muon_momentum_warmup_steps: Muon momentum goes 0.85 -> 0.95 over these steps; `None` = 0 for "sft", 300 for
-            "mid".
+            "mid" and "sft-2026".
         target_examples_per_step: examples (rows) per optimizer step across all processes; sets
             `gradient_accumulation_steps` to `target / (per_device_train_batch_size * world_size)`. `None` leaves
             `gradient_accumulation_steps` as given. Mid-training with nanochat's 524,288 tokens per step at 2,048
@@ -69,11 +80,14 @@ class AksharaSFTConfig(SFTConfig):
     matrix_lr: float = field(default=0.02, metadata={"help": "Muon LR for the block matrices (before init_lr_frac)."})
     embedding_lr: float = field(default=0.2, metadata={"help": "AdamW LR for transformer.wte (before scaling)."})
     unembedding_lr: float = field(default=0.004, metadata={"help": "AdamW LR for lm_head (before scaling)."})
+    scalar_lr: float = field(default=0.5, metadata={"help": "AdamW LR of nanochat 2026's lambdas (2026 models)."})
     init_lr_frac: float | None = field(
-        default=None, metadata={"help": "Fraction of the base LRs to use; default 0.02 (sft) or 1.0 (mid)."}
+        default=None, metadata={"help": "Fraction of the base LRs to use; default 0.02 (sft), 1.0 (mid), 0.8 (sft-2026)."}
     )
     schedule: str = field(default="sft", metadata={"help": "LR schedule.", "choices": list(SCHEDULE_DEFAULTS)})
-    warmdown_ratio: float = field(default=0.2, metadata={"help": "Decay fraction of the 'mid' schedule."})
+    warmdown_ratio: float | None = field(
+        default=None, metadata={"help": "Decay fraction of 'mid' / 'sft-2026'; default 0.2 / 0.5."}
+    )
     muon_momentum_warmup_steps: int | None = field(
         default=None, metadata={"help": "Muon momentum 0.85 -> 0.95 over these steps; default 0 (sft), 300 (mid)."}
     )
@@ -112,11 +126,13 @@ class AksharaSFTConfig(SFTConfig):
             raise AksharaError(
                 f"loss_normalization must be one of {list(LOSS_NORMALIZATIONS)}, got {self.loss_normalization!r}"
             )
-        default_frac, default_warmup = SCHEDULE_DEFAULTS[self.schedule]
+        default_frac, default_warmup, default_warmdown = SCHEDULE_DEFAULTS[self.schedule]
         self.init_lr_frac = default_frac if self.init_lr_frac is None else self.init_lr_frac
+        if self.warmdown_ratio is None:
+            self.warmdown_ratio = 0.2 if default_warmdown is None else default_warmdown
         if self.muon_momentum_warmup_steps is None:
             self.muon_momentum_warmup_steps = default_warmup
-        for key in ("matrix_lr", "embedding_lr", "unembedding_lr", "init_lr_frac"):
+        for key in ("matrix_lr", "embedding_lr", "unembedding_lr", "scalar_lr", "init_lr_frac"):
             if not getattr(self, key) > 0:
                 raise AksharaError(f"{key} must be > 0, got {getattr(self, key)}")
         if not 0 < self.warmdown_ratio <= 1:
@@ -239,6 +255,7 @@ class MuonSFTTrainer(SFTTrainer):
                     "unembedding_lr": args.unembedding_lr,
                     "init_lr_frac": args.init_lr_frac,
                     "weight_decay": args.weight_decay,
+                    "scalar_lr": args.scalar_lr,
                 },
             )
         callbacks = [*(kwargs.pop("callbacks", None) or []), MuonMomentumCallback(args.muon_momentum_warmup_steps)]
@@ -277,6 +294,10 @@ class MuonSFTTrainer(SFTTrainer):
         if self.lr_scheduler is None:
             if self.args.schedule == "sft":
                 multiplier = partial(sft_lr_multiplier, num_steps=num_training_steps)
+            elif self.args.schedule == "sft-2026":
+                multiplier = partial(
+                    warmdown_lr_multiplier, num_steps=num_training_steps, warmdown_ratio=self.args.warmdown_ratio
+                )
             else:
                 multiplier = partial(
                     mid_lr_multiplier, num_steps=num_training_steps, warmdown_ratio=self.args.warmdown_ratio

@@ -1,5 +1,6 @@
 """The Akshara model against an independent forward written from the spec, and its transformers behaviour."""
 
+import json
 import os
 import subprocess
 import sys
@@ -28,6 +29,84 @@ def test_config_from_nanochat_rejects_newer_architecture_fields():
         AksharaConfig.from_nanochat({**TINY_NANOCHAT, "window_pattern": "SSSL"})
     with pytest.raises(ValueError, match="n_kv_head"):
         AksharaConfig.from_nanochat({k: v for k, v in TINY_NANOCHAT.items() if k != "n_kv_head"})
+
+
+TINY_CONFIG = dict(vocab_size=300, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("hidden_size", "64"),  # a string from a hand-edited config.json
+        ("hidden_size", 64.0),
+        ("num_hidden_layers", True),  # bools are not ints here
+        ("num_hidden_layers", 0),
+        ("num_hidden_layers", -1),
+        ("num_attention_heads", 0),
+        ("num_attention_heads", 3),  # 64 not divisible by 3
+        ("num_key_value_heads", 3),  # 4 query heads not divisible by 3
+        ("num_key_value_heads", 0),
+        ("hidden_size", -64),
+        ("vocab_size", 0),
+        ("max_position_embeddings", 0),
+        ("intermediate_size", 0),
+        ("head_dim", 8),  # disagrees with hidden_size // num_attention_heads
+        ("final_logit_softcapping", 0),  # must not silently switch the softcap off
+        ("final_logit_softcapping", -15.0),
+        ("final_logit_softcapping", float("inf")),
+        ("rms_norm_eps", 0.0),
+        ("rotary_cache_factor", 0),
+        ("attention_dropout", 1.5),
+        ("tie_word_embeddings", True),
+        ("rope_parameters", {"rope_type": "default", "rope_theta": 0.0}),
+        ("rope_parameters", {"rope_type": "no-such-rope", "rope_theta": 10000.0}),
+        ("rope_theta", "10000"),  # legacy key, still validated
+        ("hidden_size", {"hidden_size": 72, "num_attention_heads": 8}),  # head_dim 9: odd, rotary needs even
+    ],
+)
+def test_config_refuses_impossible_values_with_one_line_error_naming_the_field(field, value):
+    overrides = value if isinstance(value, dict) and field != "rope_parameters" else {field: value}
+    with pytest.raises(ValueError) as error:
+        AksharaConfig(**{**TINY_CONFIG, **overrides})
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("AksharaConfig: ")
+    assert field.split("_theta")[0] in message, message
+
+
+def test_config_derives_sizes_and_accepts_null_softcap():
+    config = AksharaConfig(**TINY_CONFIG, final_logit_softcapping=None)
+    assert (config.head_dim, config.intermediate_size, config.final_logit_softcapping) == (16, 256, None)
+    assert config.rope_parameters == {"rope_type": "default", "rope_theta": 10000.0}
+    assert AksharaConfig(**{**TINY_CONFIG, "num_key_value_heads": None}).num_key_value_heads == 4
+    assert AksharaConfig(**TINY_CONFIG, final_logit_softcapping=15).final_logit_softcapping == 15  # int from JSON
+
+
+def test_broken_config_json_fails_from_pretrained_with_the_field_named(tmp_path):
+    model, _ = tiny_akshara()
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    for field, value in (("num_attention_heads", 0), ("hidden_size", "64"), ("final_logit_softcapping", 0)):
+        (tmp_path / "config.json").write_text(json.dumps({**config, field: value}))
+        with pytest.raises(ValueError, match=f"AksharaConfig: .*{field}"):
+            AutoModelForCausalLM.from_pretrained(tmp_path)
+
+
+def test_legacy_folder_with_rope_theta_loads_with_identical_logits(tmp_path):
+    """Folders written before `rope_parameters` carry a top-level `rope_theta`; they load unchanged."""
+    model, _ = tiny_akshara()
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config.pop("rope_parameters") == {"rope_type": "default", "rope_theta": 10000.0}
+    (tmp_path / "config.json").write_text(json.dumps({**config, "rope_theta": 10000.0}))
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert loaded.config.rope_parameters == {"rope_type": "default", "rope_theta": 10000.0}
+    assert "rope_theta" not in loaded.config.to_dict()
+    idx = torch.randint(0, 300, (2, 30), generator=torch.Generator().manual_seed(12))
+    with torch.no_grad():
+        assert torch.equal(loaded(idx).logits, model(idx).logits)
+    # a non-default legacy theta is kept, not replaced by the default
+    (tmp_path / "config.json").write_text(json.dumps({**config, "rope_theta": 500.0}))
+    assert AutoModelForCausalLM.from_pretrained(tmp_path).config.rope_parameters["rope_theta"] == 500.0
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])

@@ -219,3 +219,70 @@ def test_muon_momentum_warmup():
     assert muon_momentum(300) == 0.95
     assert muon_momentum(10_000) == 0.95
     assert muon_momentum(0, warmup_steps=0) == 0.95
+
+
+def nanochat_2026_layout(model):
+    """Where the 2026 tensors sit in an Akshara model: in the backbone (nanochat has them at the top level)."""
+    backbone, hidden = model.transformer, model.config.hidden_size
+    backbone.value_embeds = nn.ModuleDict({"1": nn.Embedding(512, 32)})
+    backbone.h[1].attn.ve_gate = nn.Linear(12, 2, bias=False)
+    backbone.resid_lambdas = nn.Parameter(torch.ones(2))
+    backbone.x0_lambdas = nn.Parameter(torch.zeros(2))
+    backbone.smear_gate = nn.Linear(24, 1, bias=False)
+    backbone.smear_lambda = nn.Parameter(torch.zeros(1))
+    backbone.backout_lambda = nn.Parameter(torch.full((1,), 0.2))
+    assert hidden == 64
+    return model
+
+
+def test_nanochat_2026_groups_follow_its_setup_optimizer_table():
+    model = nanochat_2026_layout(tiny_model())
+    groups = {name: [n for n, _ in members] for name, members in split_parameters(model).items()}
+    assert "transformer.h.1.attn.ve_gate.weight" in groups["muon"] and len(groups["muon"]) == 13
+    assert groups["value_embeddings"] == ["transformer.value_embeds.1.weight"]
+    assert groups["resid_lambdas"] == ["transformer.resid_lambdas"]
+    assert groups["x0_lambdas"] == ["transformer.x0_lambdas"]
+    assert sorted(groups["scalars"]) == sorted(
+        ["transformer.smear_gate.weight", "transformer.smear_lambda", "transformer.backout_lambda"]
+    )
+    assert groups["other"] == []
+    optimizer = MuonAdamW.from_model(
+        model, matrix_lr=0.02, embedding_lr=0.3, unembedding_lr=0.004, scalar_lr=0.5, init_lr_frac=0.8
+    )
+    s = (64 / 768) ** -0.5
+    table = {  # docs/nanochat-2026.md: lr, betas, weight decay
+        "unembedding": (0.004 * s, (0.8, 0.96), 0.01),
+        "embedding": (0.3 * s, (0.8, 0.995), 0.001),
+        "value_embeddings": (0.3 * s * 0.5, (0.8, 0.995), 0.01),
+        "resid_lambdas": (0.5 * 0.01, (0.8, 0.95), 0.05),
+        "x0_lambdas": (0.5, (0.96, 0.95), 0.0),
+        "scalars": (0.2, (0.8, 0.95), 0.0),
+    }
+    adamw = {group["name"]: group for group in optimizer.adamw.param_groups}
+    assert set(adamw) == set(table)
+    for name, (lr, betas, decay) in table.items():
+        group = adamw[name]
+        assert group["lr"] == pytest.approx(lr * 0.8) and group["betas"] == betas and group["weight_decay"] == decay
+        assert group["eps"] == 1e-10
+    muon = optimizer.muon.param_groups[0]
+    assert (muon["name"], muon["lr"], muon["weight_decay"]) == ("muon", pytest.approx(0.02 * 0.8), 0.0)
+
+
+def test_nanochat_2026_model_refuses_a_parameter_outside_its_groups():
+    model = nanochat_2026_layout(tiny_model())
+    model.transformer.h[0].attn.gain = nn.Parameter(torch.ones(4))  # 1-D inside a block: no 2026 group takes it
+    with pytest.raises(AksharaError, match=r"no place for \['transformer.h.0.attn.gain'\]"):
+        split_parameters(model)
+    model = nanochat_2026_layout(tiny_model())
+    model.extra = nn.Linear(2, 2)
+    with pytest.raises(AksharaError, match=r"extra.weight"):
+        MuonAdamW.from_model(model)
+
+
+def test_sft_2026_schedule_is_constant_then_linear_warmdown_over_the_last_half():
+    from akshara_hf.optim import warmdown_lr_multiplier
+
+    assert [warmdown_lr_multiplier(s, 100) for s in (0, 25, 50)] == [1.0, 1.0, 1.0]
+    assert warmdown_lr_multiplier(75, 100) == pytest.approx(0.5)
+    assert warmdown_lr_multiplier(100, 100) == pytest.approx(0.0)
+    assert warmdown_lr_multiplier(75, 100, final_lr_frac=0.2) == pytest.approx(0.6)

@@ -21,7 +21,7 @@ from dist_train_script import (
 from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
 
 from akshara_hf.errors import AksharaError
-from akshara_hf.optim import MuonAdamW, mid_lr_multiplier, muon_momentum, sft_lr_multiplier
+from akshara_hf.optim import MuonAdamW, mid_lr_multiplier, muon_momentum, sft_lr_multiplier, warmdown_lr_multiplier
 from akshara_hf.trainer import AksharaSFTConfig, MuonSFTTrainer, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,6 +60,9 @@ def test_config_derives_learning_rates_and_accumulation(tmp_path):
     )  # fmt: skip
     mid = tiny_config(tmp_path, schedule="mid", per_device_train_batch_size=2, target_examples_per_step=256)
     assert (mid.init_lr_frac, mid.muon_momentum_warmup_steps, mid.gradient_accumulation_steps) == (1.0, 300, 128)
+    assert mid.warmdown_ratio == 0.2
+    sft_2026 = tiny_config(tmp_path, schedule="sft-2026")  # nanochat 2026's chat_sft
+    assert (sft_2026.init_lr_frac, sft_2026.muon_momentum_warmup_steps, sft_2026.warmdown_ratio) == (0.8, 300, 0.5)
 
 
 @pytest.mark.parametrize(
@@ -231,7 +234,7 @@ def test_packing_trains(tmp_path):
 # ---- schedule, momentum, logging --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("schedule", ["sft", "mid"])
+@pytest.mark.parametrize("schedule", ["sft", "mid", "sft-2026"])
 def test_lr_schedule_momentum_and_logs_follow_nanochat(tmp_path, schedule):
     steps, warmup = 10, 4
     capture = Capture()
@@ -240,8 +243,8 @@ def test_lr_schedule_momentum_and_logs_follow_nanochat(tmp_path, schedule):
         per_device_train_batch_size=2, target_examples_per_step=2, muon_momentum_warmup_steps=warmup,
     )  # fmt: skip
     trainer.train()
-    multiplier = sft_lr_multiplier if schedule == "sft" else mid_lr_multiplier
-    frac = 0.02 if schedule == "sft" else 1.0
+    multiplier = {"sft": sft_lr_multiplier, "mid": mid_lr_multiplier, "sft-2026": warmdown_lr_multiplier}[schedule]
+    frac = {"sft": 0.02, "mid": 1.0, "sft-2026": 0.8}[schedule]
     scale = (64 / 768) ** -0.5
     base = {"muon": 0.02 * frac, "embedding": 0.2 * scale * frac, "unembedding": 0.004 * scale * frac}
     logs = [entry for entry in trainer.state.log_history if "lrm" in entry]
@@ -257,6 +260,8 @@ def test_lr_schedule_momentum_and_logs_follow_nanochat(tmp_path, schedule):
         assert log["learning_rate"] == lrs["muon"][0]
     if schedule == "mid":
         assert [log["lrm"] for log in logs][:9] == [1.0] * 9 and logs[9]["lrm"] == pytest.approx(0.5)
+    if schedule == "sft-2026":
+        assert [log["lrm"] for log in logs] == pytest.approx([1.0] * 6 + [0.8, 0.6, 0.4, 0.2])
     assert capture.momenta[0] == 0.85 and capture.momenta[warmup:] == [0.95] * (steps - warmup)
 
 
