@@ -126,8 +126,9 @@ def _tokenize(stage: str, split, tokenizer, max_seq_len: int, max_length: int | 
     return pack_documents(_documents(split), tokenizer, max_seq_len)
 
 
-def train(argv: list[str] | None = None, stage: str | None = None) -> Path:
-    """Run one recipe; returns the output folder."""
+def train(argv: list[str] | None = None, stage: str | None = None, card_writer=None) -> Path:
+    """Run one recipe; returns the output folder. `card_writer(output_dir, facts=...)` writes its model card: the
+    training scripts pass `model_card.write_model_card` (this package does not import model_card, which imports it)."""
     import torch
     from transformers import GenerationConfig
 
@@ -179,19 +180,14 @@ def train(argv: list[str] | None = None, stage: str | None = None) -> Path:
     trainer.save_model(str(output_dir))
     facts = run_facts(trainer, run, mixture, elapsed, final_eval, torch, seq_len)
     (output_dir / "run_facts.json").write_text(json.dumps(facts, indent=2, ensure_ascii=False))
-    _write_card(output_dir, facts)
+    if card_writer is not None:
+        card_writer(output_dir, facts=facts)
     return output_dir
 
 
-def _write_card(output_dir: Path, facts: dict) -> None:
-    from model_card.card import write_model_card
-
-    write_model_card(output_dir, facts=facts)
-
-
-def main(stage: str) -> int:
+def main(stage: str, card_writer=None) -> int:
     try:
-        print(train(stage=stage))
+        print(train(stage=stage, card_writer=card_writer))
         return 0
     except AksharaError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -88,9 +88,10 @@ def _safetensors_files(folder: Path) -> list[Path]:
     from safetensors import safe_open
 
     files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise AksharaError(f"{folder}: no *.safetensors weights")
     index = folder / "model.safetensors.index.json"
+    if not (folder / "model.safetensors").is_file() and not index.is_file():
+        # other *.safetensors (e.g. convert's nanochat_padding.safetensors) are not the model's weights
+        raise AksharaError(f"{folder}: no model weights (model.safetensors or model.safetensors.index.json)")
     if index.is_file():
         try:
             shards = set(json.loads(index.read_text())["weight_map"].values())

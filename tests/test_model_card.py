@@ -1,6 +1,7 @@
 """Model cards: Hub metadata parsed back by huggingface_hub, the seeds' figures, the loss curve, bad facts refused."""
 
 import json
+from pathlib import Path
 import os
 import re
 import shlex
@@ -408,3 +409,51 @@ def test_the_cards_serve_commands_parse_with_the_real_command_line(folder):
     assert body["model"] == "akshara-org/akshara-tiny" and body["messages"][0]["role"] == "user"
     args = build_parser().parse_args(shlex.split(native.splitlines()[0])[1:])
     assert (args.command, args.folder, args.output_dir) == ("export-native", "akshara-org/akshara-tiny", "./akshara-native")
+
+
+# ----------------------------------------------------------------------------- layering
+
+
+def test_akshara_hf_never_imports_model_card():
+    """model_card builds on akshara_hf; the reverse would be a cycle. No import statement, no module name string."""
+    import ast
+
+    package = Path(__file__).parents[1] / "akshara_hf"
+    offenders = []
+    for path in sorted(package.glob("**/*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                names = [node.value] if node.value.startswith("model_card.") else []
+            offenders += [f"{path.name}: {name}" for name in names if name.split(".")[0] == "model_card"]
+    assert offenders == []
+    code = ("import importlib, pkgutil, sys, akshara_hf\n"
+            "for info in pkgutil.walk_packages(akshara_hf.__path__, 'akshara_hf.'):\n"
+            "    importlib.import_module(info.name)\n"
+            "from akshara_hf.cli import COMMAND_MODULES, build_parser\n"
+            "build_parser(COMMAND_MODULES)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'model_card'))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_cli_takes_the_card_commands_from_the_entry_point_group(monkeypatch):
+    import configparser
+    from importlib import metadata
+
+    from akshara_hf import cli
+
+    setup = configparser.ConfigParser()
+    setup.read(Path(__file__).parents[1] / "setup.cfg")
+    declared = setup["options.entry_points"]["akshara_hf.commands"].split()
+    assert declared == ["publish", "=", "model_card.publish"]
+    entry = metadata.EntryPoint(name="publish", value="model_card.publish", group=cli.PLUGIN_GROUP)
+    monkeypatch.setattr(metadata, "entry_points", lambda group: [entry] if group == cli.PLUGIN_GROUP else [])
+    assert cli.command_modules()[-1] == "model_card.publish"
+    choices = cli.build_parser()._subparsers._group_actions[0].choices
+    assert {"publish", "model-card", "demo", "serve"} <= set(choices)

@@ -8,6 +8,7 @@ rendered and concatenated into rows of max_seq_len, every token a target, valida
 import sys
 
 from akshara_hf.run import main
+from model_card import write_model_card
 
 if __name__ == "__main__":
-    sys.exit(main(stage="mid"))
+    sys.exit(main(stage="mid", card_writer=write_model_card))

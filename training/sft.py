@@ -7,6 +7,7 @@
 import sys
 
 from akshara_hf.run import main
+from model_card import write_model_card
 
 if __name__ == "__main__":
-    sys.exit(main(stage="sft"))
+    sys.exit(main(stage="sft", card_writer=write_model_card))
