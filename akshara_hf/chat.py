@@ -13,11 +13,15 @@ a string that the tokenizer then parses. Measured with transformers 5.23:
   tokens at such a join may differ; the mask is unaffected.
 - Special-token text in a message would be parsed as a control token (a user typing "<|assistant_end|>" would end
   the turn). The template therefore raises (`jinja2.TemplateError`) on such text. With
-  `apply_chat_template(..., sanitize_control_tokens=True)` transformers marks that text and encodes it as plain
-  text, which the template accepts; the marked token is encoded on its own, so where it touches neighbouring text
-  the split can differ from `encode_ordinary` (e.g. " <|" is one token in nanochat, " " + "<|" there).
+  `apply_chat_template(..., sanitize_control_tokens=True)` transformers wraps that text in U+F0000/U+F0001; the
+  template writes each such token as "<|" + a lone marker + the rest, which transformers encodes as plain text on
+  a pre-token boundary, so the ids equal `render_conversation`'s. Without sanitizing nothing strips those markers,
+  so a user could forge the wrapping: the same rewrite keeps a forged token plain text there too, and any other
+  marker in message text is refused (the renderer refuses every marker: they never occur in real text).
   transformers refuses `sanitize_control_tokens` together with `return_assistant_tokens_mask`: training data with
   such text goes through `render_conversation`.
+- Both refuse the same layouts (blank content, empty part lists, `tool_calls`, roles out of order); the template also
+  refuses `tools`/`documents`. `tests/test_chat_fuzz.py` checks all of this on thousands of generated conversations.
 """
 
 from __future__ import annotations
@@ -37,6 +41,16 @@ def load_chat_template() -> str:
 
 
 ROLES = ("system", "user", "assistant")
+
+# transformers' `apply_chat_template(sanitize_control_tokens=True)` wraps special-token text in these two private-use
+# characters (`transformers.utils.chat_template_utils._CONTROL_TOKEN_START/_END`); the chat template cannot tell its
+# marking from a user's, so message text may not hold them (the template refuses any it cannot prove harmless).
+CONTROL_MARKERS = ("\U000f0000", "\U000f0001")
+MARKERS_NAME = "U+F0000/U+F0001 (reserved for transformers' control-token marking)"
+
+
+def _has_marker(text: str) -> bool:
+    return CONTROL_MARKERS[0] in text or CONTROL_MARKERS[1] in text
 
 
 def conversation_problem(messages, min_messages: int = 2, allow_parts: bool = True) -> str | None:
@@ -59,11 +73,15 @@ def conversation_problem(messages, min_messages: int = 2, allow_parts: bool = Tr
             return f"message {position} has no role"
         if role not in ROLES:
             return f"message {position} has unknown role {role!r}"
+        if message.get("tool_calls") is not None:
+            return f"message {position} ({role}) has tool_calls; nanochat's layout has no tool calls (use python parts)"
         if content is None:
             return f"message {position} ({role}) has no content"
         if isinstance(content, str):
             if not content.strip():
                 return f"message {position} ({role}) has empty content"
+            if _has_marker(content):
+                return f"message {position} ({role}) contains {MARKERS_NAME}"
         elif allow_parts and role == "assistant" and isinstance(content, list):
             if not content:
                 return f"message {position} (assistant) has an empty list of parts"
@@ -73,6 +91,8 @@ def conversation_problem(messages, min_messages: int = 2, allow_parts: bool = Tr
                     return f"message {position} part {number}: type {kind!r}, expected one of {PART_TYPES}"
                 if not isinstance(part.get("text"), str):
                     return f"message {position} part {number}: 'text' must be a string"
+                if _has_marker(part["text"]):
+                    return f"message {position} part {number} contains {MARKERS_NAME}"
         else:
             allowed = "a string or a list of parts" if allow_parts and role == "assistant" else "a string"
             return f"message {position} ({role}) content is a {type(content).__name__}, not {allowed}"

@@ -1,48 +1,135 @@
 """One training run from a recipe: what `training/mid_train.py`, `training/sft.py` and the demo call.
 
-A recipe is one YAML file: `AksharaSFTConfig` fields (TRL's `SFTConfig` plus nanochat's optimizer fields), the
-`AksharaRunArguments` below, and the `data:` section read by `akshara_hf.data` (paths relative to the recipe). CLI
-flags override the YAML (`--config RECIPE --max_steps 10`). Stages:
+A recipe is one YAML file: `AksharaSFTConfig` fields (TRL's `SFTConfig` plus nanochat's optimizer fields and
+`stage`), the `AksharaRunArguments` below, and the `data:` section (`DataSection`, paths relative to the recipe),
+all parsed by `akshara_hf.recipe.RecipeParser` (TRL's `TrlParser`). Flags override the YAML, every key included
+(`--config RECIPE --max_steps 10`, `--data '{sources: [...]}'`). Stages (`stage:` decides the schedule too):
   - "sft": conversations rendered with nanochat's mask, pad-to-longest batches (or TRL's padding-free/packing);
   - "mid": conversations rendered and concatenated into rows of `max_seq_len + 1`, every token a target;
   - "base": every message text as a plain document (`<|bos|>` + text), packed like "mid" (the demo's base stage).
-The output folder is an HF model folder (as is every `checkpoint-*` inside it) with `run_facts.json`, `log.jsonl`
-and a model card.
+Everything the recipe names (files, folders, values) is checked before any model or data is loaded; each problem
+is one line and exit status 2. The output folder is an HF model folder (as is every `checkpoint-*` inside it) with
+`run_facts.json`, `log.jsonl` and a model card.
 """
 
 import json
+import os
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .data.mixture import DataSection
 from .errors import AksharaError
 
 STAGES = ("base", "mid", "sft")
+SCRIPT_STAGES = {"sft.py": ("sft",), "mid_train.py": ("mid", "base")}
 
 
 @dataclass
 class AksharaRunArguments:
     """Run-level recipe keys (everything that is not a trainer setting)."""
 
-    stage: str = field(default="sft", metadata={"help": "base | mid | sft", "choices": list(STAGES)})
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "HF folder or Hub id, or a nanochat checkpoint dir (converted first)."}
     )
     model_config: dict | str | None = field(
-        default=None, metadata={"help": "Train a new model: AksharaConfig fields, or {'depth': N} for nanochat's rule."}
+        default=None,
+        metadata={"help": "Train a new model: AksharaConfig fields, or {'depth': N} for nanochat's rule (JSON)."},
     )
     tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "Default: the model's own tokenizer."})
-    data: dict | str | None = field(default=None, metadata={"help": "The data section (read from the recipe file)."})
+    data: DataSection | str | None = field(
+        default=None,
+        metadata={"help": "The mixture: the recipe's data: section, or on the command line YAML/JSON text "
+                          "'{sources: [{kind: news, path: data/samples/news/train.jsonl}], validation_fraction: 0.1}' "
+                          "(replaces the recipe's; relative paths from the current folder)."},
+    )
     mixture_dir: str | None = field(default=None, metadata={"help": "A prebuilt build-mixture output to train on."})
     max_seq_len: int = field(default=2048, metadata={"help": "mid/base: tokens per row (nanochat's max_seq_len)."})
     eval_tokens: int | None = field(default=None, metadata={"help": "mid/base: validation tokens per evaluation."})
     hardware: str | None = field(default=None, metadata={"help": "Recorded in run_facts.json (default: detected)."})
     base_model: str | None = field(default=None, metadata={"help": "Parent checkpoint name for the model card."})
 
+    def __post_init__(self):
+        if isinstance(self.data, str):
+            self.data = DataSection.from_text(self.data, "--data")
+        elif isinstance(self.data, dict):
+            self.data = DataSection.from_mapping(self.data, "data")
+        if isinstance(self.model_config, str):
+            try:
+                self.model_config = json.loads(self.model_config)
+            except json.JSONDecodeError as error:
+                raise AksharaError(f"model_config: not valid JSON ({error})") from None
+        if self.model_config is not None and not isinstance(self.model_config, dict):
+            raise AksharaError(f"model_config must be a mapping of AksharaConfig fields, got {self.model_config!r}")
+        for key in ("max_seq_len", "eval_tokens"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise AksharaError(f"{key} must be a positive integer, got {value!r}")
+        for key in ("model_name_or_path", "tokenizer_name_or_path", "mixture_dir"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise AksharaError(f"{key} must be a non-empty string, got {value!r}")
 
-def _recipe_path(argv: list[str]) -> Path | None:
-    return Path(argv[argv.index("--config") + 1]) if "--config" in argv else None
+
+def _looks_local(name: str) -> bool:
+    """A name that can only be a local path (a Hub id is exactly `owner/name` or `name`)."""
+    return (name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1 or os.path.isabs(name)
+            or (name.count("/") == 1 and Path(name.split("/")[0]).is_dir()))
+
+
+def check_model_source(name: str, key: str) -> None:
+    """A model or tokenizer that is not a local folder must be a Hub repo; decided in about a second, so a mistyped
+    folder is one line instead of transformers' minute of Hub retries and a traceback about connecting."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return
+    if path.exists():
+        raise AksharaError(f"{key} {name}: is a file, not a model folder")
+    from huggingface_hub import HfApi, try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise AksharaError(f"{key} {name}: no such folder") from None
+    if _looks_local(name):
+        raise AksharaError(f"{key} {name}: no such folder")
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        if isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return
+        raise AksharaError(f"{key} {name}: no such folder, and not in the Hub cache (HF_HUB_OFFLINE is set)")
+    try:
+        HfApi().model_info(name, timeout=10)
+    except Exception as error:  # not found, gated, no network: all mean this name cannot be loaded as given
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise AksharaError(f"{key} {name}: no such folder, and not a model on the Hugging Face Hub ({first})") from None
+
+
+def _check_before_work(args, run) -> None:
+    """Everything the recipe names, checked before a model or any data is loaded."""
+    if run.model_name_or_path is None and run.model_config is None:
+        raise AksharaError("the recipe needs model_name_or_path, or model_config with tokenizer_name_or_path")
+    if run.model_config is not None and run.tokenizer_name_or_path is None and run.model_name_or_path is None:
+        raise AksharaError("model_config needs tokenizer_name_or_path (a new model has no tokenizer of its own)")
+    if run.model_name_or_path is not None and run.model_config is None:
+        check_model_source(run.model_name_or_path, "model_name_or_path")
+    if run.tokenizer_name_or_path is not None:
+        check_model_source(run.tokenizer_name_or_path, "tokenizer_name_or_path")
+    elif run.model_config is not None:
+        check_model_source(run.model_name_or_path, "model_name_or_path")
+    if run.mixture_dir is not None:
+        folder = Path(run.mixture_dir)
+        if not (folder / "dataset_dict.json").is_file():
+            raise AksharaError(f"mixture_dir {folder}: not a build-mixture output (no dataset_dict.json); build one "
+                               "with `akshara-hf build-mixture RECIPE FOLDER`")
+        splits = json.loads((folder / "dataset_dict.json").read_text(encoding="utf-8")).get("splits", [])
+        if "train" not in splits or "validation" not in splits:
+            raise AksharaError(f"mixture_dir {folder}: needs train and validation splits, has {splits}")
+    elif run.data is None:
+        raise AksharaError("no data: give the recipe a data: section (or --data, or mixture_dir)")
+    resume = args.resume_from_checkpoint
+    if resume is not None and not (Path(resume) / "trainer_state.json").is_file():
+        raise AksharaError(f"resume_from_checkpoint {resume}: not a checkpoint folder (no trainer_state.json)")
 
 
 def _load_model_and_tokenizer(run, output_dir: Path):
@@ -56,38 +143,37 @@ def _load_model_and_tokenizer(run, output_dir: Path):
     if source and Path(source).is_dir() and any(Path(source).glob("model_*.pt")):
         source = str(convert_nanochat(source, output_dir / "converted_base", run.tokenizer_name_or_path))
     tokenizer_source = run.tokenizer_name_or_path if run.tokenizer_name_or_path and run.model_config else source
-    if tokenizer_source is None:
-        raise AksharaError("the recipe needs model_name_or_path, or model_config with tokenizer_name_or_path")
     try:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
     except (OSError, ValueError) as error:
         raise AksharaError(f"{tokenizer_source}: cannot load a tokenizer ({str(error).splitlines()[0]})") from None
     if run.model_config is not None:
-        spec = json.loads(run.model_config) if isinstance(run.model_config, str) else dict(run.model_config)
+        spec = dict(run.model_config)
         spec.setdefault("vocab_size", len(tokenizer))
         spec.setdefault("max_position_embeddings", run.max_seq_len)
-        config = AksharaConfig.from_depth(**spec) if "depth" in spec else AksharaConfig(**spec)
+        try:
+            config = AksharaConfig.from_depth(**spec) if "depth" in spec else AksharaConfig(**spec)
+        except (TypeError, ValueError) as error:
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise AksharaError(f"model_config {json.dumps(run.model_config)}: {first}") from None
         if config.vocab_size != len(tokenizer):
             raise AksharaError(f"model_config vocab_size {config.vocab_size} != tokenizer size {len(tokenizer)}")
         return AksharaForCausalLM(config), tokenizer
-    if source is None:
-        raise AksharaError("the recipe needs model_name_or_path or model_config")
     try:
         return AutoModelForCausalLM.from_pretrained(source, trust_remote_code=True), tokenizer
     except (OSError, ValueError) as error:
         raise AksharaError(f"{source}: cannot load a model ({str(error).splitlines()[0]})") from None
 
 
-def _mixture(run, recipe: Path | None, output_dir: Path, tokenizer):
+def _mixture(run, output_dir: Path, tokenizer):
+    """(the DatasetDict, the folder holding it and its report)."""
     from datasets import load_from_disk
 
     from .data.mixture import build_mixture
 
     if run.mixture_dir:
-        return load_from_disk(run.mixture_dir)
-    if recipe is None or run.data is None:
-        raise AksharaError("no data: give the recipe a data: section (and --config RECIPE) or mixture_dir")
-    return build_mixture(recipe, output_dir / "mixture", tokenizer=tokenizer)
+        return load_from_disk(run.mixture_dir), Path(run.mixture_dir)
+    return build_mixture(run.data, output_dir / "mixture", tokenizer=tokenizer), output_dir / "mixture"
 
 
 def _documents(conversations):
@@ -103,7 +189,7 @@ def _documents(conversations):
     return Dataset.from_generator(texts)
 
 
-def _tokenize(stage: str, split, tokenizer, max_seq_len: int, max_length: int | None):
+def _tokenize(stage: str, split, tokenizer, max_seq_len: int, max_length: int | None, assistant_only: bool = True):
     from .chat import render_conversation
     from .packing import pack_conversations, pack_documents
 
@@ -113,6 +199,8 @@ def _tokenize(stage: str, split, tokenizer, max_seq_len: int, max_length: int | 
             return {"input_ids": ids, "assistant_masks": mask}
 
         rows = split.map(render, remove_columns=split.column_names, desc="rendering conversations")
+        if not assistant_only:  # assistant_only_loss false: every token a target (TRL applies a mask column always)
+            return rows.remove_columns("assistant_masks")
         # A conversation whose assistant tokens all lie beyond max_length has nothing to learn from; TRL drops such
         # rows only when it truncates itself (not with padding_free / max_length None), and a micro-batch made only of
         # them would give a NaN loss (nanochat's too). Drop them here, always, and say how many.
@@ -126,69 +214,99 @@ def _tokenize(stage: str, split, tokenizer, max_seq_len: int, max_length: int | 
     return pack_documents(_documents(split), tokenizer, max_seq_len)
 
 
-def train(argv: list[str] | None = None, stage: str | None = None, card_writer=None) -> Path:
+def parse_recipe(argv: list[str] | None = None, script: str | None = None):
+    """(trainer config, run arguments) of a recipe and flags, checked; `script` ("sft.py" / "mid_train.py") names
+    the command in errors and `--help` and limits the stages it runs."""
+    from .recipe import parse_config
+
+    stages = SCRIPT_STAGES.get(script, STAGES)
+    description = (f"Train an Akshara model from a recipe (stage {' or '.join(stages)}). "
+                   "Example: --config training/recipes/tiny-sft.yaml --max_steps 20")
+    args, run = parse_config(argv, AksharaRunArguments, prog=script, description=description)
+    if args.stage not in stages:
+        other = next(name for name, allowed in SCRIPT_STAGES.items() if args.stage in allowed)
+        raise AksharaError(f"stage {args.stage!r}: {script} runs stage {' or '.join(stages)}; run this recipe "
+                           f"with training/{other}")
+    if args.stage in ("mid", "base"):
+        args.max_length = run.max_seq_len + 1  # rows carry one extra token: the last target
+    _check_before_work(args, run)
+    return args, run
+
+
+def train(argv: list[str] | None = None, script: str | None = None, card_writer=None) -> Path:
     """Run one recipe; returns the output folder. `card_writer(output_dir, facts=...)` writes its model card: the
     training scripts pass `model_card.write_model_card` (this package does not import model_card, which imports it)."""
     import torch
-    from transformers import GenerationConfig
+    from transformers import GenerationConfig, set_seed
 
     from .chat import generation_config_kwargs
-    from .trainer import MuonSFTTrainer, check_akshara_model, parse_config
-    from .training_log import JsonlLogCallback, run_facts
+    from .trainer import MuonSFTTrainer, check_akshara_model
+    from .training_log import JsonlLogCallback, RunClock, run_facts
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if stage is not None and "--stage" not in argv:
-        argv += ["--stage", stage]
-    recipe = _recipe_path(argv)
-    args, run = parse_config(argv, AksharaRunArguments)
-    if run.stage in ("mid", "base"):
-        if args.schedule != "mid":
-            raise AksharaError(f"stage {run.stage} uses schedule: mid (got {args.schedule})")
-        args.max_length = run.max_seq_len + 1  # rows carry one extra token: the last target
+    args, run = parse_recipe(argv, script)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
+    set_seed(args.seed)  # before the model exists: a new model's weights are the recipe's seed's
     model, tokenizer = _load_model_and_tokenizer(run, output_dir)
     check_akshara_model(model)  # before any data is built
     model.generation_config = GenerationConfig(**generation_config_kwargs(tokenizer))
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         setattr(model.config, key, getattr(model.generation_config, key))
-    mixture = _mixture(run, recipe, output_dir, tokenizer)
-    train_rows = _tokenize(run.stage, mixture["train"], tokenizer, run.max_seq_len, args.max_length)
-    eval_rows = _tokenize(run.stage, mixture["validation"], tokenizer, run.max_seq_len, args.max_length)
-    if run.eval_tokens is not None and run.stage != "sft":
+    mixture, mixture_folder = _mixture(run, output_dir, tokenizer)
+    train_rows = _tokenize(args.stage, mixture["train"], tokenizer, run.max_seq_len, args.max_length,
+                           args.assistant_only_loss)
+    eval_rows = _tokenize(args.stage, mixture["validation"], tokenizer, run.max_seq_len, args.max_length,
+                          args.assistant_only_loss)
+    if run.eval_tokens is not None and args.stage != "sft":
         eval_rows = eval_rows.select(range(min(len(eval_rows), max(1, run.eval_tokens // run.max_seq_len))))
     if args.eval_strategy != "no" and len(eval_rows) == 0:
         raise AksharaError("the validation split is empty; set validation_fraction in the data section")
-    seq_len = run.max_seq_len if run.stage != "sft" else args.max_length or 2048
-    if run.stage == "sft" and args.padding_free and not args.packing:
+    seq_len = run.max_seq_len if args.stage != "sft" else args.max_length or 2048
+    if args.stage == "sft" and args.padding_free and not args.packing:
         # The rows are cut to max_length above; TRL refuses padding_free with a max_length (it would not enforce it).
         args.max_length = None
+    # The whole run's tokens live in the Trainer's state (saved in checkpoints, restored on resume). Padded SFT
+    # batches count their attention mask; packed and padding-free rows have no padding to leave out.
+    padded = args.stage == "sft" and not (args.padding_free or args.packing)
+    args.include_num_input_tokens_seen = "non_padding" if padded else "all"
 
+    clock = RunClock()
     trainer = MuonSFTTrainer(
         model,
         args=args,
         train_dataset=train_rows,
         eval_dataset=eval_rows if len(eval_rows) else None,
         processing_class=tokenizer,
-        callbacks=[JsonlLogCallback(output_dir / "log.jsonl")],
+        callbacks=[JsonlLogCallback(output_dir / "log.jsonl"), clock],
     )
-    started = time.time()
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    elapsed = time.time() - started
-    final_eval = trainer.evaluate() if len(eval_rows) else {}
+    output = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    final_eval = _final_evaluation(trainer) if len(eval_rows) else {}
     trainer.save_model(str(output_dir))
-    facts = run_facts(trainer, run, mixture, elapsed, final_eval, torch, seq_len)
-    (output_dir / "run_facts.json").write_text(json.dumps(facts, indent=2, ensure_ascii=False))
+    facts = run_facts(trainer, run, mixture, output, final_eval, torch, seq_len, mixture_folder, clock.seconds())
+    facts.write(output_dir)
     if card_writer is not None:
-        card_writer(output_dir, facts=facts)
+        card_writer(output_dir, facts=facts.to_dict())
     return output_dir
 
 
-def main(stage: str, card_writer=None) -> int:
+def _final_evaluation(trainer) -> dict:
+    """The evaluation at the last step: the one the Trainer just logged (eval_steps dividing the step count), else a
+    new one; never the same evaluation twice in the logs."""
+    step = trainer.state.global_step
+    for entry in reversed(trainer.state.log_history):
+        if "eval_loss" in entry and entry.get("step") == step:
+            return entry
+    return trainer.evaluate()
+
+
+def main(script: str | None = None, card_writer=None) -> int:
+    """The training scripts' entry point: the output folder on stdout, or one error line and exit status 2."""
+    script = script or Path(sys.argv[0]).name
     try:
-        print(train(stage=stage, card_writer=card_writer))
+        print(train(script=script, card_writer=card_writer))
         return 0
     except AksharaError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"{script}: error: {error}", file=sys.stderr)
         return 2

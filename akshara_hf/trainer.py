@@ -7,6 +7,7 @@ What nanochat does differently is plugged in through the Trainer's own hooks: th
 callback, its per-micro-batch loss normalisation in `get_batch_samples`, and per-group LR logging in `log`.
 """
 
+import copy
 import math
 import os
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 from transformers.trainer_utils import SchedulerType
 from transformers.utils import logging
-from trl import SFTConfig, SFTTrainer, TrlParser
+from trl import SFTConfig, SFTTrainer
 
 from .errors import AksharaError
 from .metrics import bits_per_byte, bpb_from_losses
@@ -31,6 +32,7 @@ from .optim import (
     warmdown_lr_multiplier,
 )
 from .packing import token_byte_lengths
+from .recipe import parse_config  # noqa: F401  (re-exported: recipes parse into AksharaSFTConfig)
 
 logger = logging.get_logger(__name__)
 
@@ -39,7 +41,13 @@ NANOCHAT_PAD_TOKEN = "<|assistant_end|>"
 # Per-schedule defaults of the fields left at None: (init_lr_frac, muon_momentum_warmup_steps, warmdown_ratio).
 # "sft" and "mid" are late-2025 nanochat's chat_sft and mid_train; "sft-2026" is nanochat 2026's chat_sft.
 SCHEDULE_DEFAULTS = {"sft": (0.02, 0, None), "mid": (1.0, 300, 0.2), "sft-2026": (0.8, 300, 0.5)}
+# The stage decides the schedule: its default first, then the others it allows (nanochat's base stage here is packed
+# text, trained like mid-training; SFT can follow nanochat 2026's chat_sft instead).
+STAGE_SCHEDULES = {"base": ("mid",), "mid": ("mid",), "sft": ("sft", "sft-2026")}
 LOSS_NORMALIZATIONS = ("nanochat", "tokens")
+# The shortest max_length that holds a conversation: <|bos|>, <|user_start|>, one token, <|user_end|>,
+# <|assistant_start|>, one token, <|assistant_end|>.
+MIN_MAX_LENGTH = 7
 
 
 @dataclass
@@ -60,11 +68,19 @@ class AksharaSFTConfig(SFTConfig):
 
     Parameters:
         matrix_lr, embedding_lr, unembedding_lr: nanochat's base LRs (Muon; AdamW for `wte` and `lm_head`).
+        stage: "sft", "mid" or "base". It decides the LR schedule and the defaults below: "sft" runs nanochat's chat_sft,
+            "mid" and "base" its mid_train.
+        schedule: `None` = the stage's: "sft" (LR multiplier `1 - step/N`) for stage sft, "mid" (1, then linear to 0
+            over the last `warmdown_ratio`) for mid and base. Stage sft may choose "sft-2026" instead (nanochat
+            2026's chat_sft: the same shape as "mid" with `warmdown_ratio` 0.5); a schedule of another stage is an
+            error.
+        assistant_only_loss: `None` = nanochat's: True for stage sft (loss on the assistant's tokens only, from the
+            chat template's `{% generation %}` blocks), False for mid and base (every token). Pre-tokenized rows
+            carry their own mask: an `assistant_masks` column always applies (TRL's rule), so for them the flag only
+            requires that column.
         scalar_lr: nanochat 2026's base LR of its lambdas (AdamW; used by 2026 models only).
         init_lr_frac: fraction of the base LRs to start from; `None` = 0.02 for "sft", 1.0 for "mid", 0.8 for
             "sft-2026".
-        schedule: "sft" (LR multiplier `1 - step/N`), "mid" (1, then linear to 0 over the last `warmdown_ratio`) or
-            "sft-2026" (nanochat 2026's chat_sft: the same shape as "mid" with `warmdown_ratio` 0.5).
         warmdown_ratio: fraction of the steps over which "mid" / "sft-2026" decay; `None` = 0.2 / 0.5.
         muon_momentum_warmup_steps: Muon momentum goes 0.85 -> 0.95 over these steps; `None` = 0 for "sft", 300 for
             "mid" and "sft-2026".
@@ -84,7 +100,14 @@ class AksharaSFTConfig(SFTConfig):
     init_lr_frac: float | None = field(
         default=None, metadata={"help": "Fraction of the base LRs to use; default 0.02 (sft), 1.0 (mid), 0.8 (sft-2026)."}
     )
-    schedule: str = field(default="sft", metadata={"help": "LR schedule.", "choices": list(SCHEDULE_DEFAULTS)})
+    stage: str = field(
+        default="sft",
+        metadata={"help": "base | mid | sft: decides the LR schedule and the defaults.", "choices": list(STAGE_SCHEDULES)},
+    )
+    schedule: str | None = field(
+        default=None,
+        metadata={"help": "Default: the stage's ('sft' or 'mid'); stage sft may choose 'sft-2026' (nanochat 2026)."},
+    )
     warmdown_ratio: float | None = field(
         default=None, metadata={"help": "Decay fraction of 'mid' / 'sft-2026'; default 0.2 / 0.5."}
     )
@@ -115,23 +138,36 @@ class AksharaSFTConfig(SFTConfig):
         default=False, metadata={"help": "Every Akshara parameter is used in each forward: skip DDP's extra search."}
     )
     max_length: int | None = field(default=2048, metadata={"help": "Truncate examples / pack rows to this length."})
+    assistant_only_loss: bool | None = field(
+        default=None, metadata={"help": "Loss on assistant tokens only; default: true for stage sft, false otherwise."}
+    )
     eval_bpb: bool = field(
         default=False, metadata={"help": "Also log eval_bpb (nanochat's bits per byte) at each evaluation."}
     )
 
     def __post_init__(self):
-        if self.schedule not in SCHEDULE_DEFAULTS:
-            raise AksharaError(f"schedule must be one of {list(SCHEDULE_DEFAULTS)}, got {self.schedule!r}")
+        if self.stage not in STAGE_SCHEDULES:
+            raise AksharaError(f"stage must be one of {list(STAGE_SCHEDULES)}, got {self.stage!r}")
+        allowed = STAGE_SCHEDULES[self.stage]
+        self.schedule = allowed[0] if self.schedule is None else self.schedule
+        if self.schedule not in allowed:
+            raise AksharaError(
+                f"schedule {self.schedule!r} does not belong to stage {self.stage!r} (its schedules: {list(allowed)}); "
+                "the stage decides the schedule: leave schedule out"
+            )
         if self.loss_normalization not in LOSS_NORMALIZATIONS:
             raise AksharaError(
                 f"loss_normalization must be one of {list(LOSS_NORMALIZATIONS)}, got {self.loss_normalization!r}"
             )
+        _check_counts(self)
         default_frac, default_warmup, default_warmdown = SCHEDULE_DEFAULTS[self.schedule]
         self.init_lr_frac = default_frac if self.init_lr_frac is None else self.init_lr_frac
         if self.warmdown_ratio is None:
             self.warmdown_ratio = 0.2 if default_warmdown is None else default_warmdown
         if self.muon_momentum_warmup_steps is None:
             self.muon_momentum_warmup_steps = default_warmup
+        if self.assistant_only_loss is None:
+            self.assistant_only_loss = self.stage == "sft"
         for key in ("matrix_lr", "embedding_lr", "unembedding_lr", "scalar_lr", "init_lr_frac"):
             if not getattr(self, key) > 0:
                 raise AksharaError(f"{key} must be > 0, got {getattr(self, key)}")
@@ -174,19 +210,50 @@ class AksharaSFTConfig(SFTConfig):
             self.gradient_accumulation_steps = steps
 
 
-def parse_config(args: list[str] | None = None, *extra_dataclasses) -> tuple:
-    """`TrlParser` over `AksharaSFTConfig` (and `extra_dataclasses`), `--config recipe.yaml` included.
+def _check_counts(config: "AksharaSFTConfig") -> None:
+    """Sizes and counts the Trainer would accept and then misuse (a 0-step run, negative accumulation, a NaN loss from
+    rows too short to hold a conversation): refused before any work, one line each."""
 
-    TrlParser already rejects YAML keys that no dataclass has; this turns its `ValueError` into `AksharaError` so the
-    CLI reports it in one line. Returns the dataclass instances in order.
-    """
-    parser = TrlParser((AksharaSFTConfig, *extra_dataclasses))
-    try:
-        return tuple(parser.parse_args_and_config(args))
-    except AksharaError:
-        raise
-    except ValueError as error:
-        raise AksharaError(f"bad training config: {error}") from error
+    def whole(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    for key in ("per_device_train_batch_size", "per_device_eval_batch_size"):
+        value = getattr(config, key)
+        if not whole(value) or value < 1:
+            raise AksharaError(f"{key} must be a positive integer, got {value!r}")
+    if not whole(config.max_steps) or not (config.max_steps > 0 or config.max_steps == -1):
+        raise AksharaError(f"max_steps must be a positive integer or -1 (train num_train_epochs), got {config.max_steps!r}")
+    epochs = config.num_train_epochs
+    if config.max_steps == -1 and not (isinstance(epochs, (int, float)) and math.isfinite(epochs) and epochs > 0):
+        raise AksharaError(f"num_train_epochs must be > 0 (or set max_steps), got {epochs!r}")
+    if config.max_length is not None and (not whole(config.max_length) or config.max_length < MIN_MAX_LENGTH):
+        raise AksharaError(
+            f"max_length must be an integer >= {MIN_MAX_LENGTH} (the shortest conversation: <|bos|>, a one-token user "
+            f"turn and a one-token reply with their markers), got {config.max_length!r}"
+        )
+    target = config.target_examples_per_step
+    if target is not None and (not whole(target) or target < 1):
+        raise AksharaError(f"target_examples_per_step must be a positive integer or null, got {target!r}")
+    accumulation = config.gradient_accumulation_steps
+    if not whole(accumulation) or accumulation < 1:
+        raise AksharaError(f"gradient_accumulation_steps must be a positive integer, got {accumulation!r}")
+
+
+def _pretokenized_mask_rule(args: AksharaSFTConfig, dataset) -> AksharaSFTConfig:
+    """`assistant_only_loss` on pre-tokenized rows: TRL refuses the flag for them ("not conversational") but always
+    applies their `assistant_masks` column, so the flag is satisfied by that column and passed to TRL switched off
+    (on a copy: the caller's config keeps it for conversational data)."""
+    columns = getattr(dataset, "column_names", None)
+    if not args.assistant_only_loss or not columns or "input_ids" not in columns or "messages" in columns:
+        return args
+    if "assistant_masks" not in columns:
+        raise AksharaError(
+            "assistant_only_loss (the sft stage's default) needs conversations (`messages`) or pre-tokenized rows "
+            "with an `assistant_masks` column; these rows have neither: add the mask or set assistant_only_loss false"
+        )
+    args = copy.copy(args)
+    args.assistant_only_loss = False
+    return args
 
 
 def check_akshara_model(model: nn.Module) -> None:
@@ -258,6 +325,7 @@ class MuonSFTTrainer(SFTTrainer):
                     "scalar_lr": args.scalar_lr,
                 },
             )
+        args = _pretokenized_mask_rule(args, kwargs.get("train_dataset"))
         callbacks = [*(kwargs.pop("callbacks", None) or []), MuonMomentumCallback(args.muon_momentum_warmup_steps)]
         super().__init__(model, args, callbacks=callbacks, **kwargs)
         check_akshara_model(self.model)  # a model given by name is loaded by SFTTrainer
@@ -330,4 +398,6 @@ class MuonSFTTrainer(SFTTrainer):
         super().log(logs, start_time)
 
 
-__all__ = ["AksharaSFTConfig", "MuonSFTTrainer", "MuonMomentumCallback", "parse_config", "check_akshara_model"]
+__all__ = [
+    "AksharaSFTConfig", "MuonSFTTrainer", "MuonMomentumCallback", "parse_config", "check_akshara_model", "MIN_MAX_LENGTH",
+]

@@ -2,10 +2,13 @@
 
 import json
 import platform
+import time
 from collections import Counter
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 from .flops import flops_per_token
 
@@ -23,6 +26,29 @@ class JsonlLogCallback(TrainerCallback):
                 file.write(json.dumps({"step": state.global_step, **logs}) + "\n")
 
 
+class RunClock(TrainerCallback, ExportableState):
+    """Training seconds of the whole run across `resume_from_checkpoint`: the Trainer's `train_runtime` covers one
+    session only, so each checkpoint's `trainer_state.json` carries the seconds trained before it (the Trainer saves
+    an `ExportableState` callback's `state()` there), and a resumed session starts from them."""
+
+    def __init__(self):
+        self.seconds_before = 0.0  # of the sessions before this one, up to the checkpoint resumed from
+        self._started = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        saved = (state.stateful_callbacks or {}).get(type(self).__name__, {})
+        if isinstance(saved, list):
+            saved = saved[0] if saved else {}
+        self.seconds_before = float(saved.get("attributes", {}).get("seconds", 0.0)) if state.global_step else 0.0
+        self._started = time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.seconds_before + (time.perf_counter() - self._started if self._started is not None else 0.0)
+
+    def state(self) -> dict:
+        return {"args": {}, "attributes": {"seconds": self.seconds()}}
+
+
 def _hardware(torch) -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
@@ -34,61 +60,134 @@ def _last(history: list[dict], key: str):
     return values[-1] if values else None
 
 
-def _mixture_table(mixture, output_dir: Path) -> list[dict]:
+@dataclass
+class RunFacts:
+    """`run_facts.json`: what a run did, the model card's source (schema: `RUN_FACTS_FIELDS` in model_card/card.py).
+
+    Counts are of the whole run, resumed sessions included: steps and tokens from the Trainer's state (restored from
+    the checkpoint), time from `RunClock`.
+    """
+
+    run_name: str
+    stage: str
+    base_model: str | None = None
+    hardware: str | None = None
+    num_steps: int | None = None
+    train_time_seconds: float | None = None
+    dtype: str | None = None
+    device_batch_size: int | None = None
+    examples_per_step: int | None = None
+    total_batch_tokens: int | None = None
+    max_seq_len: int | None = None
+    matrix_lr: float | None = None
+    embedding_lr: float | None = None
+    unembedding_lr: float | None = None
+    init_lr_frac: float | None = None
+    weight_decay: float | None = None
+    num_epochs: float | None = None
+    eval_every: int | None = None
+    eval_tokens: int | None = None
+    final_train_loss: float | None = None
+    final_val_loss: float | None = None
+    final_val_bpb: float | None = None
+    final_lrm: float | None = None
+    flops_per_token: int | None = None
+    tokens_seen: int | None = None
+    total_flops: int | None = None
+    datasets: list[str] = field(default_factory=list)  # Hub ids of the sources actually used (local files: none)
+    data_sources: list[str] = field(default_factory=list)  # every source actually used: "kind: path or Hub id"
+    mixture: list[dict] = field(default_factory=list)
+    log_history: list[dict] = field(default_factory=list)
+    eval_results: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def write(self, folder: str | Path) -> Path:
+        path = Path(folder) / "run_facts.json"
+        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return path
+
+
+def _mixture_report(mixture_folder: Path) -> dict | None:
+    report = mixture_folder / "report.json"
+    return json.loads(report.read_text(encoding="utf-8")) if report.is_file() else None
+
+
+def _mixture_table(mixture, report: dict | None) -> list[dict]:
     """Rows and tokens per source from `build_mixture`'s report.json, else rows counted from the train split."""
-    report = output_dir / "mixture" / "report.json"
-    if report.is_file():
-        data = json.loads(report.read_text())
-        tokens = data.get("size_unit") == "tokens"
+    if report is not None:
+        tokens = report.get("size_unit") == "tokens"
         return [
             {"source": s["kind"], "rows": s["train_rows"], "tokens": s["train_size"] if tokens else None}
-            for s in data["sources"]
+            for s in report["sources"]
         ]
     counts = Counter(mixture["train"]["source"])
     return [{"source": name, "rows": rows, "tokens": None} for name, rows in sorted(counts.items())]
 
 
-def run_facts(trainer, run, mixture, train_seconds: float, final_eval: dict, torch, seq_len: int) -> dict:
-    """The flat, JSON-only facts of `model_card/card.py`'s schema, from the trainer's state and the recipe; `seq_len`
-    is the rows' length (mid/base: `max_seq_len`; SFT: the length conversations were cut to)."""
+def _sources_used(section, report: dict | None) -> tuple[list[str], list[str]]:
+    """(Hub ids, "kind: path" of every source) from the parsed data section, else the prebuilt mixture's report."""
+    from .data.sources import is_hub_id
+
+    if section is not None:
+        entries = [(s.kind, s.location if s.is_hub else s.path, s.is_hub) for s in section.sources]
+    elif report is not None:
+        entries = [(s["kind"], s["path"], is_hub_id(s["path"]) and not Path(s["path"]).exists())
+                   for s in report["sources"]]
+    else:
+        return [], []
+    hub = list(dict.fromkeys(path for _, path, is_hub in entries if is_hub))
+    return hub, list(dict.fromkeys(f"{kind}: {path}" for kind, path, _ in entries))
+
+
+def run_facts(trainer, run, mixture, train_output, final_eval: dict, torch, seq_len: int, mixture_folder: Path,
+              seconds: float) -> RunFacts:
+    """The facts of a finished run from the trainer's state and the recipe; `seq_len` is the rows' length
+    (mid/base: `max_seq_len`; SFT: the length conversations were cut to); `seconds`: the whole run's training time."""
     args, state, config = trainer.args, trainer.state, trainer.model.config
     history = state.log_history
     per_token = flops_per_token(config, seq_len)
     world = args.world_size
     rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * world
-    # Packed stages count as nanochat does (steps x tokens per step; TRL's num_tokens also counts each row's extra
-    # last-target token, 2049/2048 more); SFT counts the tokens TRL saw.
-    tokens = state.global_step * rows_per_step * run.max_seq_len if run.stage != "sft" else _last(history, "num_tokens")
-    return {
-        "run_name": args.run_name or Path(args.output_dir).name,
-        "stage": run.stage,
-        "base_model": run.base_model or run.model_name_or_path,
-        "hardware": run.hardware or _hardware(torch),
-        "num_steps": state.global_step,
-        "train_time_seconds": round(train_seconds, 2),
-        "dtype": "bfloat16" if args.bf16 else "float32",
-        "device_batch_size": args.per_device_train_batch_size,
-        "examples_per_step": rows_per_step if run.stage == "sft" else None,
-        "total_batch_tokens": rows_per_step * run.max_seq_len if run.stage != "sft" else None,
-        "max_seq_len": seq_len,
-        "matrix_lr": args.matrix_lr,
-        "embedding_lr": args.embedding_lr,
-        "unembedding_lr": args.unembedding_lr,
-        "init_lr_frac": args.init_lr_frac,
-        "weight_decay": args.weight_decay,
-        "num_epochs": args.num_train_epochs,
-        "final_train_loss": _last(history, "loss"),
-        "final_val_loss": final_eval.get("eval_loss"),
-        "final_val_bpb": final_eval.get("eval_bpb"),
-        "final_lrm": _last(history, "lrm"),
-        "flops_per_token": per_token,
-        "tokens_seen": tokens,
-        "total_flops": per_token * tokens if tokens is not None else None,
-        "mixture": _mixture_table(mixture, Path(args.output_dir)),
-        "log_history": [
+    # Packed stages count as nanochat does (steps x tokens per step; the Trainer would also count each row's extra
+    # last-target token, 2049/2048 more); SFT counts the tokens the Trainer fed (its state survives a resume).
+    tokens = state.global_step * rows_per_step * run.max_seq_len if args.stage != "sft" else state.num_input_tokens_seen
+    report = _mixture_report(mixture_folder)
+    hub_ids, sources = _sources_used(run.data if not run.mixture_dir else None, report)
+    return RunFacts(
+        run_name=args.run_name or Path(args.output_dir).name,
+        stage=args.stage,
+        base_model=run.base_model or run.model_name_or_path,
+        hardware=run.hardware or _hardware(torch),
+        num_steps=state.global_step,
+        train_time_seconds=round(seconds, 2),
+        dtype="bfloat16" if args.bf16 else "float32",
+        device_batch_size=args.per_device_train_batch_size,
+        examples_per_step=rows_per_step if args.stage == "sft" else None,
+        total_batch_tokens=rows_per_step * run.max_seq_len if args.stage != "sft" else None,
+        max_seq_len=seq_len,
+        matrix_lr=args.matrix_lr,
+        embedding_lr=args.embedding_lr,
+        unembedding_lr=args.unembedding_lr,
+        init_lr_frac=args.init_lr_frac,
+        weight_decay=args.weight_decay,
+        num_epochs=args.num_train_epochs,
+        eval_every=int(args.eval_steps) if args.eval_strategy == "steps" and (args.eval_steps or 0) >= 1 else None,
+        eval_tokens=run.eval_tokens if args.stage != "sft" else None,
+        final_train_loss=_last(history, "loss"),
+        final_val_loss=final_eval.get("eval_loss"),
+        final_val_bpb=final_eval.get("eval_bpb"),
+        final_lrm=_last(history, "lrm"),
+        flops_per_token=per_token,
+        tokens_seen=tokens,
+        total_flops=per_token * tokens if tokens is not None else None,
+        datasets=hub_ids,
+        data_sources=sources,
+        mixture=_mixture_table(mixture, report),
+        log_history=[
             {k: entry[k] for k in ("step", "loss", "eval_loss", "eval_bpb", "lrm") if k in entry}
             for entry in history
             if any(k in entry for k in ("loss", "eval_loss"))
         ],
-        "eval_results": [],
-    }
+    )

@@ -126,12 +126,18 @@ def _checkpoint_name(name: str) -> str:
 
 
 def _mixture_rows(facts: dict) -> list[dict]:
+    # A row's Hub dataset: its own hub_id, else the run's "kind: Hub id" entry of data_sources (paths never shown).
+    hub_by_kind: dict[str, str] = {}
+    for entry in facts["data_sources"]:
+        kind, _, where = entry.partition(": ")
+        if where in facts["datasets"]:
+            hub_by_kind.setdefault(kind, where)
     rows = []
     for row in facts["mixture"]:
         name, reference = describe(row["source"])
         if reference and reference not in name:
             name = f"{name} ([{reference}](https://huggingface.co/datasets/{reference}))"
-        hub = row.get("hub_id")
+        hub = row.get("hub_id") or hub_by_kind.get(row["source"])
         rows.append({
             "source": _cell(name),
             "rows": _num(row["rows"]) if row["rows"] is not None else "—",

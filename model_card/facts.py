@@ -46,6 +46,7 @@ RUN_FACTS_FIELDS: dict[str, tuple[str, str]] = {
     "flops_per_token": ("num", "training FLOPs per token (nanochat's estimate)"),
     "tokens_seen": ("int", "training tokens processed"),
     "datasets": ("strs", "Hub dataset ids for the YAML metadata (default: the mixture's hub_id values)"),
+    "data_sources": ("strs", "every mixture source the run used, 'kind: path or Hub id' (never rendered: paths)"),
     "mixture": ("mixture", "list of {source, rows, tokens, hub_id}: hub_id is the Hub dataset the rows came from"),
     "log_history": ("log_history", "list of {step, loss, eval_loss, eval_bpb, lrm}"),
     "eval_results": ("eval_results", "list of {task, dataset, metric, value[, split]}"),

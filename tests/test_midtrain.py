@@ -90,7 +90,7 @@ def test_trainer_eval_bpb_equals_a_full_logits_computation(tokenizer, conversati
     with torch.no_grad():
         for param in model.parameters():
             param.normal_(0, 0.2)
-    args = AksharaSFTConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to=[], schedule="mid",
+    args = AksharaSFTConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to=[], stage="mid",
                             per_device_train_batch_size=2, per_device_eval_batch_size=3, target_examples_per_step=2,
                             max_length=33, eval_bpb=True, disable_tqdm=True)
     trainer = MuonSFTTrainer(model, args, train_dataset=rows, eval_dataset=rows, processing_class=tokenizer)

@@ -123,17 +123,18 @@ def test_tiny_mid_counts_per_source(tiny_mid):
     output, built = tiny_mid
     assert set(built) == {"train", "validation"}
     assert built["train"].column_names == ["messages", "source"]
-    # Held out floor(rows * 0.1) where a source has no split of its own; identity's 15 train rows count twice.
-    assert Counter(built["train"]["source"]) == {"smoltalk": 22, "news": 18, "tesum": 16, "xlsum": 16,
-                                                 "paraphrase": 22, "stories": 16, "identity": 30}
-    assert Counter(built["validation"]["source"]) == {"smoltalk": 2, "news": 2, "tesum": 4, "xlsum": 4,
-                                                      "paraphrase": 2, "stories": 4, "identity": 1}
+    # Held out ceil(rows * 0.1) (datasets' train_test_split rounding) where a source has no split of its own;
+    # identity's 14 train rows count twice.
+    assert Counter(built["train"]["source"]) == {"smoltalk": 21, "news": 18, "tesum": 16, "xlsum": 16,
+                                                 "paraphrase": 21, "stories": 16, "identity": 28}
+    assert Counter(built["validation"]["source"]) == {"smoltalk": 3, "news": 2, "tesum": 4, "xlsum": 4,
+                                                      "paraphrase": 3, "stories": 4, "identity": 2}
     report = json.loads((output / "report.json").read_text(encoding="utf-8"))
-    assert report["totals"]["train_rows"] == len(built["train"]) == 140
-    assert report["totals"]["validation_rows"] == len(built["validation"]) == 19
+    assert report["totals"]["train_rows"] == len(built["train"]) == 136
+    assert report["totals"]["validation_rows"] == len(built["validation"]) == 22
     assert [e["validation_from"] for e in report["sources"]] == [
-        "held out 2", "held out 2", "dev.jsonl", "telugu_validation.parquet", "held out 2", "split validation",
-        "held out 1"]
+        "held out 3", "held out 2", "dev.jsonl", "telugu_validation.parquet", "held out 3", "split validation",
+        "held out 2"]
     assert report["size_unit"] == "utf8_bytes" and report["totals"]["dropped_rows"] == 0
     assert report["totals"]["train_size"] == sum(
         len(m["content"].encode()) for row in built["train"]["messages"] for m in row)
@@ -145,7 +146,7 @@ def test_tiny_mid_rows_are_valid_and_repeat_without_leaking(tiny_mid):
     assert all(conversation_problem(m, allow_parts=False) is None for m in list(train["messages"]) + list(validation["messages"]))
     key = lambda messages: json.dumps(messages, ensure_ascii=False)  # noqa: E731
     identity = Counter(key(m) for m, s in zip(train["messages"], train["source"]) if s == "identity")
-    assert len(identity) == 15 and set(identity.values()) == {2}
+    assert len(identity) == 14 and set(identity.values()) == {2}
     assert not {key(m) for m in validation["messages"]} & set(map(key, train["messages"]))
     for messages, source in zip(train["messages"], train["source"]):
         if source in ("tesum", "xlsum", "paraphrase"):
@@ -160,7 +161,7 @@ def test_tiny_mid_report_files_and_print(tiny_mid, tmp_path, capsys):
     assert (output / "report.md").read_text(encoding="utf-8").startswith("# Mixture report:")
     build_mixture(RECIPES / "tiny-mid.yaml", tmp_path / "again")
     printed = capsys.readouterr().out
-    assert "| 6 | identity | ../../data/samples/identity/identity.jsonl | 2 | 30 | 1 | held out 1 |" in printed
+    assert "| 6 | identity | ../../data/samples/identity/identity.jsonl | 2 | 28 | 2 | held out 2 |" in printed
     assert "No rows dropped." in printed
     assert printed == (tmp_path / "again" / "report.md").read_text(encoding="utf-8")
     assert digests(tmp_path / "again") == digests(output)  # same seed: byte-identical rows, same order
@@ -168,7 +169,7 @@ def test_tiny_mid_report_files_and_print(tiny_mid, tmp_path, capsys):
 
 def test_tiny_sft_builds(tmp_path):
     built = build_mixture(RECIPES / "tiny-sft.yaml", tmp_path / "sft")
-    assert Counter(built["train"]["source"]) == {"smoltalk": 11, "identity": 15, "paraphrase": 22, "news": 18,
+    assert Counter(built["train"]["source"]) == {"smoltalk": 10, "identity": 14, "paraphrase": 21, "news": 18,
                                                  "tesum": 16, "xlsum": 16, "stories": 16}
 
 
@@ -237,6 +238,17 @@ def test_skip_mode_drops_counts_and_prints(tmp_path, capsys):
     assert "Dropped rows (on_bad_row: skip), 7 in all:" in printed
     assert (f"- sources[0] smoltalk ({sample('broken/smoltalk_bad_roles.jsonl')}): 1 × needs at least 2 "
             "messages after the system message, has 1 (rows 4)") in printed
+
+
+@pytest.mark.parametrize("limit, fraction, held_out", [(5, 0.1, 1), (10, 0.1, 1), (11, 0.1, 2), (2, 0.5, 1), (1, 0.5, 0)])
+def test_hold_out_rounds_up_as_datasets_does(tmp_path, limit, fraction, held_out):
+    """datasets' train_test_split rounds a fractional test share up (5 rows x 0.1 -> 1); a one-row source trains."""
+    recipe = write_recipe(tmp_path, [{"kind": "smoltalk", "path": sample("smoltalk/train.jsonl"), "limit": limit},
+                                     {"kind": "news", "path": sample("news/train.jsonl")}],
+                          validation_fraction=fraction)
+    built = build_mixture(recipe, tmp_path / "out")
+    assert Counter(built["validation"]["source"])["smoltalk"] == held_out
+    assert Counter(built["train"]["source"])["smoltalk"] == limit - held_out
 
 
 def test_empty_validation_split_is_an_error(tmp_path):

@@ -67,12 +67,12 @@ def _run(args, capsys) -> tuple[int, str]:
     sys_argv = sys.argv
     sys.argv = ["sft.py", *args]
     try:
-        code = run_main(stage="sft")
+        code = run_main(script="sft.py")
     finally:
         sys.argv = sys_argv
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    errors = [line for line in err.splitlines() if line.startswith("sft.py: error: ")]
     assert len(errors) == (1 if code else 0), err[-2000:]
     return code, "\n".join(errors)
 

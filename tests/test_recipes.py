@@ -40,27 +40,27 @@ def test_seed_recipe_has_the_seed_numbers(name):
     stage, parent, device_batch, kinds = SEED_RUNS[name]
     # bf16 is the seeds' dtype; on this CPU-only machine the Trainer accepts it only with use_cpu (next test).
     args, run = parse_config(["--config", str(RECIPES / f"{name}.yaml"), "--use_cpu", "true"], AksharaRunArguments)
-    assert run.stage == stage and run.base_model == parent and args.bf16
+    assert args.stage == stage and run.base_model == parent and args.bf16
     assert (args.matrix_lr, args.embedding_lr, args.unembedding_lr, args.weight_decay) == (0.02, 0.2, 0.004, 0.0)
     assert args.per_device_train_batch_size == device_batch and args.num_train_epochs == 1
-    assert [source["kind"] for source in run.data["sources"]] == kinds
-    identity = [s for s in run.data["sources"] if s["kind"] == "identity"]
+    assert [source.kind for source in run.data.sources] == kinds
+    identity = [s for s in run.data.sources if s.kind == "identity"]
     if stage == "mid":
         tokens_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * run.max_seq_len
         assert tokens_per_step == 524_288 and run.max_seq_len == 2048
         assert (args.schedule, args.init_lr_frac, args.muon_momentum_warmup_steps) == ("mid", 1.0, 300)
         assert (args.eval_steps, args.eval_bpb, run.eval_tokens) == (150, True, 10_485_760)
         assert args.learning_rate == 0.02
-        assert all(s.get("repeat", 1) == 2 for s in identity)  # identity included twice in the mid mixture
+        assert all(s.repeat == 2 for s in identity)  # identity included twice in the mid mixture
     else:
         assert args.per_device_train_batch_size * args.gradient_accumulation_steps == 32
         assert (args.schedule, args.init_lr_frac, args.muon_momentum_warmup_steps) == ("sft", 0.02, 0)
         assert args.eval_steps == 100 and args.max_length == 2048
         assert args.learning_rate == pytest.approx(0.02 * 0.02)
         assert run.model_name_or_path == f"runs/{parent}"
-        assert all(s.get("repeat", 1) == 1 for s in identity)
-        if any(s["kind"] == "smoltalk" for s in run.data["sources"]):
-            assert next(s for s in run.data["sources"] if s["kind"] == "smoltalk")["limit"] == 10_000
+        assert all(s.repeat == 1 for s in identity)
+        if any(s.kind == "smoltalk" for s in run.data.sources):
+            assert next(s for s in run.data.sources if s.kind == "smoltalk").limit == 10_000
 
 
 def test_seed_recipe_on_cpu_without_use_cpu_is_a_clear_error():

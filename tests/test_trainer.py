@@ -58,7 +58,7 @@ def test_config_derives_learning_rates_and_accumulation(tmp_path):
     assert (sft.max_length, sft.max_grad_norm, sft.gradient_checkpointing, sft.loss_normalization) == (
         2048, 0.0, False, "nanochat"
     )  # fmt: skip
-    mid = tiny_config(tmp_path, schedule="mid", per_device_train_batch_size=2, target_examples_per_step=256)
+    mid = tiny_config(tmp_path, stage="mid", per_device_train_batch_size=2, target_examples_per_step=256)
     assert (mid.init_lr_frac, mid.muon_momentum_warmup_steps, mid.gradient_accumulation_steps) == (1.0, 300, 128)
     assert mid.warmdown_ratio == 0.2
     sft_2026 = tiny_config(tmp_path, schedule="sft-2026")  # nanochat 2026's chat_sft
@@ -76,7 +76,7 @@ def test_config_derives_learning_rates_and_accumulation(tmp_path):
         ({"learning_rate": 1e-3}, "learning_rate is not used"),
         ({"lr_scheduler_type": "cosine"}, "lr_scheduler_type / lr_scheduler_kwargs are not used"),
         ({"warmup_steps": 10}, "warmup_steps must be 0"),
-        ({"schedule": "cosine"}, "schedule must be one of"),
+        ({"stage": "cosine"}, "stage must be one of"),
         ({"loss_normalization": "sum"}, "loss_normalization must be one of"),
     ],
 )
@@ -88,10 +88,14 @@ def test_bad_config_is_rejected(tmp_path, overrides, message):
 def test_yaml_recipe_is_parsed_and_unknown_keys_are_rejected(tmp_path):
     recipe = tmp_path / "recipe.yaml"
     base = f"output_dir: {tmp_path}\nuse_cpu: true\nbf16: false\nreport_to: []\nper_device_train_batch_size: 2\n"
-    recipe.write_text(base + "schedule: mid\ntarget_examples_per_step: 8\nmatrix_lr: 0.01\n")
+    recipe.write_text(base + "stage: mid\ntarget_examples_per_step: 8\nmatrix_lr: 0.01\n")
     (config,) = parse_config(["--config", str(recipe)])
     assert isinstance(config, AksharaSFTConfig)
     assert (config.schedule, config.gradient_accumulation_steps, config.learning_rate) == ("mid", 4, 0.01)
+    assert config.assistant_only_loss is False  # mid: every token
+    recipe.write_text(base + "stage: base\nschedule: sft\n")  # the stage decides; a schedule of another stage is refused
+    with pytest.raises(AksharaError, match="schedule 'sft' does not belong to stage 'base'"):
+        parse_config(["--config", str(recipe)])
     recipe.write_text(base + "matrix_lr: 0.01\nmatrix_learning_rate: 0.01\n")
     with pytest.raises(AksharaError, match="matrix_learning_rate"):
         parse_config(["--config", str(recipe)])
@@ -234,14 +238,15 @@ def test_packing_trains(tmp_path):
 # ---- schedule, momentum, logging --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("schedule", ["sft", "mid", "sft-2026"])
-def test_lr_schedule_momentum_and_logs_follow_nanochat(tmp_path, schedule):
+@pytest.mark.parametrize("stage, schedule", [("sft", None), ("mid", None), ("sft", "sft-2026")])
+def test_lr_schedule_momentum_and_logs_follow_nanochat(tmp_path, stage, schedule):
     steps, warmup = 10, 4
     capture = Capture()
     trainer = make_trainer(
-        tmp_path, dataset=conversations(2 * steps), callbacks=[capture], max_steps=steps, schedule=schedule,
-        per_device_train_batch_size=2, target_examples_per_step=2, muon_momentum_warmup_steps=warmup,
+        tmp_path, dataset=conversations(2 * steps), callbacks=[capture], max_steps=steps, stage=stage,
+        schedule=schedule, per_device_train_batch_size=2, target_examples_per_step=2, muon_momentum_warmup_steps=warmup,
     )  # fmt: skip
+    schedule = trainer.args.schedule  # the stage's own unless chosen
     trainer.train()
     multiplier = {"sft": sft_lr_multiplier, "mid": mid_lr_multiplier, "sft-2026": warmdown_lr_multiplier}[schedule]
     frac = {"sft": 0.02, "mid": 1.0, "sft-2026": 0.8}[schedule]
@@ -284,7 +289,7 @@ class MomentumAtStart(TrainerCallback):
 
 
 def test_resumed_run_continues_with_identical_losses_and_momentum(tmp_path):
-    settings = dict(max_steps=4, save_strategy="steps", save_steps=2, schedule="mid", muon_momentum_warmup_steps=3)
+    settings = dict(max_steps=4, save_strategy="steps", save_steps=2, stage="mid", muon_momentum_warmup_steps=3)
     full = make_trainer(tmp_path / "full", dataset=conversations(32), **settings)
     full.train()
     checkpoint = tmp_path / "full" / "out" / "checkpoint-2"

@@ -5,7 +5,7 @@ The mixture is written as a `save_to_disk` DatasetDict (`train`, `validation`; c
 into a build-private cache, then concatenated, shuffled (an index permutation) and written once.
 
 Validation rows of a source come from, in order: its `validation_path`; its `validation_split` (or the
-`validation` split a DatasetDict folder or Hub dataset has), used whole; else floor(rows × validation_fraction)
+`validation` split a DatasetDict folder or Hub dataset has), used whole; else ceil(rows × validation_fraction)
 rows held out of its train rows after `limit`. `repeat` copies train rows only.
 
 Determinism: every random choice is seeded by `derive_seed(data.seed, purpose, source index)`, so the
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -37,6 +36,8 @@ REPORT_FILES = ("report.json", "report.md")
 
 @dataclass(frozen=True)
 class SourceSpec:
+    """One entry of `data.sources` (the recipe keys), with its paths resolved (`location`, `validation_location`)."""
+
     index: int
     kind: str
     path: str  # as written in the recipe
@@ -48,53 +49,101 @@ class SourceSpec:
     validation_split: str | None = None
     limit: int | None = None  # first N valid rows, before the validation hold-out
     repeat: int = 1  # copies in train (validation rows are never repeated)
+    validation_path: str | None = None  # as written in the recipe
+
+    @property
+    def is_hub(self) -> bool:
+        """Loaded from the Hugging Face Hub (not a local file or folder)."""
+        return not os.path.isabs(self.location)
 
 
 @dataclass(frozen=True)
 class DataSection:
-    recipe: Path
+    """A recipe's `data:` section, typed and checked, as TRL's `DatasetMixtureConfig` types its `datasets:`.
+
+    `recipe` names where the section came from (the recipe file, or `--data` for the command line): error messages
+    start with it, and relative paths resolve against its folder (the current folder for `--data`).
+    """
+
+    recipe: Path | str
     seed: int
     on_bad_row: str
     validation_fraction: float
     sources: tuple[SourceSpec, ...]
 
+    @classmethod
+    def from_mapping(cls, data: Any, origin: Path | str, base: Path | None = None) -> "DataSection":
+        """Check `data` (the parsed YAML/JSON of a data section) strictly; `base`: folder for relative paths."""
+        return parse_data_section(data, origin, base)
+
+    @classmethod
+    def from_text(cls, text: str, origin: str = "--data", base: Path | None = None) -> "DataSection":
+        """A data section given as YAML or JSON text (the command line's `--data '{sources: [...]}'`)."""
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise AksharaError(f"{origin}: not valid YAML or JSON{_yaml_where(error)}") from None
+        return parse_data_section(data, origin, base)
+
 
 # --- recipe ---------------------------------------------------------------------------------------
 
 
-def load_data_section(recipe_path: str | os.PathLike) -> DataSection:
-    """Read and strictly check the `data:` section; the rest of the recipe belongs to training."""
-    from .sources import KINDS, is_hub_id
+def _yaml_where(error: Exception) -> str:
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}" if mark else ""
+    return f"{where} ({getattr(error, 'problem', None) or 'parse error'})"
 
+
+def read_recipe(recipe_path: str | os.PathLike) -> dict:
+    """A recipe file as a mapping; a missing file, bad YAML or a non-mapping is a one-line `AksharaError`."""
     recipe = Path(recipe_path)
     try:
         document = yaml.safe_load(recipe.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise AksharaError(f"{recipe}: no such recipe file") from None
+    except IsADirectoryError:
+        raise AksharaError(f"{recipe}: is a folder, not a recipe file") from None
+    except UnicodeDecodeError:
+        raise AksharaError(f"{recipe}: not a UTF-8 text file") from None
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or "parse error"
-        raise AksharaError(f"{recipe}: not valid YAML{where} ({problem})") from None
-    if not isinstance(document, dict) or not isinstance(document.get("data"), dict):
+        raise AksharaError(f"{recipe}: not valid YAML{_yaml_where(error)}") from None
+    if not isinstance(document, dict):
+        raise AksharaError(f"{recipe}: must be a YAML mapping of recipe keys, got {type(document).__name__}")
+    return document
+
+
+def load_data_section(recipe_path: str | os.PathLike) -> DataSection:
+    """Read and strictly check the `data:` section of a recipe file; the rest of the recipe belongs to training."""
+    recipe = Path(recipe_path)
+    document = read_recipe(recipe)
+    if "data" not in document:
         raise AksharaError(f"{recipe}: needs a `data:` mapping with `sources`")
-    data = document["data"]
-    _reject_unknown(recipe, "data", data, DATA_KEYS)
+    return parse_data_section(document["data"], recipe, recipe.resolve().parent)
+
+
+def parse_data_section(data: Any, origin: Path | str, base: Path | None = None) -> DataSection:
+    """Check a data section (a mapping) key by key; relative paths resolve against `base` (default: cwd)."""
+    from .sources import KINDS, is_hub_id
+
+    if not isinstance(data, dict):
+        raise AksharaError(f"{origin}: data must be a mapping with `sources`, got {type(data).__name__}")
+    _reject_unknown(origin, "data", data, DATA_KEYS)
 
     seed = data.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise AksharaError(f"{recipe}: data.seed must be a non-negative integer, got {seed!r}")
+        raise AksharaError(f"{origin}: data.seed must be a non-negative integer, got {seed!r}")
     on_bad_row = data.get("on_bad_row", "error")
     if on_bad_row not in ("error", "skip"):
-        raise AksharaError(f"{recipe}: data.on_bad_row must be 'error' or 'skip', got {on_bad_row!r}")
+        raise AksharaError(f"{origin}: data.on_bad_row must be 'error' or 'skip', got {on_bad_row!r}")
     fraction = data.get("validation_fraction", 0.01)
     if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 <= fraction < 1:
-        raise AksharaError(f"{recipe}: data.validation_fraction must be a number in [0, 1), got {fraction!r}")
+        raise AksharaError(f"{origin}: data.validation_fraction must be a number in [0, 1), got {fraction!r}")
     entries = data.get("sources")
     if not isinstance(entries, list) or not entries:
-        raise AksharaError(f"{recipe}: data.sources must be a non-empty list")
+        raise AksharaError(f"{origin}: data.sources must be a non-empty list")
 
-    base = recipe.resolve().parent
+    base = Path.cwd() if base is None else Path(base)
 
     def locate(path: str) -> str:
         candidate = Path(path) if os.path.isabs(path) else base / path
@@ -102,10 +151,10 @@ def load_data_section(recipe_path: str | os.PathLike) -> DataSection:
 
     sources = []
     for index, entry in enumerate(entries):
-        where = f"{recipe}: data.sources[{index}]"
+        where = f"{origin}: data.sources[{index}]"
         if not isinstance(entry, dict):
             raise AksharaError(f"{where}: must be a mapping with `kind` and `path`")
-        _reject_unknown(recipe, f"data.sources[{index}]", entry, SOURCE_KEYS)
+        _reject_unknown(origin, f"data.sources[{index}]", entry, SOURCE_KEYS)
         kind = entry.get("kind")
         if kind not in KINDS:
             raise AksharaError(f"{where}.kind: {kind!r} is not one of {', '.join(KINDS)}")
@@ -126,11 +175,12 @@ def load_data_section(recipe_path: str | os.PathLike) -> DataSection:
             index=index, kind=kind, path=text["path"], location=locate(text["path"]), split=text["split"],
             config=text["config"], revision=text["revision"],
             validation_location=locate(text["validation_path"]) if text["validation_path"] else None,
-            validation_split=text["validation_split"], limit=counts["limit"], repeat=counts["repeat"]))
-    return DataSection(recipe, seed, on_bad_row, float(fraction), tuple(sources))
+            validation_split=text["validation_split"], limit=counts["limit"], repeat=counts["repeat"],
+            validation_path=text["validation_path"]))
+    return DataSection(origin, seed, on_bad_row, float(fraction), tuple(sources))
 
 
-def _reject_unknown(recipe: Path, where: str, mapping: dict, allowed: tuple[str, ...]) -> None:
+def _reject_unknown(recipe: Path | str, where: str, mapping: dict, allowed: tuple[str, ...]) -> None:
     for key in mapping:
         if key not in allowed:
             raise AksharaError(f"{recipe}: {where}: unknown key {key!r} (allowed: {', '.join(allowed)})")
@@ -208,14 +258,15 @@ def _build_source(section: DataSection, spec: SourceSpec, cache: Path, tokenizer
     if validation is not None:
         validation_rows = validation.dataset
     else:
-        held_out = math.floor(len(train_rows) * section.validation_fraction)
-        origin = f"held out {held_out}"
-        if held_out:
-            parts = train_rows.train_test_split(test_size=held_out, shuffle=True,
+        # `datasets` sizes the split itself (a fractional test_size rounds up: 5 rows x 0.1 -> 1 row); a source of
+        # one row keeps it for training.
+        if section.validation_fraction and len(train_rows) > 1:
+            parts = train_rows.train_test_split(test_size=section.validation_fraction, shuffle=True,
                                                 seed=derive_seed(section.seed, "holdout", spec.index))
             train_rows, validation_rows = parts["train"], parts["test"]
         else:
             validation_rows = train_rows.select([])
+        origin = f"held out {len(validation_rows)}"
     train_size = _measure(train_rows, tokenizer)
     entry = {
         "index": spec.index, "kind": spec.kind, "path": spec.path, "repeat": spec.repeat,
@@ -234,8 +285,9 @@ def _build_source(section: DataSection, spec: SourceSpec, cache: Path, tokenizer
     return train_rows, validation_rows, entry
 
 
-def build_mixture(recipe_path: str | os.PathLike, output_dir: str | os.PathLike, tokenizer: Any = None):
-    """Build, write and print the mixture of `recipe_path`'s `data:` section; return the written DatasetDict.
+def build_mixture(recipe_path: str | os.PathLike | DataSection, output_dir: str | os.PathLike, tokenizer: Any = None):
+    """Build, write and print the mixture of `recipe_path`'s `data:` section (or of a parsed `DataSection`: the
+    runner's, command-line overrides included); return the written DatasetDict.
 
     Sizes in the report are tokens (`count_tokens`) when a tokenizer is given, else UTF-8 bytes of the
     message contents. An existing OUTPUT_DIR is replaced only by a complete new build, and only if it is
@@ -243,7 +295,7 @@ def build_mixture(recipe_path: str | os.PathLike, output_dir: str | os.PathLike,
     """
     from datasets import DatasetDict, concatenate_datasets, load_from_disk
 
-    section = load_data_section(recipe_path)
+    section = recipe_path if isinstance(recipe_path, DataSection) else load_data_section(recipe_path)
     output = Path(output_dir).resolve()
     _check_replaceable(output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,122 @@
+"""Recipes: one YAML file parsed, with command-line overrides, into typed dataclasses by TRL's `TrlParser`.
+
+What `TrlParser` does not: every failure is one `AksharaError` line (a missing or unreadable `--config`, bad YAML,
+unknown keys, a value of the wrong type, an abbreviated or unknown flag) instead of a traceback or argparse's
+800-option usage; a field typed as a dataclass with `from_mapping` (the `data:` section, `DataSection`) is built
+from its YAML mapping with paths relative to the recipe file, as TRL's `DatasetMixtureConfig` builds its
+`datasets:`; `--help` leads with the recipe's own options (`--help-all` lists every `TrainingArguments` field).
+"""
+
+import argparse
+import dataclasses
+import os
+import sys
+import types
+import typing
+from pathlib import Path
+
+from trl import TrlParser
+
+from .errors import AksharaError
+
+
+def _from_mapping_type(annotation):
+    """The dataclass in `annotation` (e.g. `DataSection | str | None`) that builds itself from a mapping, if any."""
+    members = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    for member in members:
+        if dataclasses.is_dataclass(member) and hasattr(member, "from_mapping"):
+            return member
+    return None
+
+
+class RecipeParser(TrlParser):
+    """`TrlParser` for recipes; `recipe_fields` are the option names `--help` shows first."""
+
+    def __init__(self, dataclass_types, prog: str | None = None, description: str | None = None,
+                 recipe_fields: tuple[str, ...] = ()):
+        # allow_abbrev=False: `--max_step 5` must not silently mean `--max_steps 5` (or anything else).
+        super().__init__(dataclass_types, prog=prog, description=description, allow_abbrev=False, add_help=False)
+        self.recipe: Path | None = None
+        self.recipe_fields = recipe_fields
+        self._typed = {}
+        for dtype in self.dataclass_types:
+            hints = typing.get_type_hints(dtype)
+            for field in dataclasses.fields(dtype):
+                builder = _from_mapping_type(hints.get(field.name))
+                if builder is not None:
+                    self._typed[field.name] = builder
+
+    def error(self, message):  # argparse's own: usage (every TrainingArguments option) + message, exit 2
+        raise AksharaError(message)
+
+    def format_help(self) -> str:
+        """The recipe's options first: `--config`, the run options, Akshara's trainer options."""
+        short = argparse.ArgumentParser(prog=self.prog, description=self.description, add_help=False,
+                                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        short.add_argument("--config", metavar="RECIPE", help="the recipe YAML (training/recipes/*.yaml); every key "
+                           "in it can be overridden by the flag of the same name")
+        group = short.add_argument_group("recipe options")
+        for action in self._actions:
+            if action.dest in self.recipe_fields and action.option_strings[0] == f"--{action.dest}":
+                group._add_action(action)
+        total = sum(1 for action in self._actions if action.option_strings)
+        return (short.format_help() + f"\nAny other field of TRL's SFTConfig / transformers' TrainingArguments is a "
+                f"recipe key and a flag too ({total} options in all): --help-all lists them.\n")
+
+    def parse_args_and_config(self, args=None, **kwargs):
+        args = list(sys.argv[1:] if args is None else args)
+        if "-h" in args or "--help" in args:
+            self.print_help()
+            raise SystemExit(0)
+        if "--help-all" in args:
+            print(super().format_help())
+            raise SystemExit(0)
+        config = {}
+        if "--config" in args:
+            index = args.index("--config")
+            if index + 1 >= len(args) or args[index + 1].startswith("--"):
+                raise AksharaError("--config: expected a recipe file")
+            self.recipe = Path(args[index + 1])
+            del args[index:index + 2]
+            if "--config" in args:
+                raise AksharaError("--config given twice")
+            from .data.mixture import read_recipe
+
+            config = read_recipe(self.recipe)
+            env = config.pop("env", {})
+            if not isinstance(env, dict):
+                raise AksharaError(f"{self.recipe}: env must be a mapping of environment variables")
+            for key, value in env.items():
+                os.environ[str(key)] = str(value)
+        for name, builder in self._typed.items():
+            if config.get(name) is not None and not isinstance(config[name], str):
+                config[name] = builder.from_mapping(config[name], self.recipe, self.recipe.resolve().parent)
+        unknown = [key for key in config if key not in {action.dest for action in self._actions}]
+        if unknown:
+            raise AksharaError(f"{self.recipe}: unknown keys {', '.join(map(str, unknown))} (not a recipe, run or "
+                               "trainer option: see --help)")
+        self.set_defaults_with_config(**config)
+        where = f"{self.recipe}: " if self.recipe else ""
+        try:
+            return tuple(self.parse_args_into_dataclasses(args=args, look_for_args_file=False))
+        except AksharaError as error:
+            raise AksharaError(f"{where}{error}") from None
+        except (ValueError, TypeError) as error:
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise AksharaError(f"{where}{first}") from None
+
+
+def parse_config(args: list[str] | None = None, *extra_dataclasses, prog: str | None = None,
+                 description: str | None = None) -> tuple:
+    """`AksharaSFTConfig` (and `extra_dataclasses`) from `--config recipe.yaml` and flags; returns the instances."""
+    from .trainer import AksharaSFTConfig
+
+    not_inputs = ("learning_rate", "gradient_checkpointing", "ddp_find_unused_parameters")
+    own = [name for name in AksharaSFTConfig.__annotations__ if name not in not_inputs]
+    extra = [f.name for dtype in extra_dataclasses for f in dataclasses.fields(dtype)]
+    parser = RecipeParser((AksharaSFTConfig, *extra_dataclasses), prog=prog, description=description,
+                          recipe_fields=(*extra, *own, "output_dir", "max_steps", "num_train_epochs",
+                                         "per_device_train_batch_size", "per_device_eval_batch_size", "eval_steps",
+                                         "save_steps", "logging_steps", "seed", "bf16", "use_cpu",
+                                         "resume_from_checkpoint"))
+    return parser.parse_args_and_config(args)

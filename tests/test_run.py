@@ -1,0 +1,127 @@
+"""The recipe runner as a user meets it: the README's first-training commands verbatim (at tiny size), seeds, command-
+line overrides of the mixture, run facts after a resume, one final evaluation."""
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from akshara_hf.run import train
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "training" / "recipes"
+# Tiny size for every README command: flags added after the README's own (the last of a repeated flag wins).
+TINY = ["--max_steps", "2", "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "2",
+        "--target_examples_per_step", "2", "--max_seq_len", "64", "--eval_tokens", "128", "--max_length", "128",
+        "--disable_tqdm", "true"]
+
+
+def readme_first_training() -> list[list[str]]:
+    """The commands of the README's first-training block, in order."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"The first training, in order.*?```bash\n(.*?)```", text, re.S)
+    assert block, "README.md lost its first-training block"
+    commands = [shlex.split(line.split("#")[0]) for line in block.group(1).splitlines() if line.strip()]
+    assert commands and all(command[:2][0] == "python" for command in commands)
+    return commands
+
+
+@pytest.fixture(scope="module")
+def readme_runs(tmp_path_factory):
+    """A fresh clone's view: a folder with the repository's training/ and data/ and nothing else (no runs/); each
+    README command run there as written, plus the tiny size."""
+    root = tmp_path_factory.mktemp("clone")
+    for name in ("training", "data"):
+        (root / name).symlink_to(REPO / name)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    results = []
+    for command in readme_first_training():
+        result = subprocess.run([sys.executable, *command[1:], *TINY], cwd=root, env=env, capture_output=True,
+                                text=True, timeout=600)
+        assert result.returncode == 0, f"{shlex.join(command)}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+        results.append(Path(result.stdout.strip().splitlines()[-1]))
+    return root, results
+
+
+def losses(folder: Path) -> list:
+    return [(entry["step"], entry.get("loss"), entry.get("eval_loss"))
+            for entry in map(json.loads, (folder / "log.jsonl").read_text().splitlines())
+            if "loss" in entry or "eval_loss" in entry]
+
+
+def test_readme_first_training_runs_in_order_on_a_fresh_clone(readme_runs):
+    root, outputs = readme_runs
+    assert [str(o) for o in outputs] == ["runs/tiny-base", "runs/tiny-mid", "runs/tiny-sft"]
+    for output, stage in zip(outputs, ("base", "mid", "sft"), strict=True):
+        facts = json.loads((root / output / "run_facts.json").read_text())
+        assert (facts["stage"], facts["num_steps"]) == (stage, 2)
+        assert (root / output / "model.safetensors").is_file() and (root / output / "README.md").is_file()
+    assert json.loads((root / "runs/tiny-mid/run_facts.json").read_text())["base_model"] == "runs/tiny-base"
+
+
+def test_one_final_evaluation_and_the_sources_used(readme_runs):
+    root, _ = readme_runs
+    facts = json.loads((root / "runs/tiny-sft/run_facts.json").read_text())
+    evaluations = [entry for entry in losses(root / "runs/tiny-sft") if entry[2] is not None]
+    assert len(evaluations) == 1 and evaluations[0][0] == 2  # eval_steps 10 > 2 steps: only the final one, once
+    assert facts["final_val_loss"] == evaluations[0][2]
+    assert [e["step"] for e in facts["log_history"] if e.get("eval_loss") is not None] == [2]
+    assert facts["datasets"] == []  # every source is a local sample file: no Hub dataset to name
+    assert facts["data_sources"][0] == "smoltalk: ../../data/samples/smoltalk/train.jsonl"
+    assert [s.split(":")[0] for s in facts["data_sources"]] == [
+        "smoltalk", "identity", "paraphrase", "news", "tesum", "xlsum", "stories"]
+
+
+def test_same_recipe_and_seed_give_identical_runs(readme_runs, tmp_path, monkeypatch):
+    """The README's base command again: a new model seeded by the recipe, so the same weights and losses; another
+    seed gives other weights (the check can fail)."""
+    root, _ = readme_runs
+    monkeypatch.chdir(root)
+    command = readme_first_training()[0][2:]
+    again = train([*command, *TINY, "--output_dir", str(tmp_path / "again")], script="mid_train.py")
+    other = train([*command, *TINY, "--output_dir", str(tmp_path / "other"), "--seed", "7"], script="mid_train.py")
+    first = root / "runs/tiny-base"
+    assert losses(again) == losses(first)
+    assert (again / "model.safetensors").read_bytes() == (first / "model.safetensors").read_bytes()
+    assert (other / "model.safetensors").read_bytes() != (first / "model.safetensors").read_bytes()
+
+
+def test_data_on_the_command_line_replaces_the_recipes(readme_runs, tmp_path, monkeypatch):
+    root, _ = readme_runs
+    monkeypatch.chdir(root)
+    data = "{sources: [{kind: news, path: data/samples/news/train.jsonl}], validation_fraction: 0.2, seed: 3}"
+    out = train(["--config", "training/recipes/tiny-base.yaml", *TINY, "--max_steps", "1", "--data", data,
+                 "--output_dir", str(tmp_path / "news")], script="mid_train.py")
+    facts = json.loads((out / "run_facts.json").read_text())
+    assert facts["data_sources"] == ["news: data/samples/news/train.jsonl"]
+    assert [row["source"] for row in facts["mixture"]] == ["news"]
+    report = json.loads((out / "mixture" / "report.json").read_text())
+    assert (report["recipe"], report["seed"], report["validation_fraction"]) == ("--data", 3, 0.2)
+    assert report["sources"][0]["validation_rows"] == 4  # 20 rows x 0.2
+
+
+def test_run_facts_after_a_resume_count_the_whole_run(readme_runs, tmp_path, monkeypatch):
+    """SFT 4 steps straight vs 2 steps, then resumed from checkpoint-2 in another session: the same steps, tokens and
+    FLOPs (the whole run's, not the resumed session's), and the time includes the first session's."""
+    root, _ = readme_runs
+    monkeypatch.chdir(root)
+    settings = ["--config", "training/recipes/tiny-sft.yaml", *TINY, "--max_steps", "4", "--save_steps", "2",
+                "--save_total_limit", "2", "--eval_steps", "2"]
+    straight = train([*settings, "--output_dir", str(tmp_path / "straight")], script="sft.py")
+    resumed = train([*settings, "--output_dir", str(tmp_path / "resumed"),
+                     "--resume_from_checkpoint", str(straight / "checkpoint-2")], script="sft.py")
+    full, after = (json.loads((o / "run_facts.json").read_text()) for o in (straight, resumed))
+    assert after["num_steps"] == full["num_steps"] == 4
+    assert after["tokens_seen"] == full["tokens_seen"] > 0
+    assert after["total_flops"] == full["total_flops"]
+    state = json.loads((straight / "checkpoint-2" / "trainer_state.json").read_text())
+    first_session = state["stateful_callbacks"]["RunClock"]["attributes"]["seconds"]
+    assert after["train_time_seconds"] > first_session > 0
+    assert after["final_val_loss"] == pytest.approx(full["final_val_loss"], rel=1e-5)
+    steps = [entry[0] for entry in losses(straight) if entry[2] is not None]
+    assert steps == [2, 4]  # the last evaluation is the Trainer's own at step 4, not repeated

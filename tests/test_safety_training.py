@@ -1,0 +1,206 @@
+"""The training scripts as a hostile user would drive them: every bad recipe, flag or path is one line on stderr
+(`sft.py: error: ...`), exit status 2, no traceback, before any model or data is loaded."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from akshara_hf.run import main
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "training" / "recipes"
+TINY_SFT = RECIPES / "tiny-sft.yaml"
+TINY_MID = RECIPES / "tiny-mid.yaml"
+TINY_BASE = RECIPES / "tiny-base.yaml"
+
+
+def run_script(script: str, args: list[str], capsys, monkeypatch) -> tuple[int, str]:
+    """`python training/SCRIPT ARGS` in-process: (exit status, stderr); asserts one error line and no traceback."""
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    code = main(script=script)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith(f"{script}: error: ")]
+    assert len(lines) == (1 if code else 0), err[-3000:]
+    return code, lines[0] if lines else ""
+
+
+@pytest.fixture
+def refused(capsys, monkeypatch, tmp_path):
+    """refused(args, *fragments, script=...): the run stops with exit 2, one line holding every fragment, and writes
+    nothing (the output folder is not even made). The parent model is an existing (empty) folder unless `args` name
+    another, and the Hub is offline: no test touches the network."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "parent").mkdir()
+
+    def check(args, *fragments, script="sft.py", recipe=TINY_SFT, parent=True):
+        out = tmp_path / "out"
+        base = ["--config", str(recipe)] if recipe else []
+        base += ["--model_name_or_path", str(tmp_path / "parent")] if parent else []
+        code, line = run_script(script, [*base, "--output_dir", str(out), *args], capsys, monkeypatch)
+        assert code == 2, line
+        for fragment in fragments:
+            assert fragment in line, line
+        assert not out.exists()
+        return line
+
+    return check
+
+
+def recipe_with(tmp_path, text: str, name: str = "recipe.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --- counts and sizes ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key, value, fragment", [
+    ("--per_device_train_batch_size", "0", "per_device_train_batch_size must be a positive integer"),
+    ("--per_device_train_batch_size", "-4", "per_device_train_batch_size must be a positive integer"),
+    ("--per_device_eval_batch_size", "0", "per_device_eval_batch_size must be a positive integer"),
+    ("--max_steps", "0", "max_steps must be a positive integer or -1"),
+    ("--max_steps", "-5", "max_steps must be a positive integer or -1"),
+    ("--num_train_epochs", "-1", "num_train_epochs must be > 0"),
+    ("--num_train_epochs", "0", "num_train_epochs must be > 0"),
+    ("--num_train_epochs", "nan", "num_train_epochs must be > 0"),
+    ("--max_length", "0", "max_length must be an integer >= 7"),
+    ("--max_length", "3", "max_length must be an integer >= 7"),
+    ("--target_examples_per_step", "-8", "target_examples_per_step must be a positive integer"),
+    ("--target_examples_per_step", "0", "target_examples_per_step must be a positive integer"),
+    ("--target_examples_per_step", "6", "target_examples_per_step 6 is not a multiple of per_device_train_batch_size 4"),
+    ("--gradient_accumulation_steps", "-2", "gradient_accumulation_steps must be a positive integer"),
+    ("--per_device_train_batch_size", "four", "per_device_train_batch_size"),
+    ("--max_seq_len", "0", "max_seq_len must be a positive integer"),
+    ("--eval_tokens", "-1", "eval_tokens must be a positive integer"),
+])
+def test_bad_counts_are_refused_before_any_work(refused, key, value, fragment):
+    extra = ["--max_steps", "-1"] if key == "--num_train_epochs" else []
+    refused([*extra, key, value], fragment)
+
+
+def test_yaml_values_of_the_wrong_type_are_refused(refused, tmp_path):
+    text = TINY_SFT.read_text(encoding="utf-8")
+    refused([], "max_steps must be a positive integer", recipe=recipe_with(tmp_path, text + "max_steps: 1.5\n"))
+    refused([], "per_device_train_batch_size", recipe=recipe_with(tmp_path, text.replace(
+        "per_device_train_batch_size: 4", "per_device_train_batch_size: four")))
+    refused([], "num_train_epochs must be > 0", recipe=recipe_with(tmp_path, text.replace(
+        "num_train_epochs: 2", "num_train_epochs: -1")))
+
+
+# --- the recipe file --------------------------------------------------------------------------------------------
+
+
+def test_recipe_file_problems(refused, tmp_path):
+    refused([], "nope.yaml: no such recipe file", recipe=tmp_path / "nope.yaml")
+    refused([], "is a folder, not a recipe file", recipe=tmp_path)
+    refused([], "bad.yaml: not valid YAML at line 2", recipe=recipe_with(tmp_path, "stage: sft\n  bad: [\n", "bad.yaml"))
+    refused([], "must be a YAML mapping", recipe=recipe_with(tmp_path, "- stage\n- sft\n", "list.yaml"))
+    refused([], "unknown keys matrix_lrr", recipe=recipe_with(tmp_path, TINY_SFT.read_text() + "matrix_lrr: 0.1\n"))
+    refused(["--config"], "--config: expected a recipe file", recipe=None)
+    refused(["--config", str(TINY_SFT)], "--config given twice")
+
+
+def test_the_stage_decides_and_each_script_runs_its_own(refused, tmp_path):
+    refused([], "stage 'mid': sft.py runs stage sft; run this recipe with training/mid_train.py", recipe=TINY_MID)
+    refused([], "stage 'sft': mid_train.py runs stage mid or base", script="mid_train.py", recipe=TINY_SFT)
+    refused(["--stage", "mid"], "stage 'mid': sft.py runs stage sft")  # a flag cannot sneak another stage in
+    refused(["--schedule", "mid"], "schedule 'mid' does not belong to stage 'sft'")
+    refused(["--stage", "pretrain"], "stage", "pretrain")
+
+
+def test_abbreviated_and_unknown_flags_are_refused(refused):
+    line = refused(["--max_step", "5"], "--max_step")  # argparse would take it for --max_steps
+    assert "--max_steps" not in line.replace("--max_step ", "")
+    refused(["--matrix-lrr", "0.1"], "--matrix-lrr")
+
+
+# --- named files and folders ------------------------------------------------------------------------------------
+
+
+def test_missing_local_parent_model_fails_at_once(refused, tmp_path, monkeypatch):
+    """The README's `--model_name_or_path runs/tiny-base` on a fresh clone: one line in well under 5 s, no Hub
+    retries (offline here; online the Hub is asked once, with a timeout, see the next test)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    started = time.perf_counter()
+    refused(["--model_name_or_path", "runs/tiny-base"], "model_name_or_path runs/tiny-base: no such folder")
+    (tmp_path / "runs").mkdir()  # an existing first component: a local path, never a Hub id
+    refused(["--model_name_or_path", "runs/tiny-base"], "model_name_or_path runs/tiny-base: no such folder")
+    refused(["--model_name_or_path", "./tiny-base"], "no such folder")
+    refused(["--model_name_or_path", str(tmp_path / "a" / "b" / "c")], "no such folder")
+    refused(["--model_name_or_path", str(TINY_SFT)], "is a file, not a model folder")
+    assert time.perf_counter() - started < 5
+
+
+def test_a_name_the_hub_does_not_know_is_one_line(refused, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    calls = []
+
+    def unreachable(self, repo_id, **kwargs):
+        calls.append((repo_id, kwargs.get("timeout")))
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", unreachable)
+    refused(["--model_name_or_path", "someone/akshara-mid"],
+            "someone/akshara-mid: no such folder, and not a model on the Hugging Face Hub (Name or service not known)")
+    assert calls == [("someone/akshara-mid", 10)]  # asked once, with a timeout
+
+
+def test_bad_mixture_dir_and_checkpoint(refused, tmp_path):
+    refused(["--mixture_dir", str(tmp_path / "none")], "not a build-mixture output (no dataset_dict.json)")
+    (tmp_path / "empty").mkdir()
+    refused(["--mixture_dir", str(tmp_path / "empty")], "not a build-mixture output")
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "dataset_dict.json").write_text('{"splits": ["train"]}')
+    refused(["--mixture_dir", str(tmp_path / "odd")], "needs train and validation splits")
+    refused(["--resume_from_checkpoint", str(tmp_path / "checkpoint-7")],
+            "resume_from_checkpoint", "not a checkpoint folder (no trainer_state.json)")
+
+
+def test_bad_model_config(refused, tmp_path):
+    line = refused(["--model_config", "{depth: 4"], "model_config: not valid JSON", script="mid_train.py",
+                   recipe=TINY_BASE, parent=False)
+    assert "tokenizer" not in line
+    refused(["--model_config", "5"], "model_config must be a mapping", script="mid_train.py", recipe=TINY_BASE,
+            parent=False)
+    refused([], "model_config needs tokenizer_name_or_path", script="mid_train.py", parent=False,
+            recipe=recipe_with(tmp_path, TINY_BASE.read_text().replace("tokenizer_name_or_path:", "#")))
+
+
+def test_bad_data_section_on_the_command_line(refused):
+    refused(["--data", "{sources: [}"], "--data: not valid YAML or JSON")
+    refused(["--data", "{sources: []}"], "--data: data.sources must be a non-empty list")
+    refused(["--data", "{sources: [{kind: news, path: x.jsonl}], validation_fraction: 2}"],
+            "--data: data.validation_fraction must be a number in [0, 1)")
+    refused(["--data", "{sources: [{kind: nope, path: x}]}"], "--data: data.sources[0].kind: 'nope'")
+    refused(["--data", "{sources: [{kind: news, path: x, weight: 2}]}"], "unknown key 'weight'")
+
+
+def test_bad_data_section_in_the_recipe_names_the_file(refused, tmp_path):
+    text = TINY_SFT.read_text().replace("validation_fraction: 0.1", "validation_fraction: 1.5")
+    refused([], "recipe.yaml: data.validation_fraction must be a number in [0, 1)", recipe=recipe_with(tmp_path, text))
+
+
+# --- help --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("script", ["sft.py", "mid_train.py"])
+def test_help_leads_with_the_recipe_options(script):
+    result = subprocess.run([sys.executable, str(REPO / "training" / script), "--help"], capture_output=True,
+                            text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"usage: {script} [--config RECIPE]")
+    assert len(lines) < 200  # TrainingArguments' 800 lines only with --help-all
+    options = [line.split()[0] for line in lines if line.startswith("  --")]
+    assert options[0] == "--config" and "--stage" in options and "--data" in options and "--max_steps" in options
+    assert "--help-all lists them" in result.stdout
