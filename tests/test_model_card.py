@@ -457,3 +457,15 @@ def test_cli_takes_the_card_commands_from_the_entry_point_group(monkeypatch):
     assert cli.command_modules()[-1] == "model_card.publish"
     choices = cli.build_parser()._subparsers._group_actions[0].choices
     assert {"publish", "model-card", "demo", "serve"} <= set(choices)
+
+
+def test_a_source_read_from_the_hub_is_linked_and_in_the_metadata(folder):
+    facts = demo_like_facts("mid")
+    facts.update(datasets=["csebuetnlp/xlsum"],
+                 data_sources=["smoltalk: /home/me/data/smoltalk.jsonl", "xlsum: csebuetnlp/xlsum"])
+    path = write_model_card(folder, facts)
+    card, text = ModelCard.load(path), path.read_text(encoding="utf-8")
+    assert card.data.datasets == ["csebuetnlp/xlsum"]
+    assert ("| XL-Sum, Telugu, summaries ([csebuetnlp/xlsum](https://huggingface.co/datasets/csebuetnlp/xlsum)) | 14 | — | "
+            "[csebuetnlp/xlsum](https://huggingface.co/datasets/csebuetnlp/xlsum) |") in text
+    assert "| 11 | — | local files |" in text and "/home/me" not in text
