@@ -63,23 +63,36 @@ class AksharaRotaryEmbedding(nn.Module):
         self.register_buffer("sin", sin, persistent=False)
 
     @torch.no_grad()
-    def forward(self, position_ids: torch.LongTensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if not torch.compiler.is_compiling() and int(position_ids.max()) >= self.cos.shape[0]:
+    def forward(self, x: torch.Tensor, position_ids: torch.LongTensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(cos, cos)` and `(sin, -sin)` of shape `(batch, 1, seq, head_dim)` in `x`'s dtype, built once per forward
+        for every layer. bf16 tables widen losslessly, and same-dtype products stay on the vectorised path."""
+        cos, sin = self.cos[position_ids].to(x.dtype), self.sin[position_ids].to(x.dtype)
+        return torch.cat((cos, cos), dim=-1).unsqueeze(1), torch.cat((sin, -sin), dim=-1).unsqueeze(1)
+
+    def check_positions(self, position_ids: torch.LongTensor, past_key_values: Cache | None) -> None:
+        """A position beyond the tables is a clear error, not an index error deep in torch (a device-side assert on a
+        GPU). Checked without a device-to-host sync: a non-sliding static cache no longer than the tables bounds the
+        positions already; `generate` checks its `max_length` once (`_validate_generated_length`); tensors on the CPU
+        are checked here; under `torch.compile` the check is left to those two."""
+        if torch.compiler.is_compiling():
+            return
+        limit = self.cos.shape[0]
+        if past_key_values is not None and past_key_values.is_compileable and not any(past_key_values.is_sliding):
+            if 0 < past_key_values.get_max_length() <= limit:
+                return
+        if position_ids.device.type == "cpu" and position_ids.numel() and int(position_ids.max()) >= limit:
             raise ValueError(
-                f"position {int(position_ids.max())} is beyond the rotary tables ({self.cos.shape[0]} positions = "
-                f"rotary_cache_factor x max_position_embeddings)"
+                f"position {int(position_ids.max())} is beyond the rotary tables ({limit} positions = "
+                "rotary_cache_factor x max_position_embeddings)"
             )
-        return self.cos[position_ids], self.sin[position_ids]
 
 
 def apply_rotary_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """nanochat's rotary on `(batch, heads, seq, head_dim)`: halves rotated, tables broadcast over heads."""
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    """nanochat's rotary (`y1 = x1 cos + x2 sin`, `y2 = x1 (-sin) + x2 cos` on the two halves of `head_dim`) on
+    `(batch, heads, seq, head_dim)`, as one product with the widened tables from `AksharaRotaryEmbedding`: the same
+    products and sums, so the same bits, in fewer operations."""
     d = x.shape[-1] // 2
-    x1, x2 = x[..., :d], x[..., d:]
-    y1 = x1 * cos + x2 * sin
-    y2 = x1 * (-sin) + x2 * cos
-    return torch.cat([y1, y2], dim=-1).to(x.dtype)
+    return x * cos + torch.cat((x[..., d:], x[..., :d]), dim=-1) * sin
 
 
 def sdpa_varlen_attention_forward(
@@ -157,9 +170,7 @@ class AksharaAttention(nn.Module):
         key = self.c_k(hidden_states).view(hidden_shape).transpose(1, 2)
         value = self.c_v(hidden_states).view(hidden_shape).transpose(1, 2)
 
-        # bf16 tables in the projections' dtype: exact (bf16 widens losslessly), and unlike a mixed-dtype product it
-        # keeps the rotary on the vectorised same-dtype path (~20% faster on CPU); a no-op in bf16.
-        cos, sin = (table.to(query.dtype) for table in position_embeddings)
+        cos, sin = position_embeddings
         query, key = apply_rotary_emb(query, cos, sin), apply_rotary_emb(key, cos, sin)
         query, key = self.q_norm(query), self.k_norm(key)
 
@@ -231,6 +242,7 @@ class AksharaPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    _can_compile_fullgraph = True
     _can_record_outputs = {"hidden_states": AksharaBlock, "attentions": AksharaAttention}
 
     @torch.no_grad()
@@ -306,7 +318,8 @@ class AksharaModel(AksharaPreTrainedModel):
             past_key_values=past_key_values,
             position_ids=position_ids,
         )
-        position_embeddings = self.rotary_emb(position_ids)
+        self.rotary_emb.check_positions(position_ids, past_key_values)
+        position_embeddings = self.rotary_emb(inputs_embeds, position_ids)
 
         hidden_states = self.embedding_norm(inputs_embeds)
         for block in self.h:
@@ -330,6 +343,18 @@ class AksharaForCausalLM(AksharaPreTrainedModel, GenerationMixin):
 
     def get_output_embeddings(self) -> nn.Module:
         return self.lm_head
+
+    def _validate_generated_length(self, generation_config, input_ids_length, has_default_max_length):
+        """`generate`'s one look at the final length: refuse a `max_length` past the rotary tables here, once, so that
+        the decoding steps need no bound check (no device sync per token, nothing for `torch.compile` to break on)."""
+        super()._validate_generated_length(generation_config, input_ids_length, has_default_max_length)
+        limit = self.transformer.rotary_emb.cos.shape[0]
+        if generation_config.max_length > limit:
+            raise ValueError(
+                f"generate: prompt + new tokens = {generation_config.max_length} positions, beyond the rotary tables "
+                f"({limit} positions = rotary_cache_factor x max_position_embeddings); shorten the prompt or "
+                "max_new_tokens"
+            )
 
     def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
         self.lm_head = new_embeddings

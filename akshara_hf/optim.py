@@ -55,6 +55,25 @@ def _nanochat_2026_owners(backbone: nn.Module) -> dict[str, set[int]]:
     return owners
 
 
+def adapter_parameter_ids(model: nn.Module) -> set[int]:
+    """ids of the PEFT adapter weights of `model` (a `PeftModel`, or a model given adapters by transformers'
+    `add_adapter`): the parameters of PEFT's tuner layers outside their wrapped base layer (LoRA A/B, DoRA magnitudes,
+    IA3 vectors, ...) and of a prompt-learning model's `prompt_encoder`. Empty for a model without adapters."""
+    if not getattr(model, "peft_config", None):
+        return set()
+    from peft.tuners.tuners_utils import BaseTunerLayer  # only reached when PEFT made the model
+
+    ids = set()
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            base = {id(p) for p in module.get_base_layer().parameters()}
+            ids.update(id(p) for p in module.parameters() if id(p) not in base)
+    prompt_encoder = getattr(model, "prompt_encoder", None)
+    if isinstance(prompt_encoder, nn.Module):
+        ids.update(id(p) for p in prompt_encoder.parameters())
+    return ids
+
+
 def split_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
     """Sort the trainable parameters the way nanochat's `setup_optimizers` does, by module.
 
@@ -63,6 +82,9 @@ def split_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter
     1-D tensors inside the blocks, extra modules; empty for Akshara, whose norms have no weights). Frozen parameters
     are left out. Raises `AksharaError` for a model without nanochat's layout or with a parameter that would land in
     two groups (tied embedding and head).
+
+    A model with PEFT adapters also has "adapter" (`adapter_parameter_ids`; AdamW, see `MuonAdamW`), and may then
+    have no Muon matrices at all (LoRA freezes every base weight).
 
     A nanochat 2026 model (value embeddings, lambdas, smear/backout in the backbone) also gets nanochat 2026's groups
     "value_embeddings", "resid_lambdas", "x0_lambdas" and "scalars" (smear gate, smear and backout lambdas), and
@@ -114,12 +136,16 @@ def split_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter
         else:
             group = "other"
         groups[group].append((name, param))
+    adapters = adapter_parameter_ids(model)
+    if adapters:  # PEFT adapter weights leave nanochat's groups, whatever their place or shape
+        groups = {key: [(n, p) for n, p in members if id(p) not in adapters] for key, members in groups.items()}
+        groups["adapter"] = [(n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) in adapters]
 
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     assigned = [id(p) for members in groups.values() for _, p in members]
     if len(assigned) != len(set(assigned)) or set(assigned) != trainable:
         raise AksharaError(f"the optimizer split of {type(model).__name__} loses or repeats parameters")
-    if not groups["muon"]:
+    if not groups["muon"] and not groups.get("adapter"):
         raise AksharaError(f"{type(model).__name__} has no trainable 2-D weights in transformer.h for Muon")
     if is_2026 and groups["other"]:
         raise AksharaError(
@@ -138,6 +164,14 @@ class MuonAdamW(torch.optim.Optimizer):
     every group's `initial_lr` drives both, and the Trainer's logged LR is group 0, Muon's). `state_dict` nests both
     state dicts (tensors and primitives only, loadable with `torch.load(weights_only=True)`), so resuming from a
     Trainer checkpoint restores the Muon momentum buffers. Each group has a `name` ("muon", "embedding", ...).
+    Either side may be empty (LoRA trains no Muon matrix): it is then left out, and its state is `None`.
+
+    PEFT adapters (group "adapter", LoRA's A and B included) go to AdamW, at `adapter_lr`. torch's Muon would
+    orthogonalize each factor's update on its own, which is not Muon's steepest descent on the adapted weight
+    W + B @ A: the step then depends on the arbitrary scale split between A and B (LoRA-Muon, Cesista et al., 2026,
+    arXiv:2606.12921, derives the factor-aware update that torch's Muon does not implement), and the zero-initialised B
+    gets a full-norm orthogonal step at once whatever its gradient's size. LoRA's own conventions (alpha / r scaling,
+    LRs around 1e-4 - 2e-4) were tuned with AdamW, which is what PEFT and TRL document.
     """
 
     def __init__(
@@ -156,10 +190,20 @@ class MuonAdamW(torch.optim.Optimizer):
         # nanochat 2026's `weight_decay` argument goes to Muon, 0 in its chat_sft).
         self.muon = torch.optim.Muon(
             muon_groups, momentum=momentum, nesterov=True, weight_decay=muon_weight_decay, adjust_lr_fn="original"
-        )
+        ) if muon_groups else None
         # nanochat passes its `weight_decay` (0 in every Akshara run) to AdamW only.
-        self.adamw = torch.optim.AdamW(adamw_groups, betas=betas, eps=eps, weight_decay=weight_decay)
-        super().__init__([*self.muon.param_groups, *self.adamw.param_groups], defaults={})
+        self.adamw = torch.optim.AdamW(
+            adamw_groups, betas=betas, eps=eps, weight_decay=weight_decay
+        ) if adamw_groups else None
+        if self.muon is None and self.adamw is None:
+            raise AksharaError("MuonAdamW got no parameter groups: nothing is trainable")
+        super().__init__(self._shared_groups(), defaults={})
+
+    def _parts(self) -> dict[str, torch.optim.Optimizer | None]:
+        return {"muon": self.muon, "adamw": self.adamw}
+
+    def _shared_groups(self) -> list[dict]:
+        return [group for part in self._parts().values() if part is not None for group in part.param_groups]
 
     @classmethod
     def from_model(
@@ -172,19 +216,21 @@ class MuonAdamW(torch.optim.Optimizer):
         init_lr_frac: float = 1.0,
         weight_decay: float = 0.0,
         scalar_lr: float = 0.5,
+        adapter_lr: float = 2e-4,
     ) -> "MuonAdamW":
         """nanochat's `setup_optimizers` followed by its `lr *= init_lr_frac`.
 
         Muon runs at `matrix_lr`; AdamW at `embedding_lr` / `unembedding_lr` times `(n_embd / 768) ** -0.5`. Parameters
         outside the three nanochat groups (none in Akshara) get the unembedding LR: the smallest AdamW LR is the safe
-        choice for tensors nanochat never trained.
+        choice for tensors nanochat never trained. PEFT adapter weights get AdamW at `adapter_lr` as given (not scaled
+        by `init_lr_frac`, which is nanochat's fraction for full fine-tuning).
 
         A nanochat 2026 model gets nanochat 2026's `setup_optimizer` table instead: per-group LRs (`scalar_lr` for the
         lambdas), betas and weight decays (`NANOCHAT_2026_ADAMW`); `weight_decay` is then Muon's, as there.
         """
         for key, value in (("matrix_lr", matrix_lr), ("embedding_lr", embedding_lr),
                            ("unembedding_lr", unembedding_lr), ("init_lr_frac", init_lr_frac),
-                           ("scalar_lr", scalar_lr)):
+                           ("scalar_lr", scalar_lr), ("adapter_lr", adapter_lr)):
             if not value > 0:
                 raise AksharaError(f"{key} must be > 0, got {value}")
         groups = split_parameters(model)
@@ -199,20 +245,24 @@ class MuonAdamW(torch.optim.Optimizer):
                         "params": groups[name], "lr": lr(base, scale) * init_lr_frac, "betas": betas,
                         "weight_decay": decay, "name": name,
                     }
-            return cls([param_groups.pop("muon")], list(param_groups.values()), muon_weight_decay=weight_decay)
+            if groups.get("adapter"):
+                param_groups["adapter"] = {"params": groups["adapter"], "lr": adapter_lr, "name": "adapter"}
+            muon = param_groups.pop("muon")
+            return cls([muon] if muon["params"] else [], list(param_groups.values()), muon_weight_decay=weight_decay)
         lrs = {
             "muon": matrix_lr,
             "embedding": embedding_lr * scale,
             "unembedding": unembedding_lr * scale,
             "other": unembedding_lr * scale,
+            "adapter": adapter_lr,
         }
         param_groups = {
-            name: {"params": members, "lr": lrs[name] * init_lr_frac, "name": name}
+            name: {"params": members, "lr": lrs[name] * (1.0 if name == "adapter" else init_lr_frac), "name": name}
             for name, members in groups.items()
             if members
         }
         return cls(
-            [param_groups["muon"]],
+            [param_groups["muon"]] if "muon" in param_groups else [],
             [group for name, group in param_groups.items() if name != "muon"],
             weight_decay=weight_decay,
         )
@@ -223,21 +273,30 @@ class MuonAdamW(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self.muon.step()
-        self.adamw.step()
+        for part in self._parts().values():
+            if part is not None:
+                part.step()
         return loss
 
     def state_dict(self) -> dict:
-        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict()}
+        return {key: None if part is None else part.state_dict() for key, part in self._parts().items()}
 
     def load_state_dict(self, state_dict: dict) -> None:
         if not isinstance(state_dict, dict) or set(state_dict) != {"muon", "adamw"}:
             found = sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__
             raise AksharaError(f"not a MuonAdamW optimizer state (expected keys 'muon' and 'adamw', got {found})")
-        self.muon.load_state_dict(state_dict["muon"])
-        self.adamw.load_state_dict(state_dict["adamw"])
+        for key, part in self._parts().items():
+            if (part is None) != (state_dict[key] is None):
+                raise AksharaError(
+                    f"MuonAdamW state: its {key!r} part is {'missing' if part is not None else 'present'}, but this "
+                    f"optimizer has {'some' if part is not None else 'no'} {key} parameters (saved from a model with "
+                    "other trainable weights?)"
+                )
+        for key, part in self._parts().items():
+            if part is not None:
+                part.load_state_dict(state_dict[key])
         # torch's load_state_dict replaces the inner group dicts: share the new ones again.
-        self.param_groups = [*self.muon.param_groups, *self.adamw.param_groups]
+        self.param_groups = self._shared_groups()
 
 
 def sft_lr_multiplier(step: float, num_steps: float) -> float:
@@ -274,5 +333,6 @@ def muon_momentum(step: int, warmup_steps: int = 300) -> float:
 
 
 __all__ = [
-    "split_parameters", "MuonAdamW", "sft_lr_multiplier", "mid_lr_multiplier", "warmdown_lr_multiplier", "muon_momentum",
+    "split_parameters", "adapter_parameter_ids", "MuonAdamW", "sft_lr_multiplier", "mid_lr_multiplier",
+    "warmdown_lr_multiplier", "muon_momentum",
 ]

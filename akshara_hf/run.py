@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .adapters import AksharaPeftArguments
 from .data.mixture import DataSection
 from .errors import AksharaError
 
@@ -26,8 +27,9 @@ SCRIPT_STAGES = {"sft.py": ("sft",), "mid_train.py": ("mid", "base")}
 
 
 @dataclass
-class AksharaRunArguments:
-    """Run-level recipe keys (everything that is not a trainer setting)."""
+class AksharaRunArguments(AksharaPeftArguments):
+    """Run-level recipe keys (everything that is not a trainer setting), TRL's PEFT keys (`use_peft`, `lora_r`, ...)
+    included."""
 
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "HF folder or Hub id, or a nanochat checkpoint dir (converted first)."}
@@ -50,6 +52,7 @@ class AksharaRunArguments:
     base_model: str | None = field(default=None, metadata={"help": "Parent checkpoint name for the model card."})
 
     def __post_init__(self):
+        super().__post_init__()
         if isinstance(self.data, str):
             self.data = DataSection.from_text(self.data, "--data")
         elif isinstance(self.data, dict):
@@ -95,7 +98,7 @@ def check_model_source(name: str, key: str) -> None:
     if _looks_local(name):
         raise AksharaError(f"{key} {name}: no such folder")
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        if any(isinstance(try_to_load_from_cache(name, file), str) for file in ("config.json", "tokenizer_config.json")):
             return
         raise AksharaError(f"{key} {name}: no such folder, and not in the Hub cache (HF_HUB_OFFLINE is set)")
     try:
@@ -130,6 +133,21 @@ def _check_before_work(args, run) -> None:
     resume = args.resume_from_checkpoint
     if resume is not None and not (Path(resume) / "trainer_state.json").is_file():
         raise AksharaError(f"resume_from_checkpoint {resume}: not a checkpoint folder (no trainer_state.json)")
+    _check_output_dir(Path(args.output_dir))
+
+
+RUN_FILES = ("run_facts.json", "log.jsonl", "trainer_state.json")
+
+
+def _check_output_dir(output: Path) -> None:
+    """A run writes its weights, model card (README.md) and checkpoints into `output_dir`: never into a file, nor into
+    a non-empty folder that is not an earlier run's output (a user's folder would lose its README.md, weights...)."""
+    if output.exists() and not output.is_dir():
+        raise AksharaError(f"output_dir {output}: exists and is not a folder")
+    if output.is_dir() and any(output.iterdir()):
+        if not any((output / name).exists() for name in RUN_FILES) and not any(output.glob("checkpoint-*")):
+            raise AksharaError(f"output_dir {output}: a non-empty folder that is not an earlier training run's "
+                               "output; refusing to write into it (choose another --output_dir)")
 
 
 def _load_model_and_tokenizer(run, output_dir: Path):
@@ -239,6 +257,7 @@ def train(argv: list[str] | None = None, script: str | None = None, card_writer=
     import torch
     from transformers import GenerationConfig, set_seed
 
+    from .adapters import peft_config
     from .chat import generation_config_kwargs
     from .trainer import MuonSFTTrainer, check_akshara_model
     from .training_log import JsonlLogCallback, RunClock, run_facts
@@ -251,6 +270,12 @@ def train(argv: list[str] | None = None, script: str | None = None, card_writer=
     set_seed(args.seed)  # before the model exists: a new model's weights are the recipe's seed's
     model, tokenizer = _load_model_and_tokenizer(run, output_dir)
     check_akshara_model(model)  # before any data is built
+    row_length = run.max_seq_len + 1 if args.stage != "sft" else args.max_length or 2048
+    positions = model.config.rotary_cache_factor * model.config.max_position_embeddings
+    if row_length > positions:
+        key = "max_seq_len" if args.stage != "sft" else "max_length"
+        raise AksharaError(f"{key} {row_length - (args.stage != 'sft')}: rows of {row_length} tokens exceed the "
+                           f"model's {positions} positions (rotary_cache_factor x max_position_embeddings)")
     model.generation_config = GenerationConfig(**generation_config_kwargs(tokenizer))
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         setattr(model.config, key, getattr(model.generation_config, key))
@@ -280,13 +305,17 @@ def train(argv: list[str] | None = None, script: str | None = None, card_writer=
         eval_dataset=eval_rows if len(eval_rows) else None,
         processing_class=tokenizer,
         callbacks=[JsonlLogCallback(output_dir / "log.jsonl"), clock],
+        peft_config=peft_config(run),  # TRL's PEFT keys (use_peft, lora_r, ...): the folder holds the adapter
     )
     output = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     final_eval = _final_evaluation(trainer) if len(eval_rows) else {}
     trainer.save_model(str(output_dir))
-    facts = run_facts(trainer, run, mixture, output, final_eval, torch, seq_len, mixture_folder, clock.seconds())
+    facts = run_facts(trainer, run, mixture, output, final_eval, torch, seq_len, mixture_folder, clock.seconds_before)
     facts.write(output_dir)
-    if card_writer is not None:
+    if run.use_peft:  # the folder is an adapter, with PEFT's own README; our card describes whole models
+        print(f"LoRA adapter saved in {output_dir} (base: {model.name_or_path}); merge it with "
+              "AutoPeftModelForCausalLM.from_pretrained(FOLDER).merge_and_unload()", file=sys.stderr)
+    elif card_writer is not None:
         card_writer(output_dir, facts=facts.to_dict())
     return output_dir
 

@@ -91,6 +91,8 @@ class AksharaSFTConfig(SFTConfig):
         loss_normalization: "nanochat" (each micro-batch's mean over its own supervised tokens, averaged over the
             micro-batches and processes) or "tokens" (TRL's: one mean over every supervised token of the step). See
             [`MuonSFTTrainer`].
+        adapter_lr: AdamW LR of PEFT adapter weights (`peft_config=`, e.g. LoRA), as given: not scaled by
+            `init_lr_frac`; the schedule applies. Adapters go to AdamW, not Muon (reason in [`MuonAdamW`]).
     """
 
     matrix_lr: float = field(default=0.02, metadata={"help": "Muon LR for the block matrices (before init_lr_frac)."})
@@ -116,6 +118,9 @@ class AksharaSFTConfig(SFTConfig):
     )
     target_examples_per_step: int | None = field(
         default=32, metadata={"help": "Examples per optimizer step over all processes; sets gradient accumulation."}
+    )
+    adapter_lr: float = field(
+        default=2e-4, metadata={"help": "AdamW LR for PEFT adapter weights (LoRA A/B); not times init_lr_frac."}
     )
     loss_normalization: str = field(
         default="nanochat",
@@ -168,7 +173,7 @@ class AksharaSFTConfig(SFTConfig):
             self.muon_momentum_warmup_steps = default_warmup
         if self.assistant_only_loss is None:
             self.assistant_only_loss = self.stage == "sft"
-        for key in ("matrix_lr", "embedding_lr", "unembedding_lr", "scalar_lr", "init_lr_frac"):
+        for key in ("matrix_lr", "embedding_lr", "unembedding_lr", "scalar_lr", "init_lr_frac", "adapter_lr"):
             if not getattr(self, key) > 0:
                 raise AksharaError(f"{key} must be > 0, got {getattr(self, key)}")
         if not 0 < self.warmdown_ratio <= 1:
@@ -323,8 +328,15 @@ class MuonSFTTrainer(SFTTrainer):
                     "init_lr_frac": args.init_lr_frac,
                     "weight_decay": args.weight_decay,
                     "scalar_lr": args.scalar_lr,
+                    "adapter_lr": args.adapter_lr,
                 },
             )
+        peft_config = kwargs.get("peft_config")
+        if peft_config is not None and getattr(peft_config, "task_type", "") is None:
+            # Without a task type PEFT saves the adapter with an `auto_mapping` to this package's module, which
+            # AutoPeftModelForCausalLM refuses to import (and which does not exist where only the Hub files are).
+            kwargs["peft_config"] = copy.copy(peft_config)
+            kwargs["peft_config"].task_type = "CAUSAL_LM"
         args = _pretokenized_mask_rule(args, kwargs.get("train_dataset"))
         callbacks = [*(kwargs.pop("callbacks", None) or []), MuonMomentumCallback(args.muon_momentum_warmup_steps)]
         super().__init__(model, args, callbacks=callbacks, **kwargs)

@@ -27,9 +27,9 @@ class JsonlLogCallback(TrainerCallback):
 
 
 class RunClock(TrainerCallback, ExportableState):
-    """Training seconds of the whole run across `resume_from_checkpoint`: the Trainer's `train_runtime` covers one
-    session only, so each checkpoint's `trainer_state.json` carries the seconds trained before it (the Trainer saves
-    an `ExportableState` callback's `state()` there), and a resumed session starts from them."""
+    """Training seconds of the sessions before a `resume_from_checkpoint`: the Trainer's `train_runtime` covers its
+    own session only, so each checkpoint's `trainer_state.json` carries the seconds trained up to it (the Trainer
+    saves an `ExportableState` callback's `state()` there) and a resumed session reads them back."""
 
     def __init__(self):
         self.seconds_before = 0.0  # of the sessions before this one, up to the checkpoint resumed from
@@ -62,7 +62,7 @@ def _last(history: list[dict], key: str):
 
 @dataclass
 class RunFacts:
-    """`run_facts.json`: what a run did, the model card's source (schema: `RUN_FACTS_FIELDS` in model_card/card.py).
+    """`run_facts.json`: what a run did, the model card's source (schema: `RUN_FACTS_FIELDS` in model_card/facts.py).
 
     Counts are of the whole run, resumed sessions included: steps and tokens from the Trainer's state (restored from
     the checkpoint), time from `RunClock`.
@@ -142,9 +142,10 @@ def _sources_used(section, report: dict | None) -> tuple[list[str], list[str]]:
 
 
 def run_facts(trainer, run, mixture, train_output, final_eval: dict, torch, seq_len: int, mixture_folder: Path,
-              seconds: float) -> RunFacts:
-    """The facts of a finished run from the trainer's state and the recipe; `seq_len` is the rows' length
-    (mid/base: `max_seq_len`; SFT: the length conversations were cut to); `seconds`: the whole run's training time."""
+              seconds_before: float = 0.0) -> RunFacts:
+    """The facts of a finished run from the trainer's state, its `TrainOutput` and the recipe; `seq_len` is the rows'
+    length (mid/base: `max_seq_len`; SFT: the length conversations were cut to); `seconds_before`: training time of the
+    sessions before a resume (`RunClock`)."""
     args, state, config = trainer.args, trainer.state, trainer.model.config
     history = state.log_history
     per_token = flops_per_token(config, seq_len)
@@ -161,7 +162,7 @@ def run_facts(trainer, run, mixture, train_output, final_eval: dict, torch, seq_
         base_model=run.base_model or run.model_name_or_path,
         hardware=run.hardware or _hardware(torch),
         num_steps=state.global_step,
-        train_time_seconds=round(seconds, 2),
+        train_time_seconds=round(seconds_before + train_output.metrics["train_runtime"], 2),
         dtype="bfloat16" if args.bf16 else "float32",
         device_batch_size=args.per_device_train_batch_size,
         examples_per_step=rows_per_step if args.stage == "sft" else None,

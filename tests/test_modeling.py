@@ -10,7 +10,7 @@ import pytest
 import torch
 from model_fixtures import TINY_NANOCHAT, tiny_akshara
 from reference_nanochat import nanochat_forward
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, CompileConfig, pipeline
 
 from akshara_hf import AksharaConfig, AksharaForCausalLM
 
@@ -286,6 +286,51 @@ def test_position_beyond_rotary_tables_is_a_clear_error():
         model(torch.zeros(1, 1, dtype=torch.long), position_ids=torch.tensor([[640]]))
 
 
+def test_generate_refuses_a_length_past_the_rotary_tables_before_decoding():
+    model, _ = tiny_akshara()  # 10 x 64 = 640 positions
+    prompt = torch.zeros(1, 600, dtype=torch.long)
+    with pytest.raises(ValueError, match="641 positions, beyond the rotary tables"):
+        model.generate(prompt, max_new_tokens=41, do_sample=False, eos_token_id=None, pad_token_id=1)
+    assert model.generate(prompt, max_new_tokens=40, do_sample=False, eos_token_id=None, pad_token_id=1).shape[1] == 640
+
+
+def _compile_config():
+    """fullgraph: any graph break (a host sync, data-dependent Python) fails the test. The "eager" backend traces the
+    whole forward as inductor would but skips code generation, which keeps the test quick; inductor's own output
+    is torch's to test (bench/README.md has the compiled speed)."""
+    config = CompileConfig(fullgraph=True, dynamic=False, backend="eager")
+    config._compile_all_devices = True  # generate compiles only on accelerators unless told
+    return config
+
+
+def test_static_cache_compiled_generate_equals_eager_greedy_with_left_padding():
+    model, _ = tiny_akshara()
+    assert model._can_compile_fullgraph
+    input_ids = torch.randint(2, 300, (2, 9), generator=torch.Generator().manual_seed(13))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[0, :4] = 0
+    kwargs = dict(attention_mask=attention_mask, max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=1)
+    eager = model.generate(input_ids, **kwargs)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = model.generate(input_ids, cache_implementation="static", compile_config=_compile_config(), **kwargs)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # the decoding steps ran compiled
+    assert not torch._dynamo.utils.counters["graph_break"]
+    assert torch.equal(compiled, eager)
+
+
+def test_compiled_static_cache_generation_through_pipeline(converted_folder):
+    chat = pipeline("text-generation", model=str(converted_folder))
+    messages = [{"role": "user", "content": "తెలుగు గురించి చెప్పండి"}]
+    kwargs = dict(max_new_tokens=10, min_new_tokens=10, do_sample=False)
+    eager = chat(messages, **kwargs)[0]["generated_text"][-1]["content"]
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = chat(messages, cache_implementation="static", compile_config=_compile_config(), **kwargs)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
+    assert compiled[0]["generated_text"][-1]["content"] == eager
+
+
 def test_saved_folder_loads_with_remote_code_where_package_is_missing(tmp_path):
     model, _ = tiny_akshara()
     model.save_pretrained(tmp_path / "model")
@@ -301,7 +346,7 @@ def test_saved_folder_loads_with_remote_code_where_package_is_missing(tmp_path):
         except ImportError:
             pass
         import torch
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM, CompileConfig, pipeline
         model = AutoModelForCausalLM.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True)
         assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
         print(model(torch.arange(10)[None]).logits[0, -1, :5].tolist())

@@ -204,3 +204,35 @@ def test_help_leads_with_the_recipe_options(script):
     options = [line.split()[0] for line in lines if line.startswith("  --")]
     assert options[0] == "--config" and "--stage" in options and "--data" in options and "--max_steps" in options
     assert "--help-all lists them" in result.stdout
+
+
+# --- where the run writes ----------------------------------------------------------------------------------------
+
+
+def test_output_dir_that_is_a_file_or_someone_elses_folder_is_refused(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "parent").mkdir()
+    base = ["--config", str(TINY_SFT), "--model_name_or_path", str(tmp_path / "parent")]
+    (tmp_path / "notes.txt").write_text("mine")
+    code, line = run_script("sft.py", [*base, "--output_dir", str(tmp_path / "notes.txt")], capsys, monkeypatch)
+    assert code == 2 and "notes.txt: exists and is not a folder" in line
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("my own notes")
+    code, line = run_script("sft.py", [*base, "--output_dir", str(mine)], capsys, monkeypatch)
+    assert code == 2 and "not an earlier training run's output; refusing to write into it" in line
+    assert [p.name for p in mine.iterdir()] == ["README.md"] and (mine / "README.md").read_text() == "my own notes"
+
+
+def test_rows_longer_than_the_models_positions_are_refused_before_the_data(capsys, monkeypatch, tmp_path,
+                                                                          converted_folder):
+    """The converted tiny model has 64 x 10 rotary positions: rows of 1,000 tokens would fail inside the forward."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "out"
+    code, line = run_script("sft.py", ["--config", str(TINY_SFT), "--model_name_or_path", str(converted_folder),
+                                       "--output_dir", str(out), "--max_length", "1000"], capsys, monkeypatch)
+    assert code == 2 and "max_length 1000: rows of 1000 tokens exceed the model's 640 positions" in line
+    code, line = run_script("mid_train.py", ["--config", str(TINY_MID), "--model_name_or_path", str(converted_folder),
+                                             "--output_dir", str(out), "--max_seq_len", "640"], capsys, monkeypatch)
+    assert code == 2 and "max_seq_len 640: rows of 641 tokens exceed the model's 640 positions" in line
+    assert not (out / "mixture").exists()  # refused before any data was built

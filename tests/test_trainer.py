@@ -352,3 +352,54 @@ def test_fsdp_launch_without_a_gpu_trains_unsharded_and_says_so(tmp_path):
     assert (two["world_size"], two["dist_world_size"]) == (2, 2)
     assert "asks for FSDP, but Accelerate set up MULTI_CPU" in stderr
     assert two["losses"] == pytest.approx(run(tmp_path / "one", steps=3, loss_normalization="nanochat")["losses"], rel=1e-5)
+
+
+# ---- defaults: nanochat's SFT on conversations ------------------------------------------------------------------
+
+
+def test_default_config_trains_conversations_as_nanochats_chat_sft(tmp_path, converted_folder):
+    """A Python user's `MuonSFTTrainer(model, AksharaSFTConfig(...), train_dataset=conversations)`: the first step's
+    loss is nanochat's chat_sft loss (mean over the assistant tokens of nanochat's render mask), not TRL's default loss
+    over every token."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from akshara_hf.chat import render_conversation
+
+    tokenizer = AutoTokenizer.from_pretrained(converted_folder)
+    words = "రాముడు అడవికి వెళ్ళాడు సీత ఇంటికి వచ్చింది The river flows children go to school".split()
+    chats = [
+        {"messages": [{"role": "user", "content": " ".join(words[i : i + 3])},
+                      {"role": "assistant", "content": " ".join(words[i + 2 : i + 7])},
+                      {"role": "user", "content": words[i]}, {"role": "assistant", "content": words[-i - 1]}]}
+        for i in range(4)
+    ]  # fmt: skip
+    model = AutoModelForCausalLM.from_pretrained(converted_folder)
+    expected_nats, expected_count = 0.0, 0
+    with torch.no_grad():
+        for chat in chats:
+            ids, mask = render_conversation(chat["messages"], tokenizer)
+            logits = model(torch.tensor([ids]), use_cache=False).logits[0, :-1]
+            targets = torch.tensor(ids[1:])
+            nll = F.cross_entropy(logits.float(), targets, reduction="none")
+            expected_nats += float(nll[torch.tensor(mask[1:]) == 1].sum())
+            expected_count += sum(mask[1:])
+    expected = expected_nats / expected_count
+
+    def first_loss(**overrides):
+        capture = []
+        args = tiny_config(tmp_path / "out", max_steps=1, per_device_train_batch_size=4, target_examples_per_step=4,
+                           **overrides)
+        trainer = MuonSFTTrainer(AutoModelForCausalLM.from_pretrained(converted_folder), args,
+                                 train_dataset=Dataset.from_list(chats), processing_class=tokenizer)
+        trainer.add_callback(type("Losses", (TrainerCallback,), {
+            "on_log": lambda self, a, s, c, logs=None, **k: capture.append(logs.get("loss")) if logs else None})())
+        trainer.train()
+        return next(loss for loss in capture if loss is not None), args
+
+    loss, args = first_loss()
+    assert args.assistant_only_loss is True  # the sft stage's default
+    assert abs(loss - expected) < 2e-3, (loss, expected)
+    every_token, args = first_loss(assistant_only_loss=False)  # TRL's default: the user turns count too
+    assert abs(every_token - expected) > 0.05
+    assert tiny_config(tmp_path, stage="mid").assistant_only_loss is False  # mid-training: every token
