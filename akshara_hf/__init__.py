@@ -1,18 +1,24 @@
-"""Akshara-HF: nanochat-family chat models on the Hugging Face stack."""
+"""Akshara-HF: nanochat-family chat models on the Hugging Face stack.
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
-
-from .configuration_akshara import AksharaConfig
-from .modeling_akshara import AksharaForCausalLM, AksharaModel, AksharaPreTrainedModel
-
-AutoConfig.register(AksharaConfig.model_type, AksharaConfig, exist_ok=True)
-AutoModel.register(AksharaConfig, AksharaModel, exist_ok=True)
-AutoModelForCausalLM.register(AksharaConfig, AksharaForCausalLM, exist_ok=True)
-# save_pretrained then copies configuration_akshara.py/modeling_akshara.py and writes `auto_map`,
-# so saved folders load with trust_remote_code=True where this package is not installed.
-AksharaConfig.register_for_auto_class()
-AksharaModel.register_for_auto_class("AutoModel")
-AksharaForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+Lazy (PEP 562): `import akshara_hf` and `akshara-hf --help` load neither torch nor transformers. The model classes
+load on first use (`from akshara_hf import AksharaForCausalLM`); importing `configuration_akshara` /
+`modeling_akshara` registers them with the Auto classes (see the end of those modules).
+"""
 
 __version__ = "0.1.0"
 __all__ = ["AksharaConfig", "AksharaModel", "AksharaForCausalLM", "AksharaPreTrainedModel"]
+
+_HOMES = {"AksharaConfig": "configuration_akshara", "AksharaModel": "modeling_akshara",
+          "AksharaForCausalLM": "modeling_akshara", "AksharaPreTrainedModel": "modeling_akshara"}
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_HOMES])

@@ -3,25 +3,81 @@
 transformers does the rest: `generate` with the folder's `generation_config` (nanochat's temperature 0.6, top-k 50,
 stop on <|assistant_end|>/<|bos|>) and `TextIteratorStreamer` for streaming. The prompt is rendered with nanochat's
 layout (`render_for_generation`), so text a user types that looks like a control token stays text.
-For an OpenAI-compatible server use `akshara-hf serve FOLDER` instead (see the README).
+`generate` runs in a thread behind the streamer; an exception there ends the stream and becomes a one-line error
+(exit status 2) instead of a stack trace printed by the thread and a reader waiting forever. A history longer than the
+model's context (`max_position_embeddings`) loses its oldest turns, with a notice; a message that alone is too long is
+refused. For an OpenAI-compatible server use `akshara-hf serve` instead (see the README).
 """
 
 import sys
 from threading import Thread
 
+from .errors import AksharaError, one_line
 
-def _reply(model, tokenizer, messages: list[dict], max_new_tokens: int | None, stream) -> str:
+
+def generation_overrides(generation_config, max_new_tokens=None, temperature=None, top_k=None, top_p=None):
+    """A copy of the folder's generation config with the command's options; temperature 0 = greedy, and then the
+    sampling settings are cleared, so transformers does not warn (into the reply) that they are unused."""
+    import copy
+
+    config = copy.deepcopy(generation_config)
+    if max_new_tokens is not None:
+        config.max_new_tokens = max_new_tokens
+    if top_k is not None:
+        config.top_k = top_k
+    if top_p is not None:
+        config.top_p = top_p
+    if temperature is not None:
+        config.do_sample = temperature > 0
+        config.temperature = temperature if temperature > 0 else None
+    if not config.do_sample:
+        config.temperature = config.top_k = config.top_p = None
+    return config
+
+
+def fit_to_context(history: list[dict], tokenizer, context: int | None, notice) -> tuple[list[dict], list[int]]:
+    """The prompt ids for `history`, dropping its oldest user/assistant turns (never the system message) until one
+    new token fits in `context`; AksharaError if the last message alone does not fit."""
+    from .chat import render_for_generation
+
+    offset = 1 if history[0]["role"] == "system" else 0
+    dropped = 0
+    while True:
+        ids = render_for_generation(history, tokenizer)
+        if context is None or len(ids) < context:
+            break
+        if len(history) - offset <= 1:
+            raise AksharaError(f"the message is {len(ids)} tokens with the chat layout; the model's context is "
+                               f"{context} (max_position_embeddings)")
+        history = history[:offset] + history[offset + 2:]
+        dropped += 1
+    if dropped:
+        notice(f"note: the conversation is longer than the model's context ({context} tokens); "
+               f"dropped its {dropped} oldest exchange(s)")
+    return history, ids
+
+
+def _generate(model, kwargs: dict, streamer, failures: list) -> None:
+    try:
+        model.generate(**kwargs)
+    except Exception as error:  # anything generate raises must reach the reader, not end the thread silently
+        failures.append(error)
+        streamer.end()  # unblocks the reader
+
+
+def _reply(model, tokenizer, ids: list[int], stream) -> str:
+    """Stream one reply to `stream` with the model's generation_config; never past the model's context."""
     import torch
     from transformers import TextIteratorStreamer
 
-    from .chat import render_for_generation
-
-    input_ids = torch.tensor([render_for_generation(messages, tokenizer)], device=model.device)
+    input_ids = torch.tensor([ids], device=model.device)
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     kwargs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "streamer": streamer}
-    if max_new_tokens is not None:
-        kwargs["max_new_tokens"] = max_new_tokens
-    thread = Thread(target=model.generate, kwargs=kwargs, daemon=True)
+    context = getattr(model.config, "max_position_embeddings", None)
+    if context is not None and (model.generation_config.max_new_tokens or 0) + len(ids) > context:
+        kwargs["max_new_tokens"] = context - len(ids)
+    failures = []
+    thread = Thread(target=_generate, args=(model, kwargs, streamer, failures), daemon=True)
     thread.start()
     pieces = []
     for piece in streamer:
@@ -30,21 +86,41 @@ def _reply(model, tokenizer, messages: list[dict], max_new_tokens: int | None, s
         stream.flush()
     thread.join()
     stream.write("\n")
+    if failures:
+        error = failures[0]
+        raise AksharaError(f"generation failed ({type(error).__name__}: {one_line(error)})")
     return "".join(pieces).strip()
 
 
 def chat(folder: str, system: str | None = None, prompt: str | None = None, max_new_tokens: int | None = None,
-         temperature: float | None = None, seed: int | None = None, stdin=None, stdout=None) -> int:
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+         temperature: float | None = None, seed: int | None = None, stdin=None, stdout=None, stderr=None,
+         top_k: int | None = None, top_p: float | None = None) -> int:
+    from .chat import CONTROL_MARKERS
+    from .loading import load_model_and_tokenizer
 
-    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
-    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
-    if temperature is not None:
-        model.generation_config.temperature = temperature
-        model.generation_config.do_sample = temperature > 0
+    stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
+    if temperature is not None and temperature < 0:
+        raise AksharaError(f"--temperature {temperature}: must be >= 0 (0 = greedy)")
+    if top_k is not None and top_k < 0:
+        raise AksharaError(f"--top-k {top_k}: must be >= 0 (0 = off)")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise AksharaError(f"--top-p {top_p}: must be in (0, 1]")
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise AksharaError(f"--max-new-tokens {max_new_tokens}: must be >= 1")
+    model, tokenizer = load_model_and_tokenizer(folder)
+    model.eval()
+    # generate fills unset fields from model.generation_config, so the options replace it rather than being passed
+    model.generation_config = generation_overrides(model.generation_config, max_new_tokens, temperature, top_k, top_p)
+    context = getattr(model.config, "max_position_embeddings", None)
     if seed is not None:
+        from transformers import set_seed
+
         set_seed(seed)
+
+    def notice(text: str) -> None:
+        stderr.write(text + "\n")
+        stderr.flush()
+
     history = [{"role": "system", "content": system}] if system else []
     interactive = prompt is None
     if interactive and stdin.isatty():
@@ -62,13 +138,26 @@ def chat(folder: str, system: str | None = None, prompt: str | None = None, max_
             else:
                 text = prompt.strip()
             if not text:
+                if not interactive:
+                    raise AksharaError("--prompt is empty")
                 continue
             if interactive and text == "clear":
                 history = history[:1] if system else []
                 continue
-            history.append({"role": "user", "content": text})
+            try:
+                history, ids = fit_to_context([*history, {"role": "user", "content": text}], tokenizer, context, notice)
+            except AksharaError as error:  # this message cannot be sent; in a session, the next one may
+                if not interactive:
+                    raise
+                notice(f"akshara-hf chat: error: {error}")
+                continue
             stdout.write("akshara> ")
-            history.append({"role": "assistant", "content": _reply(model, tokenizer, history, max_new_tokens, stdout)})
+            reply = _reply(model, tokenizer, ids, stdout)
+            reply = reply.replace(CONTROL_MARKERS[0], "").replace(CONTROL_MARKERS[1], "").strip()
+            if reply:  # the history stays a valid conversation: no blank turn, no reserved characters
+                history.append({"role": "assistant", "content": reply})
+            else:
+                history.pop()
             if not interactive:
                 return 0
         except KeyboardInterrupt:
@@ -78,10 +167,13 @@ def chat(folder: str, system: str | None = None, prompt: str | None = None, max_
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("chat", help="chat with a model folder in the terminal (streams the reply)")
-    p.add_argument("folder")
+    p.add_argument("folder", help="model folder or Hub id (ORG/NAME)")
     p.add_argument("--system", default=None, help="system prompt (merged into the first user turn, as nanochat does)")
     p.add_argument("--prompt", default=None, help="answer this one message and exit")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the folder's generation_config")
     p.add_argument("--temperature", type=float, default=None, help="0 = greedy; default: generation_config")
+    p.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest tokens; default: generation_config")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling; default: generation_config")
     p.add_argument("--seed", type=int, default=None)
-    p.set_defaults(func=lambda a: chat(a.folder, a.system, a.prompt, a.max_new_tokens, a.temperature, a.seed))
+    p.set_defaults(func=lambda a: chat(a.folder, a.system, a.prompt, a.max_new_tokens, a.temperature, a.seed,
+                                       top_k=a.top_k, top_p=a.top_p))

@@ -8,7 +8,7 @@ import argparse
 import importlib
 import sys
 
-from .errors import AksharaError
+from .errors import AksharaError, one_line
 
 COMMAND_MODULES = (
     "akshara_hf.convert",
@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None, modules: tuple[str, ...] | None = None) 
     args = build_parser(modules).parse_args(argv)
     try:
         return args.func(args) or 0
-    except (AksharaError, FileNotFoundError) as error:
-        print(f"akshara-hf {args.command}: error: {error}", file=sys.stderr)
+    except (AksharaError, OSError) as error:  # bad input, or a file the command could not read or write
+        print(f"akshara-hf {args.command}: error: {one_line(error, limit=2000)}", file=sys.stderr)
         return 2
 
 

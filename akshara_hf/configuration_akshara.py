@@ -69,6 +69,21 @@ class AksharaConfig(PreTrainedConfig):
 
     model_type = "akshara"
     keys_to_ignore_at_inference = ["past_key_values"]
+    # Tensor parallel (`from_pretrained(..., tp_plan="auto")`): heads split across ranks (q, k, v by output rows,
+    # c_proj by input columns), the MLP likewise. QK-norm and rotary act per head, so they need no communication.
+    base_model_tp_plan = {
+        "h.*.attn.c_q": "colwise",
+        "h.*.attn.c_k": "colwise",
+        "h.*.attn.c_v": "colwise",
+        "h.*.attn.c_proj": "rowwise",
+        "h.*.mlp.c_fc": "colwise",
+        "h.*.mlp.c_proj": "rowwise",
+    }
+    base_model_pp_plan = {
+        "wte": (["input_ids"], ["inputs_embeds"]),
+        "h": (["hidden_states", "attention_mask"], ["hidden_states"]),
+        "norm": (["hidden_states"], ["hidden_states"]),
+    }
 
     vocab_size: int = 65536
     hidden_size: int = 1280
@@ -197,5 +212,11 @@ def _one_line_value_errors(init):
 
 
 AksharaConfig.__init__ = _one_line_value_errors(AksharaConfig.__init__)
+
+if not __name__.startswith("transformers_modules"):  # the installed package, not a folder's copy run as remote code
+    from transformers import AutoConfig
+
+    AutoConfig.register(AksharaConfig.model_type, AksharaConfig, exist_ok=True)
+    AksharaConfig.register_for_auto_class()  # save_pretrained copies this file and writes `auto_map`
 
 __all__ = ["AksharaConfig"]

@@ -11,18 +11,19 @@ and each tensor's original dtype (the HF weights are in one dtype, the widest of
 bf16 embeddings are widened to fp32 losslessly) under `"akshara"` in `nanochat_meta.json`.
 """
 
+from __future__ import annotations
+
 import functools
 import json
 import re
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
-import torch
-from safetensors.torch import save_file
-
 from .errors import AksharaError
+from .folders import add_overwrite_flag, check_output, staged_output
+from .lazy import lazy_import
+
+torch = lazy_import("torch")  # loaded by the first converter that runs, not by `akshara-hf --help`
 
 NEWER_NANOCHAT_MARKERS = ("value_embeds", "ve_gate", "resid_lambdas", "x0_lambdas", "smear", "backout", "window")
 
@@ -188,25 +189,12 @@ def akshara_state_to_nanochat(state: dict[str, torch.Tensor], vocab_size: int, e
     return out
 
 
-def _write_atomically(output_dir: Path, write) -> Path:
-    """Build the folder beside its destination and move it in at the end: an interrupted conversion never leaves a
-    half-written folder that looks complete, and an existing output survives until the new one is whole."""
-    output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
-        write(staging)
-        if output_dir.exists():
-            backup = output_dir.with_name(f".{output_dir.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            output_dir.rename(backup)
-            staging.rename(output_dir)
-            shutil.rmtree(backup)
-        else:
-            staging.rename(output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return output_dir
+def _write_atomically(output_dir, command: str, write, overwrite: bool, inputs) -> Path:
+    """Write through `folders.staged_output`: refuses to replace anything but an earlier output of `command`, and an
+    interrupted conversion never leaves a half-written folder or touches the old one."""
+    with staged_output(output_dir, command, overwrite=overwrite, inputs=inputs) as staging:
+        write(staging.folder)
+    return Path(output_dir)
 
 
 def save_with_tokenizer(model, tokenizer, output_dir: Path) -> None:
@@ -229,14 +217,18 @@ def convert_nanochat(
     output_dir: str | Path,
     tokenizer_dir: str | Path | None = None,
     step: int | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """A nanochat checkpoint directory -> an HF folder loadable by AutoModelForCausalLM/AutoTokenizer/pipeline."""
+    """A nanochat checkpoint directory -> an HF folder loadable by AutoModelForCausalLM/AutoTokenizer/pipeline.
+
+    `overwrite` replaces an earlier convert-nanochat output; any other existing folder is refused."""
     from .configuration_akshara import AksharaConfig
     from .modeling_akshara import AksharaForCausalLM
     from .tokenizer import load_tiktoken_encoding, tiktoken_to_fast
 
     checkpoint_dir = Path(checkpoint_dir)
     model_path, meta_path, step = find_checkpoint(checkpoint_dir, step)
+    check_output(output_dir, "convert-nanochat", overwrite=overwrite, inputs=[checkpoint_dir, tokenizer_dir])
     try:
         meta = json.loads(meta_path.read_text())
         model_config = meta["model_config"]
@@ -270,11 +262,16 @@ def convert_nanochat(
 
     def write(folder: Path) -> None:
         save_with_tokenizer(model, tokenizer, folder)
-        (folder / "nanochat_meta.json").write_text(json.dumps({**meta, "source_checkpoint": f"{checkpoint_dir.name}/{model_path.name}", "source_tokenizer": f"{tokenizer_file.parent.name}/{tokenizer_file.name}", "akshara": extras}, indent=2))
+        sources = {"source_checkpoint": f"{checkpoint_dir.name}/{model_path.name}",
+                   "source_tokenizer": f"{tokenizer_file.parent.name}/{tokenizer_file.name}", "akshara": extras}
+        (folder / "nanochat_meta.json").write_text(json.dumps({**meta, **sources}, indent=2))
         if padding:
+            from safetensors.torch import save_file
+
             save_file(padding, folder / PADDING_FILE)
 
-    return _write_atomically(Path(output_dir), write)
+    inputs = [checkpoint_dir, tokenizer_dir]
+    return _write_atomically(output_dir, "convert-nanochat", write, overwrite, inputs)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -348,7 +345,7 @@ def _tokenizer_of(folder):
     return AutoTokenizer.from_pretrained(folder) if (Path(folder) / "tokenizer.json").is_file() else None
 
 
-def _save_converted(model, folder, output_dir) -> Path:
+def _save_converted(model, folder, output_dir, command: str, overwrite: bool) -> Path:
     tokenizer = _tokenizer_of(folder)
 
     def write(out: Path) -> None:
@@ -356,43 +353,51 @@ def _save_converted(model, folder, output_dir) -> Path:
         if tokenizer is not None:
             tokenizer.save_pretrained(out)
 
-    return _write_atomically(Path(output_dir), write)
+    return _write_atomically(output_dir, command, write, overwrite, [folder])
 
 
-def export_native(folder: str | Path, output_dir: str | Path) -> Path:
+def export_native(folder: str | Path, output_dir: str | Path, overwrite: bool = False) -> Path:
     """An Akshara folder -> a folder of transformers' native `nanochat` type (loads without remote code)."""
-    from transformers import AutoModelForCausalLM
+    from .loading import load_model, resolve_model
 
-    model = AutoModelForCausalLM.from_pretrained(folder)
+    check_output(output_dir, "export-native", overwrite=overwrite, inputs=[folder])
+    model = load_model(resolve_model(folder, tokenizer=False), trust_remote_code=False)
     if model.config.model_type != "akshara":
         raise AksharaError(f"{folder}: model_type {model.config.model_type!r}, expected 'akshara'")
-    return _save_converted(akshara_to_native(model), folder, output_dir)
+    return _save_converted(akshara_to_native(model), folder, output_dir, "export-native", overwrite)
 
 
-def import_native(folder: str | Path, output_dir: str | Path) -> Path:
+def import_native(folder: str | Path, output_dir: str | Path, overwrite: bool = False) -> Path:
     """A folder of transformers' native `nanochat` type -> an Akshara folder."""
-    from transformers import NanoChatForCausalLM
+    from .loading import load_model, resolve_model
 
-    return _save_converted(native_to_akshara(NanoChatForCausalLM.from_pretrained(folder), str(folder)), folder, output_dir)
+    check_output(output_dir, "import-native", overwrite=overwrite, inputs=[folder])
+    native = load_model(resolve_model(folder, tokenizer=False), trust_remote_code=False)
+    if native.config.model_type != "nanochat":
+        raise AksharaError(f"{folder}: model_type {native.config.model_type!r}, expected 'nanochat'")
+    return _save_converted(native_to_akshara(native, str(folder)), folder, output_dir, "import-native", overwrite)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Back to nanochat
 
 
-def export_nanochat(folder: str | Path, output_dir: str | Path, step: int | None = None) -> Path:
+def export_nanochat(folder: str | Path, output_dir: str | Path, step: int | None = None,
+                    overwrite: bool = False) -> Path:
     """An Akshara folder -> a nanochat checkpoint directory: `model_{step:06d}.pt`, `meta_{step:06d}.json` and the
     tokenizer (`tokenizer.pkl`, `token_bytes.pt`) beside them, as nanochat's `load_checkpoint` and `get_tokenizer`
     read them (copy the two tokenizer files to nanochat's `BASE/tokenizer/`). A folder converted from nanochat gives
     back its checkpoint's tensors bit for bit (padding rows and dtypes from the files described above) and its meta;
     any other folder gets zero padding rows, its own dtypes and `step` (default 0)."""
     from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
+    from .loading import load_model, resolve_model
     from .tokenizer import save_nanochat_tokenizer
 
-    folder = Path(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype="auto")
+    check_output(output_dir, "export-nanochat", overwrite=overwrite, inputs=[folder])
+    folder = Path(resolve_model(folder, tokenizer=False))
+    model = load_model(str(folder), trust_remote_code=False, dtype="auto")
     if model.config.model_type != "akshara":
         raise AksharaError(f"{folder}: model_type {model.config.model_type!r}, expected 'akshara'")
     if not (folder / "tokenizer.json").is_file():
@@ -413,7 +418,7 @@ def export_nanochat(folder: str | Path, output_dir: str | Path, step: int | None
         (out / f"meta_{step:06d}.json").write_text(json.dumps(meta, indent=2))
         save_nanochat_tokenizer(tokenizer, out)
 
-    return _write_atomically(Path(output_dir), write)
+    return _write_atomically(output_dir, "export-nanochat", write, overwrite, [folder])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -424,22 +429,28 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("convert-nanochat", help="nanochat checkpoint dir -> HF folder")
     p.add_argument("checkpoint_dir")
     p.add_argument("output_dir")
-    p.add_argument("--tokenizer-dir", default=None, help="folder with tokenizer.pkl (default: beside the checkpoint, else nanochat's BASE/tokenizer/)")
+    p.add_argument("--tokenizer-dir", default=None,
+                   help="folder with tokenizer.pkl (default: beside the checkpoint, else nanochat's BASE/tokenizer/)")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
-    p.set_defaults(func=lambda a: print(convert_nanochat(a.checkpoint_dir, a.output_dir, a.tokenizer_dir, a.step)))
+    add_overwrite_flag(p)
+    p.set_defaults(func=lambda a: print(convert_nanochat(a.checkpoint_dir, a.output_dir, a.tokenizer_dir, a.step,
+                                                         overwrite=a.overwrite)))
 
     p = subparsers.add_parser("export-nanochat", help="Akshara folder -> nanochat checkpoint dir (model, meta, tokenizer)")
     p.add_argument("folder")
     p.add_argument("output_dir")
     p.add_argument("--step", type=int, default=None, help="step in the file names (default: the source's, else 0)")
-    p.set_defaults(func=lambda a: print(export_nanochat(a.folder, a.output_dir, a.step)))
+    add_overwrite_flag(p)
+    p.set_defaults(func=lambda a: print(export_nanochat(a.folder, a.output_dir, a.step, overwrite=a.overwrite)))
 
     p = subparsers.add_parser("export-native", help="Akshara folder -> transformers' native nanochat folder")
     p.add_argument("folder")
     p.add_argument("output_dir")
-    p.set_defaults(func=lambda a: print(export_native(a.folder, a.output_dir)))
+    add_overwrite_flag(p)
+    p.set_defaults(func=lambda a: print(export_native(a.folder, a.output_dir, overwrite=a.overwrite)))
 
     p = subparsers.add_parser("import-native", help="transformers' native nanochat folder -> Akshara folder")
     p.add_argument("folder")
     p.add_argument("output_dir")
-    p.set_defaults(func=lambda a: print(import_native(a.folder, a.output_dir)))
+    add_overwrite_flag(p)
+    p.set_defaults(func=lambda a: print(import_native(a.folder, a.output_dir, overwrite=a.overwrite)))

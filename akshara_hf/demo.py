@@ -23,7 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "training" / "recipes"
 SCRIPTS = {"base": "mid_train.py", "mid": "mid_train.py", "sft": "sft.py"}
 DEMO_PROMPT = "తెలుగు భాష గురించి ఒక వాక్యం రాయండి"
-MARKER = "akshara-demo.json"  # written first into the output folder: only such a folder is ever replaced
 STEPS = 6
 # Measured with `time bash scripts/demo.sh` on the 2-core development machine (see README.md).
 EXPECTED = ("about 2 minutes on an idle 2-core CPU; several times longer on a busy one (5 minutes with every stage "
@@ -83,24 +82,25 @@ def _run_stage(stage: str, recipe: Path, extra: list[str], launcher: list[str], 
         _done(started)
 
 
-def _prepare_output(root: Path, overwrite: bool) -> None:
-    """Refuse to mix with or replace an earlier run unless asked; never replace a folder the demo did not write."""
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        if not (root / MARKER).is_file():
-            raise AksharaError(f"{root}: exists and was not written by the demo; choose another --output")
-        if not overwrite:
-            raise AksharaError(f"{root}: holds an earlier demo run; pass --overwrite to replace it, or choose another "
-                               "--output")
-        shutil.rmtree(root)
+def _prepare_output(root: Path, overwrite: bool) -> Path:
+    """The project's output rule (akshara_hf.folders): an earlier demo run is replaced only with --overwrite, a folder
+    the demo did not write never. The marker goes in first, so even an interrupted run can be replaced later. (Not
+    staged like the one-shot commands: the stages write into it for minutes, and the user watches them do so.)"""
+    from .folders import MARKER, check_output
+
+    root = check_output(root, "demo", overwrite=overwrite)
+    if root.exists() and any(root.iterdir()):
+        shutil.rmtree(root)  # check_output accepted it: our own earlier demo run, and --overwrite was given
     root.mkdir(parents=True, exist_ok=True)
-    (root / MARKER).write_text(json.dumps({"written_by": "akshara-hf demo", "started": time.time()}) + "\n")
+    (root / MARKER).write_text(json.dumps({"command": "demo", "written_by": "akshara-hf"}) + "\n")
+    return root
 
 
 def _train_tokenizer(root: Path, vocab_size: int) -> Path:
     from .data.mixture import build_mixture
     from .tokenizer import train_tokenizer
 
-    mixture = build_mixture(RECIPES / "tiny-mid.yaml", root / "tokenizer_corpus")
+    mixture = build_mixture(RECIPES / "tiny-mid.yaml", root / "tokenizer_corpus", overwrite=True)  # the demo's own
 
     def texts():
         for messages in mixture["train"]["messages"]:
@@ -122,8 +122,7 @@ def run_demo(output: str | Path = "runs/demo", recipe: str | Path | None = None,
         recipe = Path(recipe)
         _run_stage(_stage_of(recipe), recipe, steps, launcher)
         return recipe
-    root = Path(output).resolve()
-    _prepare_output(root, overwrite)
+    root = _prepare_output(Path(output), overwrite)
     started = time.time()
     print(f"The whole pipeline on the shipped Telugu samples, in {STEPS} steps: {EXPECTED}.", flush=True)
     step = _announce(1, "tokenizer: training a byte-level BPE (nanochat's split regex) on the shipped Telugu samples")
@@ -168,10 +167,12 @@ Try next:
 
 
 def register(subparsers) -> None:
+    from .folders import add_overwrite_flag
+
     p = subparsers.add_parser("demo", help="the whole pipeline on the shipped samples (or run one recipe)")
     p.add_argument("recipe", nargs="?", default=None, help="run this recipe instead of the tiny pipeline")
     p.add_argument("--output", default="runs/demo")
     p.add_argument("--vocab-size", type=int, default=1024)
     p.add_argument("--max-steps", type=int, default=None, help="cap every stage (quick checks)")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo run in --output")
+    add_overwrite_flag(p)
     p.set_defaults(func=lambda a: run_demo(a.output, a.recipe, a.vocab_size, a.max_steps, a.overwrite) and 0)

@@ -9,15 +9,24 @@ split by default) by their `source`: summarization = tesum / xlsum, paraphrase =
 conversation minus its last (assistant) message, the reference is that message; replies are batched greedy decodes.
 """
 
+import functools
 import json
 import math
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
-from .errors import AksharaError
+from .errors import AksharaError, one_line
 from .tokenizer import encode_ordinary
+
+def _no_grad(function):
+    """`torch.no_grad()` as a decorator, importing torch only when called (`akshara-hf --help` loads no torch)."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        import torch
+
+        with torch.no_grad():
+            return function(*args, **kwargs)
+    return wrapper
+
 
 TASK_SOURCES = {"summarization": ("tesum", "xlsum"), "paraphrase": ("paraphrase",)}
 
@@ -42,9 +51,12 @@ def _rows_for_loss(dataset, tokenizer, all_tokens: bool, max_tokens: int):
         yield ids, mask
 
 
-@torch.no_grad()
+@_no_grad
 def evaluate_loss(model, tokenizer, dataset, batch_size: int = 4, all_tokens: bool = False, max_tokens: int = 2048) -> dict:
     """Mean loss (nats/target) and bits-per-byte over the dataset's targets (see module docstring)."""
+    import torch
+    import torch.nn.functional as F
+
     from .metrics import bits_per_byte, bpb_from_losses
     from .packing import token_byte_lengths
 
@@ -82,9 +94,11 @@ def evaluate_loss(model, tokenizer, dataset, batch_size: int = 4, all_tokens: bo
     }
 
 
-@torch.no_grad()
+@_no_grad
 def generate_replies(model, tokenizer, prompts: list[list[dict]], batch_size: int = 8, max_new_tokens: int = 128) -> list[str]:
     """Batched greedy replies to chat prompts, left-padded, rendered as nanochat renders them."""
+    import torch
+
     from .chat import generation_config_kwargs, render_for_generation
 
     special = generation_config_kwargs(tokenizer)
@@ -172,32 +186,62 @@ def load_eval_data(path: str | Path, split: str):
     path = Path(path)
     if not path.exists():
         raise AksharaError(f"{path}: no such file or folder")
-    if path.is_dir():
-        data = load_from_disk(str(path))
-        if isinstance(data, DatasetDict):
-            if split not in data:
-                raise AksharaError(f"{path}: no split {split!r} (has {list(data)})")
-            data = data[split]
-        return data
     kinds = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
-    if path.suffix not in kinds:
+    if not path.is_dir() and path.suffix not in kinds:
         raise AksharaError(f"{path}: expected a dataset folder or a .jsonl/.json/.parquet file")
-    return load_dataset(kinds[path.suffix], data_files=str(path), split="train")
+    if path.is_file() and path.stat().st_size == 0:
+        raise AksharaError(f"{path}: empty file")
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars, logging
+
+    # datasets logs a broken file's error itself and draws a bar per split: the one-line error below says it all
+    verbosity, bars_off = logging.get_verbosity(), are_progress_bars_disabled()
+    logging.set_verbosity(logging.CRITICAL + 1)
+    disable_progress_bars()
+    try:
+        if path.is_dir():
+            data = load_from_disk(str(path))
+        else:
+            data = load_dataset(kinds[path.suffix], data_files=str(path), split="train")
+    except Exception as error:  # datasets, pyarrow and json raise many types for a broken file
+        cause = error.__cause__ or error  # datasets wraps the reader's error in DatasetGenerationError
+        raise AksharaError(f"{path}: cannot read it as a dataset ({type(cause).__name__}: {one_line(cause)})") from None
+    finally:
+        logging.set_verbosity(verbosity)
+        if not bars_off:
+            enable_progress_bars()
+    if isinstance(data, DatasetDict):
+        if split not in data:
+            raise AksharaError(f"{path}: no split {split!r} (has {list(data)})")
+        data = data[split]
+    if len(data) == 0:
+        raise AksharaError(f"{path}: no rows")
+    return data
 
 
 def evaluate(model_path, data, split="validation", tasks=("summarization", "paraphrase"), loss=True, all_tokens=False,
              limit=None, batch_size=8, max_new_tokens=128, output_dir=None) -> dict:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from .loading import load_model_and_tokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(model_path, trust_remote_code=True)
-    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=True)
+    unknown = sorted(set(tasks) - set(TASK_SOURCES))
+    if unknown:
+        raise AksharaError(f"--tasks: unknown task(s) {unknown}; known: {sorted(TASK_SOURCES)}")
+    model, tokenizer = load_model_and_tokenizer(model_path)
     dataset = load_eval_data(data, split)
     results = {"model": str(model_path), "data": str(data), "split": split}
-    if loss:
-        rows = dataset if limit is None else dataset.select(range(min(limit, len(dataset))))
-        results["loss"] = evaluate_loss(model, tokenizer, rows, batch_size=batch_size, all_tokens=all_tokens)
-    if tasks:
-        results["tasks"] = evaluate_tasks(model, tokenizer, dataset, tasks, limit, batch_size, max_new_tokens)
+    # Rows are cut where the rotary tables end (past them: an error deep inside torch); longer prompts fail below.
+    config = model.config
+    context = min(2048, getattr(config, "max_position_embeddings", 2048) * getattr(config, "rotary_cache_factor", 1))
+    try:
+        if loss:
+            rows = dataset if limit is None else dataset.select(range(min(limit, len(dataset))))
+            results["loss"] = evaluate_loss(model, tokenizer, rows, batch_size=batch_size, all_tokens=all_tokens,
+                                            max_tokens=context)
+        if tasks:
+            results["tasks"] = evaluate_tasks(model, tokenizer, dataset, tasks, limit, batch_size, max_new_tokens)
+    except AksharaError as error:  # a row of the data
+        raise AksharaError(f"{data}: {error}") from None
+    except (RuntimeError, ValueError, IndexError, TypeError) as error:  # torch/transformers during forward/generate
+        raise AksharaError(f"{model_path}: evaluation failed ({type(error).__name__}: {one_line(error)})") from None
     if output_dir is not None:
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)

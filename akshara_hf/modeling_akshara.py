@@ -335,6 +335,9 @@ class AksharaModel(AksharaPreTrainedModel):
 
 
 class AksharaForCausalLM(AksharaPreTrainedModel, GenerationMixin):
+    _tp_plan = {"lm_head": "colwise_gather_output"}
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
+
     def __init__(self, config: AksharaConfig):
         super().__init__(config)
         self.transformer = AksharaModel(config)
@@ -399,5 +402,15 @@ class AksharaForCausalLM(AksharaPreTrainedModel, GenerationMixin):
             attentions=outputs.attentions,
         )
 
+
+if not __name__.startswith("transformers_modules"):  # the installed package, not a folder's copy run as remote code
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    AutoModel.register(AksharaConfig, AksharaModel, exist_ok=True)
+    AutoModelForCausalLM.register(AksharaConfig, AksharaForCausalLM, exist_ok=True)
+    # save_pretrained then copies configuration_akshara.py/modeling_akshara.py and writes `auto_map`, so saved
+    # folders load with trust_remote_code=True where this package is not installed.
+    AksharaModel.register_for_auto_class("AutoModel")
+    AksharaForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
 __all__ = ["AksharaPreTrainedModel", "AksharaModel", "AksharaForCausalLM"]

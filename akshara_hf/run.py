@@ -159,7 +159,9 @@ def _load_model_and_tokenizer(run, output_dir: Path):
 
     source = run.model_name_or_path
     if source and Path(source).is_dir() and any(Path(source).glob("model_*.pt")):
-        source = str(convert_nanochat(source, output_dir / "converted_base", run.tokenizer_name_or_path))
+        # The run owns these subfolders: a rerun into the same output_dir replaces its own earlier ones.
+        converted = convert_nanochat(source, output_dir / "converted_base", run.tokenizer_name_or_path, overwrite=True)
+        source = str(converted)
     tokenizer_source = run.tokenizer_name_or_path if run.tokenizer_name_or_path and run.model_config else source
     try:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
@@ -191,7 +193,8 @@ def _mixture(run, output_dir: Path, tokenizer):
 
     if run.mixture_dir:
         return load_from_disk(run.mixture_dir), Path(run.mixture_dir)
-    return build_mixture(run.data, output_dir / "mixture", tokenizer=tokenizer), output_dir / "mixture"
+    # The run owns output_dir/mixture: a rerun replaces its own earlier build (never anything else).
+    return build_mixture(run.data, output_dir / "mixture", tokenizer=tokenizer, overwrite=True), output_dir / "mixture"
 
 
 def _documents(conversations):

@@ -23,6 +23,8 @@ def expose_architecture(folder: str, trust_remote_code: bool = False) -> str:
     import transformers
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from . import modeling_akshara  # noqa: F401  registers the installed Akshara classes with the Auto classes
+
     if Path(folder).exists():  # a local folder: check it here, with the file named in the error
         config_file = Path(folder) / "config.json"
         if not config_file.is_file():

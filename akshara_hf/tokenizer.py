@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import AksharaError
+from .folders import add_overwrite_flag, check_output, staged_output
 
 SPECIAL_TOKENS = (
     "<|bos|>",
@@ -108,10 +109,12 @@ def _encoding_from_state(path: Path, state):
     fields = {"name": str, "pat_str": str, "mergeable_ranks": dict, "special_tokens": dict}
     if not isinstance(state, dict) or set(state) != set(fields):
         got = sorted(state) if isinstance(state, dict) else type(state).__name__
-        raise AksharaError(f"{path}: tiktoken.Encoding state is not {{name, pat_str, mergeable_ranks, special_tokens}} (got {got})")
+        raise AksharaError(
+            f"{path}: tiktoken.Encoding state is not {{name, pat_str, mergeable_ranks, special_tokens}} (got {got})")
     for key, kind in fields.items():
         if not isinstance(state[key], kind):
-            raise AksharaError(f"{path}: tiktoken.Encoding {key} is a {type(state[key]).__name__}, not a {kind.__name__}")
+            raise AksharaError(
+                f"{path}: tiktoken.Encoding {key} is a {type(state[key]).__name__}, not a {kind.__name__}")
     ranks, specials = state["mergeable_ranks"], state["special_tokens"]
     if not all(isinstance(k, bytes) and type(v) is int for k, v in ranks.items()):
         raise AksharaError(f"{path}: tiktoken.Encoding mergeable_ranks must map bytes to int")
@@ -138,7 +141,8 @@ def load_tiktoken_encoding(tokenizer_dir_or_pkl: str | Path):
         with path.open("rb") as f:
             loaded = _TiktokenUnpickler(f).load()
     except _RefusedGlobal as error:
-        raise AksharaError(f"{path}: refused to unpickle {error} (a tiktoken pickle names only tiktoken.core.Encoding)") from None
+        raise AksharaError(
+            f"{path}: refused to unpickle {error} (a tiktoken pickle names only tiktoken.core.Encoding)") from None
     except Exception as error:  # a broken pickle can raise nearly anything (EOFError, AttributeError, ...)
         raise AksharaError(f"{path}: cannot unpickle ({type(error).__name__}: {error})") from None
     if not isinstance(loaded, _EncodingState):
@@ -333,10 +337,14 @@ def _iter_jsonl(path: Path) -> Iterator[str]:
                 continue
             try:
                 text = json.loads(line)["text"]
-            except (json.JSONDecodeError, KeyError, TypeError):
+            except (json.JSONDecodeError, KeyError, TypeError, RecursionError):  # RecursionError: nested too deeply
                 raise AksharaError(f"{path}:{number}: not a JSON object with a 'text' field") from None
             if not isinstance(text, str):
                 raise AksharaError(f"{path}:{number}: 'text' is {type(text).__name__}, not a string")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise AksharaError(f"{path}:{number}: 'text' has an unpaired surrogate (a lone \\ud800-\\udfff escape)") from None
             yield text
 
 
@@ -363,28 +371,35 @@ def register(subparsers) -> None:
     p.add_argument("--vocab-size", type=int, required=True, help="all ids, the 256 bytes and 9 special tokens included")
     p.add_argument("--output", required=True, help="folder for the HF tokenizer files")
     p.add_argument("--nanochat-format", action="store_true", help="also write tokenizer.pkl and token_bytes.pt there")
+    add_overwrite_flag(p)
     p.set_defaults(func=_train_command)
 
     p = subparsers.add_parser("convert-tokenizer", help="nanochat tokenizer.pkl folder -> HF tokenizer folder")
     p.add_argument("nanochat_tokenizer_dir", metavar="NANOCHAT_TOKENIZER_DIR")
     p.add_argument("output_dir", metavar="OUTPUT_DIR")
+    add_overwrite_flag(p)
     p.set_defaults(func=_convert_command)
 
 
 def _train_command(args) -> int:
-    # Fail fast on a missing or unsupported input rather than after training on the ones before it.
+    # Fail fast on a missing or unsupported input, or an output we may not replace, rather than after training.
     for path in args.inputs:
         next(iter_texts([path]), None)
+    check_output(args.output, "train-tokenizer", overwrite=args.overwrite, inputs=args.inputs)
     tokenizer = train_tokenizer(iter_texts(args.inputs), args.vocab_size)
-    tokenizer.save_pretrained(args.output)
-    if args.nanochat_format:
-        save_nanochat_tokenizer(tokenizer, args.output)
+    with staged_output(args.output, "train-tokenizer", overwrite=args.overwrite, inputs=args.inputs) as staging:
+        tokenizer.save_pretrained(staging.folder)
+        if args.nanochat_format:
+            save_nanochat_tokenizer(tokenizer, staging.folder)
     print(f"wrote a {len(tokenizer)}-id tokenizer to {args.output}")
     return 0
 
 
 def _convert_command(args) -> int:
+    inputs = [args.nanochat_tokenizer_dir]
+    check_output(args.output_dir, "convert-tokenizer", overwrite=args.overwrite, inputs=inputs)
     tokenizer = tiktoken_to_fast(load_tiktoken_encoding(args.nanochat_tokenizer_dir))
-    tokenizer.save_pretrained(args.output_dir)
+    with staged_output(args.output_dir, "convert-tokenizer", overwrite=args.overwrite, inputs=inputs) as staging:
+        tokenizer.save_pretrained(staging.folder)
     print(f"wrote a {len(tokenizer)}-id tokenizer to {args.output_dir}")
     return 0

@@ -165,6 +165,8 @@ def run_config(rows: list[dict], tokenizer, shape: dict, args, steps: int, overr
             self.ends.append(time.perf_counter())
 
         def on_step_end(self, *_, **__):
+            if torch.cuda.is_available():  # the step's kernels are queued, not done, when the Trainer returns
+                torch.cuda.synchronize()
             self.ends.append(time.perf_counter())
 
     torch.manual_seed(0)

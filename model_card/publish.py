@@ -87,11 +87,8 @@ def _safetensors_files(folder: Path) -> list[Path]:
     """The weights, checked cheaply (header only) so a truncated file is named before any process starts."""
     from safetensors import safe_open
 
-    files = sorted(folder.glob("*.safetensors"))
+    # Other *.safetensors files (a converted folder's `nanochat_padding.safetensors`) are not the model's weights.
     index = folder / "model.safetensors.index.json"
-    if not (folder / "model.safetensors").is_file() and not index.is_file():
-        # other *.safetensors (e.g. convert's nanochat_padding.safetensors) are not the model's weights
-        raise AksharaError(f"{folder}: no model weights (model.safetensors or model.safetensors.index.json)")
     if index.is_file():
         try:
             shards = set(json.loads(index.read_text())["weight_map"].values())
@@ -100,6 +97,9 @@ def _safetensors_files(folder: Path) -> list[Path]:
         missing = sorted(s for s in shards if not (folder / s).is_file())
         if missing:
             raise AksharaError(f"{index}: shards missing from the folder: {missing}")
+    elif not (folder / "model.safetensors").is_file():
+        raise AksharaError(f"{folder}: no model.safetensors weights (nor a model.safetensors.index.json)")
+    files = sorted(folder.glob("*.safetensors"))
     for path in files:
         try:  # safetensors reads the header and checks it against the file's length, without loading tensors
             with safe_open(path, framework="pt"):

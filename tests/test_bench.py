@@ -91,3 +91,25 @@ def test_tokenizer_ids_checked_equal():
 def test_mixture_memory():
     out = bench("bench_mixture.py", "--rows", "2000")
     assert "ratio ours/reference, above the baseline" in out and "2,000 conversations" in out
+
+
+def test_gpu_script_runs_tiny_on_cpu():
+    """`bench/gpu.sh --tiny`: every part of the GPU table at the CPU shape (compiled rows on Dynamo's eager backend)."""
+    done = subprocess.run(["bash", str(REPO / "bench" / "gpu.sh"), "--tiny"], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    rows = table(done.stdout, "GPU benchmark")
+    assert [(r["measurement"].split(",")[0], r["config"]) for r in rows] == [
+        ("train step", "sdpa, eager"), ("train step", "sdpa, compiled"),
+        ("SFT", "pad-to-longest (reference), sdpa"), ("SFT", "padding-free, sdpa"),
+        ("decode", "dynamic cache, eager (reference)"), ("decode", "static cache, compiled"),
+        ("decode", "dynamic cache, eager (reference)"), ("decode", "static cache, compiled"),
+    ]  # flash_attention_2 is not installed on CPU: its rows are left out
+    assert [r["measurement"] for r in rows[4::2]] == [
+        "decode, batch 1, prompt 8, 4 new", "decode, batch 32, prompt 8, 4 new"]
+    for row in rows[:4]:
+        assert positive(row["tok/s"])
+        assert float(row["projection"].split(": ")[1].removesuffix(" h")) > 0
+    assert rows[0]["projection"].startswith("mid-v1 (1,047 x 524,288 tok)")
+    assert rows[2]["projection"].startswith("v1 SFT (45,102 x 32 conv)") and rows[2]["ratio"] == "1"
+    assert "flash_attention_2: not installed, skipped" in done.stdout

@@ -280,3 +280,14 @@ def test_generation_config_kwargs(tok, enc):
                       "temperature": 0.6, "top_k": 50, "max_new_tokens": 256}
     config = GenerationConfig(**kwargs)
     assert config.eos_token_id == [end, bos] and config.top_k == 50
+
+
+def test_shipped_tokenizers_carry_the_package_template():
+    """A tokenizer folder in the repo with an older template would hand its flaws to every model trained from it."""
+    from pathlib import Path
+
+    from akshara_hf.chat import load_chat_template
+
+    repo = Path(__file__).resolve().parents[1]
+    shipped = [path for path in repo.glob("data/**/chat_template.jinja")]
+    assert shipped and all(path.read_text(encoding="utf-8") == load_chat_template() for path in shipped), shipped

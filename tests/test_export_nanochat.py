@@ -33,7 +33,8 @@ def test_round_trip_2025_is_bit_identical_with_meta_and_tokenizer(run_2025, tmp_
     base, checkpoints, states = run_2025
     folder = convert_nanochat(checkpoints, tmp_path / "hf")
     out = export_nanochat(folder, tmp_path / "back")
-    assert {p.name for p in out.iterdir()} == {"model_000200.pt", "meta_000200.json", "tokenizer.pkl", "token_bytes.pt"}
+    assert {p.name for p in out.iterdir()} == {"model_000200.pt", "meta_000200.json", "tokenizer.pkl", "token_bytes.pt",
+                                               ".akshara-hf.json"}  # the folder helper's marker
     assert_same_checkpoint(torch.load(out / "model_000200.pt", weights_only=True), states[200])
     assert json.loads((out / "meta_000200.json").read_text()) == json.loads((checkpoints / "meta_000200.json").read_text())
     source, exported = load_tiktoken_encoding(base / "tokenizer"), load_tiktoken_encoding(out)

@@ -277,7 +277,10 @@ def test_rebuild_replaces_an_earlier_output_and_leaves_no_temporaries(tmp_path):
     out = tmp_path / "out"
     build_mixture(small_recipe(tmp_path), out)
     (out / "stale.txt").write_text("from the old build")
-    build_mixture(small_recipe(tmp_path), out)
+    with pytest.raises(AksharaError, match="pass --overwrite"):
+        build_mixture(small_recipe(tmp_path), out)
+    assert (out / "stale.txt").exists()
+    build_mixture(small_recipe(tmp_path), out, overwrite=True)
     assert not (out / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "recipe.yaml"]
 
@@ -288,14 +291,14 @@ def test_a_failed_or_interrupted_build_keeps_the_old_output(tmp_path, monkeypatc
     before = digests(out)
     bad = write_recipe(tmp_path, bad_sources(), "bad.yaml")
     with pytest.raises(AksharaError):
-        build_mixture(bad, out)
+        build_mixture(bad, out, overwrite=True)
 
     def interrupted(self, *args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(datasets.DatasetDict, "save_to_disk", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        build_mixture(small_recipe(tmp_path), out)
+        build_mixture(small_recipe(tmp_path), out, overwrite=True)
     assert digests(out) == before and (out / "report.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "out", "recipe.yaml"]
 
@@ -303,8 +306,8 @@ def test_a_failed_or_interrupted_build_keeps_the_old_output(tmp_path, monkeypatc
 def test_refuses_to_replace_a_folder_that_is_not_a_mixture(tmp_path):
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "notes.txt").write_text("keep me")
-    with pytest.raises(AksharaError, match="not an earlier mixture output; refusing to replace it"):
-        build_mixture(small_recipe(tmp_path), tmp_path / "precious")
+    with pytest.raises(AksharaError, match="not written by akshara-hf; refusing to replace it"):
+        build_mixture(small_recipe(tmp_path), tmp_path / "precious", overwrite=True)
     assert (tmp_path / "precious" / "notes.txt").read_text() == "keep me"
 
 

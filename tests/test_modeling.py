@@ -2,9 +2,11 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +15,8 @@ from reference_nanochat import nanochat_forward
 from transformers import AutoModelForCausalLM, CompileConfig, pipeline
 
 from akshara_hf import AksharaConfig, AksharaForCausalLM
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_depth_rule_gives_d20_shape():
@@ -329,6 +333,40 @@ def test_compiled_static_cache_generation_through_pipeline(converted_folder):
     compiled = chat(messages, cache_implementation="static", compile_config=_compile_config(), **kwargs)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
     assert compiled[0]["generated_text"][-1]["content"] == eager
+
+
+def test_tp_plan_names_existing_linears_and_splits_heads():
+    model, _ = tiny_akshara()
+    modules = dict(model.named_modules())
+    for pattern, style in model.tp_plan.items():
+        matches = [name for name in modules if re.fullmatch(pattern.replace(".", r"\.").replace("*", r"\d+"), name)]
+        assert matches and all(isinstance(modules[name], torch.nn.Linear) for name in matches), pattern
+        assert style in ("colwise", "rowwise", "colwise_gather_output")
+    assert {"lm_head", "transformer.h.*.attn.c_q", "transformer.h.*.mlp.c_proj"} <= set(model.tp_plan)
+    assert set(model.config.base_model_pp_plan) <= {name for name, _ in model.transformer.named_children()}
+
+
+def test_tensor_parallel_on_two_cpu_processes_gives_the_unsharded_logits(tmp_path):
+    """`from_pretrained(..., distributed_config=DistributedConfig(tp_plan="auto"))` (the current spelling of
+    `tp_plan="auto"`) on 2 gloo processes: heads and MLP columns split in half, same logits."""
+    model, _ = tiny_akshara()
+    model.save_pretrained(tmp_path / "model")
+    out = tmp_path / "tp.pt"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(REPO / "tests" / "tp_script.py"), str(tmp_path / "model"), str(out)],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0 and out.exists(), result.stderr[-3000:]
+    got = torch.load(out)
+    assert got["world_size"] == 2
+    assert got["shards"] == {"c_q": (32, 64), "c_proj": (64, 32), "c_fc": (128, 64)}  # halves of (64, 64), (64, 256)
+    idx = torch.randint(0, 300, (2, 20), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model(idx).logits
+    # the row-parallel projections sum their halves with an all-reduce: fp32 rounding moves, nothing else
+    assert (got["logits"] - expected).abs().max().item() < 1e-4
 
 
 def test_saved_folder_loads_with_remote_code_where_package_is_missing(tmp_path):

@@ -147,3 +147,12 @@ def test_sft_recipe_with_use_peft_saves_an_adapter(converted_folder, tmp_path, c
     assert "LoRA adapter saved in" in capsys.readouterr().err
     merged = AutoPeftModelForCausalLM.from_pretrained(out).merge_and_unload()
     assert type(merged) is AksharaForCausalLM
+
+
+def test_lora_on_a_nanochat_2026_layout_puts_adapters_on_adamw():
+    from test_optim import nanochat_2026_layout
+
+    model = get_peft_model(nanochat_2026_layout(tiny_model()), LoraConfig(target_modules=["c_q", "c_v"], r=2))
+    optimizer = MuonAdamW.from_model(model, adapter_lr=1e-3)
+    assert optimizer.muon is None and [g["name"] for g in optimizer.param_groups] == ["adapter"]
+    assert len(optimizer.param_groups[0]["params"]) == 8 and optimizer.param_groups[0]["lr"] == 1e-3

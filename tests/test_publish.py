@@ -100,10 +100,11 @@ def test_dry_run_lists_the_model_files_only_and_uploads_nothing(folder, hub_call
     assert publish.main_args(["publish", str(folder), "--repo-id", REPO_ID, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert hub_calls == []
-    expected = sorted(before)
+    expected = sorted(before - {".akshara-hf.json"})  # the folder's local write marker stays too
     assert [path for path, _ in publish.files_to_upload(folder)] == expected
-    assert ("not uploaded: cache-0a1b2c.arrow (1 file), checkpoint-5/ (2 files), converted_base/ (1 file), "
-            "eval/ (2 files), mixture/ (4 files), run_facts.json (1 file), training_args.bin (1 file)") in out
+    assert ("not uploaded: .akshara-hf.json (1 file), cache-0a1b2c.arrow (1 file), checkpoint-5/ (2 files), "
+            "converted_base/ (1 file), eval/ (2 files), mixture/ (4 files), run_facts.json (1 file), "
+            "training_args.bin (1 file)") in out
     assert ".arrow" not in "".join(line for line in out.splitlines() if not line.startswith("not uploaded"))
     listed = {}
     for line in out.splitlines():
@@ -174,7 +175,7 @@ def _config_without_auto_map(folder):
 @pytest.mark.parametrize(
     "breakage, fragment",
     [
-        (_remove("model.safetensors"), "no model weights (model.safetensors or model.safetensors.index.json)"),
+        (_remove("model.safetensors"), "no model.safetensors weights"),
         (_write("model.safetensors", "abc"), "model.safetensors: not a safetensors file"),
         (_truncate_weights, "model.safetensors: not a safetensors file"),
         (_write("config.json", "{not json"), "config.json: not valid JSON"),

@@ -9,8 +9,10 @@ Validation rows of a source come from, in order: its `validation_path`; its `val
 rows held out of its train rows after `limit`. `repeat` copies train rows only.
 
 Determinism: every random choice is seeded by `derive_seed(data.seed, purpose, source index)`, so the
-same recipe over the same files rebuilds the same rows in the same order. Safety: the output is staged
-in a hidden folder beside OUTPUT_DIR and renamed into place only when complete.
+same recipe over the same files rebuilds the same rows in the same order. Safety: the output is written through
+`akshara_hf.folders.staged_output` (staged beside OUTPUT_DIR, moved into place when complete, never replacing a
+folder this command did not write); a recipe that reads one input twice is refused (validation rows would leak
+into train).
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +29,12 @@ from typing import Any
 import yaml
 
 from ..errors import AksharaError
+from ..folders import add_overwrite_flag, check_output, staged_output
 
 DATA_KEYS = ("seed", "on_bad_row", "validation_fraction", "sources")
 SOURCE_KEYS = ("kind", "path", "split", "config", "revision", "validation_path", "validation_split", "limit",
                "repeat")
-REPORT_FILES = ("report.json", "report.md")
+COMMAND = "build-mixture"
 
 
 @dataclass(frozen=True)
@@ -285,27 +288,29 @@ def _build_source(section: DataSection, spec: SourceSpec, cache: Path, tokenizer
     return train_rows, validation_rows, entry
 
 
-def build_mixture(recipe_path: str | os.PathLike | DataSection, output_dir: str | os.PathLike, tokenizer: Any = None):
+def build_mixture(recipe_path: str | os.PathLike | DataSection, output_dir: str | os.PathLike, tokenizer: Any = None,
+                  overwrite: bool = False):
     """Build, write and print the mixture of `recipe_path`'s `data:` section (or of a parsed `DataSection`: the
     runner's, command-line overrides included); return the written DatasetDict.
 
     Sizes in the report are tokens (`count_tokens`) when a tokenizer is given, else UTF-8 bytes of the
-    message contents. An existing OUTPUT_DIR is replaced only by a complete new build, and only if it is
-    empty or an earlier mixture output.
+    message contents. OUTPUT_DIR is written through `folders.staged_output`: an existing folder is replaced only
+    by a complete new build, only with `overwrite`, and only if it is empty or an earlier build-mixture output.
     """
     from datasets import DatasetDict, concatenate_datasets, load_from_disk
 
     section = recipe_path if isinstance(recipe_path, DataSection) else load_data_section(recipe_path)
-    output = Path(output_dir).resolve()
-    _check_replaceable(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{output.name}.building-", dir=output.parent))
-    previous = work / "previous"
-    try:
+    _check_distinct_sources(section)
+    inputs = [section.recipe, *(location for spec in section.sources
+                                for location in (spec.location, spec.validation_location))]
+    output = Path(output_dir)
+    check_output(output, COMMAND, overwrite=overwrite, inputs=inputs)
+    _clean_legacy_staging(output)
+    with staged_output(output, COMMAND, overwrite=overwrite, inputs=inputs) as staging:
         train_parts, validation_parts, entries = [], [], []
         for spec in section.sources:
             try:
-                train, validation, entry = _build_source(section, spec, work / "cache", tokenizer)
+                train, validation, entry = _build_source(section, spec, staging.scratch / "cache", tokenizer)
             except AksharaError as error:
                 raise AksharaError(f"{section.recipe}: data.sources[{spec.index}] ({spec.kind}): {error}") from None
             train_parts.append(train)
@@ -319,30 +324,60 @@ def build_mixture(recipe_path: str | os.PathLike | DataSection, output_dir: str 
             "train": concatenate_datasets(train_parts).shuffle(seed=derive_seed(section.seed, "shuffle", "train")),
             "validation": validation.shuffle(seed=derive_seed(section.seed, "shuffle", "validation")),
         })
-        staged = work / "output"
-        mixture.save_to_disk(str(staged))
+        mixture.save_to_disk(str(staging.folder))
         report = _report(section, entries, tokenizer)
         markdown = _markdown(report)
-        (staged / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-        (staged / "report.md").write_text(markdown, encoding="utf-8")
-        if output.exists():
-            os.replace(output, previous)
-        os.replace(staged, output)
-    finally:
-        if previous.exists() and not output.exists():  # interrupted between the two renames: put it back
-            os.replace(previous, output)
-        shutil.rmtree(work, ignore_errors=True)
+        (staging.folder / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n",
+                                                    encoding="utf-8")
+        (staging.folder / "report.md").write_text(markdown, encoding="utf-8")
     print(markdown, end="")
     return load_from_disk(str(output))
 
 
-def _check_replaceable(output: Path) -> None:
-    if not output.exists():
+def _check_distinct_sources(section: DataSection) -> None:
+    """Refuse a recipe that reads the same input twice: each copy would hold out its own validation rows, so the
+    rows one copy validates on the other trains on. `repeat: N` is how a source is used N times (train rows only).
+    A source's validation input that is another entry's (or its own) train input leaks the same way."""
+    def identity(location: str, split: str | None, config: str | None = None, revision: str | None = None) -> tuple:
+        local = os.path.realpath(location) if os.path.exists(location) else location
+        return local, config, revision, split or "train"  # no split reads the train split (or the whole file)
+
+    train_inputs: dict[tuple, SourceSpec] = {}
+    for spec in section.sources:
+        key = identity(spec.location, spec.split, spec.config, spec.revision)
+        if key in train_inputs:
+            first = train_inputs[key]
+            raise AksharaError(
+                f"{section.recipe}: data.sources[{first.index}] and data.sources[{spec.index}] both read "
+                f"{spec.path}{f' [{spec.split}]' if spec.split else ''}: each copy would hold out other validation "
+                "rows, which the other copy trains on; list it once with `repeat: 2`")
+        train_inputs[key] = spec
+    for spec in section.sources:
+        if spec.validation_location is None or not os.path.exists(spec.validation_location):
+            continue  # a missing validation input is reported by the build, with its source entry
+        try:
+            split = _validation_split(spec.validation_location, spec, None)
+        except AksharaError:
+            continue  # reported by the build, with its source entry
+        other = train_inputs.get(identity(spec.validation_location, split))
+        if other is not None:
+            raise AksharaError(
+                f"{section.recipe}: data.sources[{spec.index}].validation_path reads the train input of "
+                f"data.sources[{other.index}] ({other.path}): its validation rows would be trained on")
+
+
+def _clean_legacy_staging(output: Path) -> None:
+    """Remove `.OUT.building-XXXXXXXX` folders that interrupted builds of earlier versions left (tens of MB each).
+    Only folders with exactly that name pattern and nothing but the old build's `cache`/`output` inside."""
+    parent = output.absolute().parent
+    if not parent.is_dir():
         return
-    if not output.is_dir():
-        raise AksharaError(f"{output}: exists and is not a folder")
-    if any(output.iterdir()) and not all((output / name).exists() for name in ("dataset_dict.json", *REPORT_FILES)):
-        raise AksharaError(f"{output}: exists and is not an earlier mixture output; refusing to replace it")
+    pattern = re.compile(re.escape(f".{output.name}.building-") + r"[A-Za-z0-9_]{8}")
+    for candidate in parent.iterdir():
+        if not pattern.fullmatch(candidate.name) or candidate.is_symlink() or not candidate.is_dir():
+            continue
+        if {p.name for p in candidate.iterdir()} <= {"cache", "output"}:
+            shutil.rmtree(candidate, ignore_errors=True)
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -400,6 +435,7 @@ def register(subparsers) -> None:
     parser.add_argument("output_dir", metavar="OUTPUT_DIR", help="where the DatasetDict and report go")
     parser.add_argument("--tokenizer", metavar="PATH",
                         help="count tokens with this tokenizer (AutoTokenizer.from_pretrained) instead of bytes")
+    add_overwrite_flag(parser)
     parser.set_defaults(func=_run)
 
 
@@ -413,5 +449,5 @@ def _run(args) -> int:
         except Exception as error:  # transformers raises OSError/ValueError/... for a bad path
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise AksharaError(f"--tokenizer {args.tokenizer}: could not load a tokenizer ({first})") from None
-    build_mixture(args.recipe, args.output_dir, tokenizer=tokenizer)
+    build_mixture(args.recipe, args.output_dir, tokenizer=tokenizer, overwrite=args.overwrite)
     return 0

@@ -158,6 +158,8 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
                 yield number, json.loads(line)
             except json.JSONDecodeError as error:
                 yield number, BadRow(f"invalid JSON ({error.msg})")
+            except RecursionError:  # the stdlib parser recurses once per nesting level
+                yield number, BadRow("JSON nested too deeply")
 
 
 def _read_json(path: Path) -> Iterator[tuple[int, Any]]:
@@ -173,6 +175,8 @@ def _read_json(path: Path) -> Iterator[tuple[int, Any]]:
         raise AksharaError(f"{path}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
     except UnicodeDecodeError:
         raise AksharaError(f"{path}: not valid UTF-8") from None
+    except RecursionError:  # the stdlib parser recurses once per nesting level
+        raise AksharaError(f"{path}: JSON nested too deeply (use JSON Lines to have the row named)") from None
     if not isinstance(document, list):
         raise AksharaError(f"{path}: expected a JSON array of records (or JSON Lines), got a {type(document).__name__}")
     yield from enumerate(document, start=1)
@@ -300,7 +304,7 @@ def _generate(kind: str, source: _Input, seed: int, limit: int | None, on_bad_ro
             if isinstance(record, BadRow):
                 raise record
             messages = spec.to_messages(record, prompt)
-            problem = conversation_problem(messages, allow_parts=False)
+            problem = conversation_problem(messages, allow_parts=False) or _unencodable(messages)
         except BadRow as bad:
             problem = bad.reason
         if problem is None:
@@ -315,6 +319,17 @@ def _generate(kind: str, source: _Input, seed: int, limit: int | None, on_bad_ro
             yield {"messages": [], "source": kind, "_row": number, "_problem": problem}
     if number == 0:  # also spares datasets' own "corresponds to no data" error for an empty split
         raise AksharaError(f"{source.where}: has no rows")
+
+
+def _unencodable(messages: list[dict]) -> str | None:
+    """JSON's `\\ud800` escapes decode to lone surrogates, which no UTF-8 writer (Arrow, tokenizers) accepts."""
+    for index, message in enumerate(messages, start=1):
+        try:
+            if isinstance(message["content"], str):
+                message["content"].encode("utf-8")
+        except UnicodeEncodeError as error:
+            return f"message {index} content has an unpaired surrogate (a lone \\ud800-\\udfff escape)"
+    return None
 
 
 def convert_source(kind: str, path: str | os.PathLike, *, split: str | None = None, config: str | None = None,

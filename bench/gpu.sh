@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The one-GPU benchmark: one table (d20 train step tok/s and MFU, padding-free vs pad-to-longest SFT, compiled
+# decoding, projected hours of the seeds' runs) in under 8 minutes on an H100-class card. Extra arguments go to
+# bench/gpu.py (e.g. --tiny for the CPU smoke run, --skip decode, --batch 8).
+# Run from anywhere; needs this package installed (pip install -e .) and a CUDA torch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# 480 s: the budget this script promises; a slower card stops here rather than running on.
+timeout 480 python bench/gpu.py "$@"

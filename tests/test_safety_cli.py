@@ -1,0 +1,255 @@
+"""Hostile input to every `akshara-hf` command that reads a model folder: one line on stderr, exit status 2, no
+traceback, no Hub retries; and generation that fails or outgrows the context never hangs `chat`."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from akshara_hf import cli
+
+BROKEN = ("missing", "file", "empty folder", "config not JSON", "config wrong type", "zero heads", "config no weights",
+          "truncated weights")
+
+
+@pytest.fixture(scope="module")
+def broken(converted_folder, tmp_path_factory):
+    """name -> a path that must be refused."""
+    root = tmp_path_factory.mktemp("broken")
+    paths = {"missing": root / "nope", "file": root / "file.txt", "empty folder": root / "empty"}
+    paths["file"].write_text("not a folder")
+    paths["empty folder"].mkdir()
+
+    def variant(name, edit):
+        folder = root / name.replace(" ", "-")
+        shutil.copytree(converted_folder, folder)
+        edit(folder)
+        paths[name] = folder
+
+    def edit_config(**changes):
+        def edit(folder):
+            config = json.loads((folder / "config.json").read_text())
+            (folder / "config.json").write_text(json.dumps({**config, **changes}))
+        return edit
+
+    variant("config not JSON", lambda folder: (folder / "config.json").write_text('{"model_type": "akshara",'))
+    variant("config wrong type", edit_config(hidden_size="64"))
+    variant("zero heads", edit_config(num_attention_heads=0))
+    variant("config no weights", lambda folder: (folder / "model.safetensors").unlink())
+
+    def truncate(folder):
+        weights = folder / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    variant("truncated weights", truncate)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def eval_data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "rows.jsonl"
+    path.write_text(json.dumps({"text": "నమస్తే"}) + "\n")
+    return path
+
+
+COMMANDS = {
+    "chat": lambda folder, out, data: [folder, "--prompt", "hi", "--max-new-tokens", "2"],
+    "evaluate": lambda folder, out, data: [folder, "--data", data, "--tasks", ""],
+    "export-native": lambda folder, out, data: [folder, out],
+    "import-native": lambda folder, out, data: [folder, out],
+    "export-nanochat": lambda folder, out, data: [folder, out],
+    "publish": lambda folder, out, data: [folder, "--repo-id", "org/name", "--dry-run"],
+}
+
+
+def run_cli(argv, capsys):
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.err
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("case", BROKEN)
+def test_broken_folder_is_one_line_exit_2(command, case, broken, eval_data, tmp_path, capsys):
+    path = broken[case]
+    argv = [command, *map(str, COMMANDS[command](path, tmp_path / "out", eval_data))]
+    code, err = run_cli(argv, capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith(f"akshara-hf {command}: error: "), err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # nothing written for a refused input
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("missing", "nope: no such folder"),
+    ("file", "is a file, not a model folder"),
+    ("empty folder", "config.json: missing"),
+    ("config not JSON", "config.json: not valid JSON"),
+    ("config wrong type", "config.json: "),
+    ("zero heads", "num_attention_heads"),
+    ("config no weights", "no weights (model.safetensors missing)"),
+    ("truncated weights", "the weights do not load"),
+])
+def test_errors_name_the_file_and_field(case, expected, broken, capsys):
+    code, err = run_cli(["chat", str(broken[case]), "--prompt", "hi"], capsys)
+    assert code == 2 and expected in err and str(broken[case].name) in err, err
+
+
+@pytest.mark.parametrize("name, text, expected", [
+    ("rows.jsonl", "{bad\n", "cannot read it as a dataset"),
+    ("rows.jsonl", "", "empty file"),
+    ("rows.jsonl", '{"x": 1}\n', "row 0: needs a 'messages' or a 'text' column"),
+    ("rows.parquet", "garbage", "cannot read it as a dataset (ArrowInvalid"),
+    ("rows.csv", "a,b\n", "expected a dataset folder or a .jsonl/.json/.parquet file"),
+    ("folder", None, "cannot read it as a dataset"),
+])
+def test_evaluate_bad_data_is_one_line(converted_folder, tmp_path, capsys, name, text, expected):
+    path = tmp_path / name
+    path.mkdir() if text is None else path.write_text(text)
+    code, err = run_cli(["evaluate", str(converted_folder), "--data", str(path), "--tasks", ""], capsys)
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert code == 2 and len(errors) == 1 and f"{path}: " in errors[0] and expected in errors[0], err
+    assert "Traceback" not in err
+
+
+def test_mistyped_folder_fails_at_once_without_the_hub(tmp_path, monkeypatch, capsys):
+    """`runs/nope` with a `runs/` folder here is a typo, not the Hub repo `runs/nope` (was ~28 s of Hub retries)."""
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    for argument, hint in (("runs/nope", "runs/ exists here"), ("./nope", ""), ("nope", "ORG/NAME"), ("a/b/c", "")):
+        start = time.monotonic()
+        code, err = run_cli(["chat", argument, "--prompt", "hi"], capsys)
+        assert code == 2 and f"{argument}: no such folder" in err and hint in err, err
+        assert time.monotonic() - start < 5
+
+
+def test_hub_ids_are_told_apart_from_local_paths(tmp_path, monkeypatch):
+    from akshara_hf.loading import is_hub_id
+
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert is_hub_id("ORG/akshara-d20") and is_hub_id("karpathy/nanochat-d32")
+    for local in ("runs/nope", "./x/y", "/abs/path", "~/x", "nope", "a/b/c", "bad name/x", "x\\y"):
+        assert not is_hub_id(local), local
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# chat: failures during generation, the context, sampling options
+
+
+CHAT = [sys.executable, "-m", "akshara_hf.cli", "chat"]
+
+
+def chat_process(*args, timeout=120, **kwargs):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.run([*CHAT, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env, **kwargs)
+
+
+def test_generation_failure_exits_2_with_one_line_and_no_hang(converted_folder, tmp_path):
+    """NaN weights: sampling raises inside generate's thread; was a printed traceback and a reader waiting forever."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "nan"
+    shutil.copytree(converted_folder, folder)
+    state = load_file(folder / "model.safetensors")
+    save_file({key: tensor.fill_(float("nan")) for key, tensor in state.items()}, folder / "model.safetensors",
+              metadata={"format": "pt"})
+    result = chat_process(folder, "--prompt", "hi", "--temperature", "1", "--max-new-tokens", "4")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert lines == [lines[0]] and lines[0].startswith("akshara-hf chat: error: generation failed"), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_history_past_the_context_drops_old_turns_with_a_notice(converted_folder):
+    """The tiny model's context is 64 tokens: the third long message no longer fits beside the first two."""
+    from io import StringIO
+
+    from akshara_hf.chat_cli import chat
+
+    long = "తెలుగు " * 6
+    stdout, stderr = StringIO(), StringIO()
+    code = chat(str(converted_folder), stdin=StringIO(f"{long}\n{long}\n{long}\n{long * 20}\nok\n"), stdout=stdout,
+                stderr=stderr, temperature=0, max_new_tokens=4)
+    assert code == 0 and stdout.getvalue().count("akshara> ") == 4, (stdout.getvalue(), stderr.getvalue())
+    assert "dropped its" in stderr.getvalue() and "oldest exchange" in stderr.getvalue()
+    assert "the model's context is 64" in stderr.getvalue()  # the over-long message alone is refused, the chat goes on
+
+
+def test_one_shot_prompt_past_the_context_is_refused(converted_folder, capsys):
+    code, err = run_cli(["chat", str(converted_folder), "--prompt", "తెలుగు " * 100], capsys)
+    assert code == 2 and "the model's context is 64" in err and len(err.strip().splitlines()) == 1
+
+
+def test_greedy_chat_prints_no_warnings(converted_folder):
+    result = chat_process(converted_folder, "--prompt", "కథ చెప్పు", "--temperature", "0", "--max-new-tokens", "5")
+    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+
+
+def test_top_k_and_top_p_reach_generate(converted_folder):
+    from akshara_hf.chat_cli import generation_overrides
+    from akshara_hf.loading import load_model
+
+    config = load_model(str(converted_folder)).generation_config
+    sampled = generation_overrides(config, temperature=0.9, top_k=5, top_p=0.5)
+    assert (sampled.do_sample, sampled.temperature, sampled.top_k, sampled.top_p) == (True, 0.9, 5, 0.5)
+    greedy = generation_overrides(config, temperature=0, top_k=5)
+    assert (greedy.do_sample, greedy.temperature, greedy.top_k, greedy.top_p) == (False, None, None, None)
+    assert config.temperature == 0.6  # the folder's own config is untouched
+
+
+@pytest.mark.parametrize("option, value", [("--temperature", "-1"), ("--top-k", "-2"), ("--top-p", "0"),
+                                           ("--top-p", "1.5"), ("--max-new-tokens", "0")])
+def test_bad_sampling_options_are_one_line(converted_folder, option, value, capsys):
+    code, err = run_cli(["chat", str(converted_folder), "--prompt", "hi", option, value], capsys)
+    assert code == 2 and err.startswith(f"akshara-hf chat: error: {option} {value}") and len(err.splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# --help is fast: no torch, no transformers
+
+
+HELP_CHECK = """
+import sys
+from akshara_hf import cli
+try:
+    cli.main(sys.argv[1:])
+except SystemExit:
+    pass
+loaded = lambda name: name in sys.modules and type(sys.modules[name]).__name__ != "_LazyModule"  # lazy_import's
+heavy = sorted(name for name in ("torch", "transformers", "trl", "datasets") if loaded(name))
+print("HEAVY", heavy)
+"""
+
+
+def test_help_imports_neither_torch_nor_transformers():
+    from akshara_hf.cli import build_parser
+
+    commands = [None, *build_parser()._subparsers._group_actions[0].choices]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    for command in commands:
+        argv = ["--help"] if command is None else [command, "--help"]
+        result = subprocess.run([sys.executable, "-c", HELP_CHECK, *argv], capture_output=True, text=True, timeout=60,
+                                env=env)
+        assert "HEAVY []" in result.stdout, (command, result.stdout[-500:], result.stderr[-2000:])
+
+
+def test_package_import_is_lazy_and_still_registers_the_auto_classes():
+    code = """
+import sys
+import akshara_hf
+assert "torch" not in sys.modules and "transformers" not in sys.modules
+from akshara_hf import AksharaForCausalLM, AksharaConfig
+from transformers import AutoConfig, AutoModelForCausalLM
+config = AutoConfig.for_model("akshara", hidden_size=64, num_attention_heads=4, num_key_value_heads=4,
+                              num_hidden_layers=1, vocab_size=300)
+assert type(AutoModelForCausalLM.from_config(config)) is AksharaForCausalLM
+print("OK")
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert result.stdout.strip().endswith("OK"), result.stderr[-2000:]

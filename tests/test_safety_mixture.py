@@ -1,0 +1,142 @@
+"""A mixture never trains on its own validation rows: one input listed twice (each copy would hold out other rows),
+or one entry's validation input being another's train input, is refused; `repeat` is the way to use a source twice."""
+
+import json
+import os
+from pathlib import Path
+
+import datasets
+import pytest
+import yaml
+
+from akshara_hf.cli import main as cli
+from akshara_hf.data import mixture
+from akshara_hf.data.mixture import DataSection, build_mixture
+from akshara_hf.errors import AksharaError
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "data" / "samples"
+RECIPES = ROOT / "training" / "recipes"
+
+datasets.disable_progress_bars()
+
+
+def recipe(folder: Path, sources: list, name: str = "recipe.yaml", fraction: float = 0.2) -> Path:
+    path = folder / name
+    data = {"seed": 3, "validation_fraction": fraction, "sources": sources}
+    path.write_text(yaml.safe_dump({"data": data}, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def rows(split) -> list[str]:
+    return [json.dumps(messages, ensure_ascii=False, sort_keys=True) for messages in split["messages"]]
+
+
+SMOLTALK = str(SAMPLES / "smoltalk" / "train.jsonl")
+
+
+def test_the_duplicate_mistake_really_leaks(tmp_path, monkeypatch):
+    """Guards the tests below: without the check, the two copies hold out different rows, which the other trains on."""
+    monkeypatch.setattr(mixture, "_check_distinct_sources", lambda section: None)
+    built = build_mixture(recipe(tmp_path, [{"kind": "smoltalk", "path": SMOLTALK}] * 2), tmp_path / "out")
+    assert set(rows(built["validation"])) & set(rows(built["train"]))
+
+
+def test_one_file_listed_twice_is_refused_naming_both_entries(tmp_path, capsys):
+    news = str(SAMPLES / "news" / "train.jsonl")
+    path = recipe(tmp_path, [{"kind": "smoltalk", "path": SMOLTALK}, {"kind": "news", "path": news},
+                             {"kind": "smoltalk", "path": SMOLTALK, "limit": 5}])
+    assert cli(["build-mixture", str(path), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "data.sources[0] and data.sources[2] both read" in err and "repeat: 2" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_other_spellings_of_the_same_file_are_the_same_input(tmp_path):
+    (tmp_path / "link.jsonl").symlink_to(SMOLTALK)
+    relative = os.path.relpath(SMOLTALK, tmp_path)
+    dotted = str(SAMPLES / "smoltalk" / ".." / "smoltalk" / "train.jsonl")
+    for other in (relative, str(tmp_path / "link.jsonl"), dotted):
+        path = recipe(tmp_path, [{"kind": "smoltalk", "path": SMOLTALK}, {"kind": "identity", "path": other}])
+        with pytest.raises(AksharaError, match=r"data.sources\[0\] and data.sources\[1\] both read"):
+            build_mixture(path, tmp_path / "out")
+
+
+def test_a_validation_input_that_is_a_train_input_is_refused(tmp_path):
+    tesum = SAMPLES / "tesum"
+    files = sorted(p.name for p in tesum.iterdir())
+    train, other = str(tesum / files[0]), str(tesum / files[-1])
+    leak = recipe(tmp_path, [{"kind": "tesum", "path": train},
+                             {"kind": "tesum", "path": other, "validation_path": train}])
+    with pytest.raises(AksharaError, match=r"sources\[1\].validation_path reads the train input of data.sources\[0\]"):
+        build_mixture(leak, tmp_path / "out")
+    itself = recipe(tmp_path, [{"kind": "tesum", "path": train, "validation_path": train}])
+    with pytest.raises(AksharaError, match=r"sources\[0\].validation_path reads the train input of data.sources\[0\]"):
+        build_mixture(itself, tmp_path / "out")
+
+
+def test_hub_ids_compare_by_id_config_and_split(tmp_path):
+    """No network: the check runs on the parsed section, before anything is loaded."""
+    def section(*entries):
+        return DataSection.from_mapping({"sources": list(entries)}, tmp_path / "r.yaml", tmp_path)
+
+    xlsum = {"kind": "xlsum", "path": "csebuetnlp/xlsum", "config": "telugu"}
+    with pytest.raises(AksharaError, match="both read"):
+        mixture._check_distinct_sources(section(xlsum, dict(xlsum)))
+    with pytest.raises(AksharaError, match="both read"):  # no split reads the train split
+        mixture._check_distinct_sources(section(xlsum, {**xlsum, "split": "train"}))
+    mixture._check_distinct_sources(section(xlsum, {**xlsum, "config": "hindi"}))
+    mixture._check_distinct_sources(section(xlsum, {**xlsum, "split": "test"}))
+
+
+def test_repeat_uses_a_source_twice_without_leaking(tmp_path):
+    built = build_mixture(recipe(tmp_path, [{"kind": "smoltalk", "path": SMOLTALK, "repeat": 2}]), tmp_path / "out")
+    train, validation = rows(built["train"]), rows(built["validation"])
+    assert validation and not set(validation) & set(train)
+    assert all(train.count(row) == 2 for row in set(train))
+
+
+def test_the_tiny_mid_mixture_has_no_validation_row_in_train(tmp_path):
+    """tiny-mid mirrors the seed mid recipe (identity included twice via `repeat: 2`)."""
+    built = build_mixture(RECIPES / "tiny-mid.yaml", tmp_path / "mid")
+    assert not set(rows(built["validation"])) & set(rows(built["train"]))
+
+
+# --- bad text: each row named, never a traceback or a file-only message ----------------------------------------
+
+GOOD = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})
+SURROGATE = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "\\udc80 x"}]}'
+DEEP = '{"messages": ' + "[" * 100_000 + "]" * 100_000 + "}"
+
+
+@pytest.mark.parametrize("bad, reason", [(SURROGATE, "message 2 content has an unpaired surrogate"),
+                                         (DEEP, "JSON nested too deeply")], ids=["surrogate", "deep"])
+def test_bad_text_rows_name_the_file_and_row(tmp_path, bad, reason):
+    source = tmp_path / "chats.jsonl"
+    source.write_text(f"{GOOD}\n{GOOD}\n{bad}\n{GOOD}\n", encoding="utf-8")
+    with pytest.raises(AksharaError) as error:
+        build_mixture(recipe(tmp_path, [{"kind": "smoltalk", "path": str(source)}]), tmp_path / "out")
+    assert f"{source}, row 3: {reason}" in str(error.value) and "\n" not in str(error.value)
+    skipping = tmp_path / "skip.yaml"
+    skipping.write_text(yaml.safe_dump({"data": {"on_bad_row": "skip", "validation_fraction": 0.34,
+                                                 "sources": [{"kind": "smoltalk", "path": str(source)}]}}))
+    built = build_mixture(skipping, tmp_path / "skipped")
+    assert len(built["train"]) + len(built["validation"]) == 3
+
+
+def test_deeply_nested_json_array_is_one_line(tmp_path):
+    source = tmp_path / "identity.json"
+    source.write_text(f"[{GOOD}, {DEEP}]", encoding="utf-8")
+    with pytest.raises(AksharaError, match="JSON nested too deeply"):
+        build_mixture(recipe(tmp_path, [{"kind": "smoltalk", "path": str(source)}]), tmp_path / "out")
+
+
+@pytest.mark.parametrize("bad, reason", [('{"text": "a \\ud800 b"}', "unpaired surrogate"),
+                                         ('{"text": ' + "[" * 100_000 + "]" * 100_000 + "}", "not a JSON object")],
+                         ids=["surrogate", "deep"])
+def test_train_tokenizer_names_the_bad_line(tmp_path, capsys, bad, reason):
+    source = tmp_path / "texts.jsonl"
+    source.write_text('{"text": "fine"}\n' + bad + "\n", encoding="utf-8")
+    assert cli(["train-tokenizer", str(source), "--vocab-size", "300", "--output", str(tmp_path / "tok")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{source}:2:" in err and reason in err and "\n" not in err
