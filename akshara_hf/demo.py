@@ -35,10 +35,9 @@ def _fmt(loss) -> str:
 
 
 def _stage_of(recipe: Path) -> str:
-    import yaml
+    from .data.mixture import read_recipe
 
-    config = yaml.safe_load(recipe.read_text()) or {}
-    stage = config.get("stage", "sft")
+    stage = read_recipe(recipe).get("stage", "sft")
     if stage not in SCRIPTS:
         raise AksharaError(f"{recipe}: stage must be one of {sorted(SCRIPTS)}, got {stage!r}")
     return stage
@@ -47,7 +46,9 @@ def _stage_of(recipe: Path) -> str:
 def _run_stage(stage: str, recipe: Path, extra: list[str], launcher: list[str]) -> None:
     command = [*launcher, str(REPO / "training" / SCRIPTS[stage]), "--config", str(recipe), "--stage", stage, *extra]
     print(f"\n=== {stage}: {' '.join(command)}", flush=True)
-    subprocess.run(command, check=True)
+    code = subprocess.run(command).returncode
+    if code != 0:  # the script printed its own error above
+        raise AksharaError(f"the {stage} stage ({SCRIPTS[stage]} --config {recipe}) failed with exit status {code}")
 
 
 def _train_tokenizer(root: Path, vocab_size: int) -> Path:
@@ -88,7 +89,10 @@ def run_demo(output: str | Path = "runs/demo", recipe: str | Path | None = None,
                ["--model_name_or_path", str(root / "mid"), "--output_dir", str(root / "sft"), *steps], launcher)
     print("\n=== reload in a fresh process (remote code only) and ask the pipeline", flush=True)
     result = subprocess.run([sys.executable, "-c", PIPELINE_CHECK, str(root / "sft"), DEMO_PROMPT],
-                            check=True, capture_output=True, text=True)
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        raise AksharaError(f"{root / 'sft'}: the pipeline check failed: {lines[-1] if lines else result.returncode}")
     reply = json.loads(result.stdout.strip().splitlines()[-1])
     if reply.get("role") != "assistant":
         raise AksharaError(f"pipeline returned {reply!r}, expected an assistant message")

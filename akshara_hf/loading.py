@@ -88,12 +88,22 @@ def load_model(source: str, trust_remote_code: bool = True, **kwargs):
     bars = logging.is_progress_bar_enabled()
     logging.disable_progress_bar()  # "Loading weights" bars on stderr would bury the command's own output or error
     try:
-        return AutoModelForCausalLM.from_pretrained(source, config=config, trust_remote_code=trust_remote_code, **kwargs)
+        model, info = AutoModelForCausalLM.from_pretrained(source, config=config, trust_remote_code=trust_remote_code,
+                                                           output_loading_info=True, **kwargs)
     except Exception as error:  # safetensors, torch and transformers raise many types for a broken or foreign file
         raise AksharaError(f"{source}: the weights do not load ({type(error).__name__}: {one_line(error)})") from None
     finally:
         if bars:
             logging.enable_progress_bar()
+    # transformers only warns when weights and config disagree, leaving those parameters random: refuse instead
+    problems = {"missing": info.get("missing_keys"), "unexpected": info.get("unexpected_keys"),
+                "of another shape": [key for key, *_ in info.get("mismatched_keys") or []]}
+    problems = {kind: sorted(keys) for kind, keys in problems.items() if keys}
+    if problems:
+        listed = "; ".join(f"{kind}: {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''} ({len(keys)})"
+                           for kind, keys in problems.items())
+        raise AksharaError(f"{source}: the weights do not fit config.json ({config.model_type}): {listed}")
+    return model
 
 
 def load_tokenizer(source: str, trust_remote_code: bool = True):

@@ -125,8 +125,12 @@ def _check_before_work(args, run) -> None:
         if not (folder / "dataset_dict.json").is_file():
             raise AksharaError(f"mixture_dir {folder}: not a build-mixture output (no dataset_dict.json); build one "
                                "with `akshara-hf build-mixture RECIPE FOLDER`")
-        splits = json.loads((folder / "dataset_dict.json").read_text(encoding="utf-8")).get("splits", [])
-        if "train" not in splits or "validation" not in splits:
+        try:
+            splits = json.loads((folder / "dataset_dict.json").read_text(encoding="utf-8")).get("splits", [])
+        except (ValueError, AttributeError) as error:
+            raise AksharaError(f"mixture_dir {folder}: dataset_dict.json is not a datasets DatasetDict file "
+                               f"({_first_line(error)})") from None
+        if not isinstance(splits, list) or "train" not in splits or "validation" not in splits:
             raise AksharaError(f"mixture_dir {folder}: needs train and validation splits, has {splits}")
     elif run.data is None:
         raise AksharaError("no data: give the recipe a data: section (or --data, or mixture_dir)")
@@ -165,8 +169,8 @@ def _load_model_and_tokenizer(run, output_dir: Path):
     tokenizer_source = run.tokenizer_name_or_path if run.tokenizer_name_or_path and run.model_config else source
     try:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-    except (OSError, ValueError) as error:
-        raise AksharaError(f"{tokenizer_source}: cannot load a tokenizer ({str(error).splitlines()[0]})") from None
+    except Exception as error:  # OSError, ValueError, tokenizers' and json's own: an unloadable folder, one line
+        raise AksharaError(f"{tokenizer_source}: cannot load a tokenizer ({_first_line(error)})") from None
     if run.model_config is not None:
         spec = dict(run.model_config)
         spec.setdefault("vocab_size", len(tokenizer))
@@ -181,8 +185,13 @@ def _load_model_and_tokenizer(run, output_dir: Path):
         return AksharaForCausalLM(config), tokenizer
     try:
         return AutoModelForCausalLM.from_pretrained(source, trust_remote_code=True), tokenizer
-    except (OSError, ValueError) as error:
-        raise AksharaError(f"{source}: cannot load a model ({str(error).splitlines()[0]})") from None
+    except Exception as error:  # OSError, ValueError, SafetensorError (a damaged weights file), ...: one line
+        raise AksharaError(f"{source}: cannot load a model ({_first_line(error)})") from None
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def _mixture(run, output_dir: Path, tokenizer):
@@ -192,7 +201,15 @@ def _mixture(run, output_dir: Path, tokenizer):
     from .data.mixture import build_mixture
 
     if run.mixture_dir:
-        return load_from_disk(run.mixture_dir), Path(run.mixture_dir)
+        try:
+            mixture = load_from_disk(run.mixture_dir)
+            columns = {split: mixture[split].column_names for split in ("train", "validation")}
+        except Exception as error:  # datasets' FileNotFoundError / KeyError / pyarrow errors for a damaged folder
+            raise AksharaError(f"mixture_dir {run.mixture_dir}: cannot load it ({_first_line(error)})") from None
+        if any("messages" not in names for names in columns.values()):
+            raise AksharaError(f"mixture_dir {run.mixture_dir}: needs a `messages` column in train and validation "
+                               f"(has {columns}); build it with `akshara-hf build-mixture`")
+        return mixture, Path(run.mixture_dir)
     # The run owns output_dir/mixture: a rerun replaces its own earlier build (never anything else).
     return build_mixture(run.data, output_dir / "mixture", tokenizer=tokenizer, overwrite=True), output_dir / "mixture"
 

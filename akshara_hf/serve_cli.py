@@ -76,7 +76,7 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto", help="e.g. cpu, cuda:0 (default: auto)")
     p.add_argument("--dtype", default="auto", help="default: the folder's dtype")
     p.add_argument("--trust-remote-code", action="store_true",
-                   help="load the folder's own modeling files instead of this package's classes")
+                   help="allow the folder's own modeling files (only used for classes this package does not register)")
     p.add_argument("--compile", action="store_true", help="static cache + torch.compile (transformers' flag)")
     p.add_argument("--log-level", default="warning")
     p.set_defaults(func=_main)

@@ -317,7 +317,7 @@ def iter_texts(paths: Iterable[str | Path]) -> Iterator[str]:
     """Documents from .txt (one per line, blank lines skipped), .jsonl or .parquet (a `text` column)."""
     for path in map(Path, paths):
         if not path.is_file():
-            raise AksharaError(f"{path}: no such file")
+            raise AksharaError(f"{path}: {'is a folder, not a text file' if path.is_dir() else 'no such file'}")
         suffix = path.suffix.lower()
         if suffix == ".txt":
             with path.open(encoding="utf-8") as f:

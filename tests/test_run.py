@@ -82,9 +82,9 @@ def test_same_recipe_and_seed_give_identical_runs(readme_runs, tmp_path, monkeyp
     seed gives other weights (the check can fail)."""
     root, _ = readme_runs
     monkeypatch.chdir(root)
-    command = readme_first_training()[0][2:]
-    again = train([*command, *TINY, "--output_dir", str(tmp_path / "again")], script="mid_train.py")
-    other = train([*command, *TINY, "--output_dir", str(tmp_path / "other"), "--seed", "7"], script="mid_train.py")
+    command = [*readme_first_training()[0][2:], *TINY, "--mixture_dir", "runs/tiny-base/mixture"]  # built once
+    again = train([*command, "--output_dir", str(tmp_path / "again")], script="mid_train.py")
+    other = train([*command, "--output_dir", str(tmp_path / "other"), "--seed", "7"], script="mid_train.py")
     first = root / "runs/tiny-base"
     assert losses(again) == losses(first)
     assert (again / "model.safetensors").read_bytes() == (first / "model.safetensors").read_bytes()
@@ -111,7 +111,8 @@ def test_run_facts_after_a_resume_count_the_whole_run(readme_runs, tmp_path, mon
     root, _ = readme_runs
     monkeypatch.chdir(root)
     settings = ["--config", "training/recipes/tiny-sft.yaml", *TINY, "--max_steps", "4", "--save_steps", "2",
-                "--save_total_limit", "2", "--eval_steps", "2"]
+                "--save_total_limit", "2", "--eval_steps", "2", "--per_device_eval_batch_size", "8",
+                "--mixture_dir", "runs/tiny-sft/mixture"]
     straight = train([*settings, "--output_dir", str(tmp_path / "straight")], script="sft.py")
     resumed = train([*settings, "--output_dir", str(tmp_path / "resumed"),
                      "--resume_from_checkpoint", str(straight / "checkpoint-2")], script="sft.py")

@@ -13,7 +13,7 @@ import pytest
 from akshara_hf import cli
 
 BROKEN = ("missing", "file", "empty folder", "config not JSON", "config wrong type", "zero heads", "config no weights",
-          "truncated weights")
+          "truncated weights", "fewer layers than weights")
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +40,7 @@ def broken(converted_folder, tmp_path_factory):
     variant("config wrong type", edit_config(hidden_size="64"))
     variant("zero heads", edit_config(num_attention_heads=0))
     variant("config no weights", lambda folder: (folder / "model.safetensors").unlink())
+    variant("fewer layers than weights", edit_config(num_hidden_layers=1))  # transformers only warns: layer 1 unused
 
     def truncate(folder):
         weights = folder / "model.safetensors"
@@ -93,6 +94,7 @@ def test_broken_folder_is_one_line_exit_2(command, case, broken, eval_data, tmp_
     ("zero heads", "num_attention_heads"),
     ("config no weights", "no weights (model.safetensors missing)"),
     ("truncated weights", "the weights do not load"),
+    ("fewer layers than weights", "the weights do not fit config.json (akshara): unexpected: transformer.h.1."),
 ])
 def test_errors_name_the_file_and_field(case, expected, broken, capsys):
     code, err = run_cli(["chat", str(broken[case]), "--prompt", "hi"], capsys)
@@ -253,3 +255,15 @@ print("OK")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert result.stdout.strip().endswith("OK"), result.stderr[-2000:]
+
+
+def test_demo_stage_failure_is_one_line(tmp_path):
+    """A recipe whose training script fails: the demo says which stage, once, instead of a CalledProcessError trace."""
+    recipe = tmp_path / "broken.yaml"
+    recipe.write_text("stage: mid\nmodel_config: {num_attention_heads: 0}\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run([sys.executable, "-m", "akshara_hf.cli", "demo", str(recipe), "--output",
+                             str(tmp_path / "demo")], capture_output=True, text=True, timeout=300, env=env)
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and last.startswith("akshara-hf demo: error: the mid stage"), result.stderr[-3000:]
+    assert "CalledProcessError" not in result.stderr

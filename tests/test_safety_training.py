@@ -236,3 +236,40 @@ def test_rows_longer_than_the_models_positions_are_refused_before_the_data(capsy
                                              "--output_dir", str(out), "--max_seq_len", "640"], capsys, monkeypatch)
     assert code == 2 and "max_seq_len 640: rows of 641 tokens exceed the model's 640 positions" in line
     assert not (out / "mixture").exists()  # refused before any data was built
+
+
+def test_a_damaged_model_folder_is_one_line(capsys, monkeypatch, tmp_path, converted_folder):
+    import shutil
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    damaged = Path(shutil.copytree(converted_folder, tmp_path / "damaged"))
+    (damaged / "model.safetensors").write_bytes(b"not safetensors" * 8)
+    code, line = run_script("sft.py", ["--config", str(TINY_SFT), "--model_name_or_path", str(damaged),
+                                       "--output_dir", str(tmp_path / "out")], capsys, monkeypatch)
+    assert code == 2 and "damaged: cannot load a model (SafetensorError: " in line
+    (damaged / "tokenizer.json").write_text("{broken")
+    code, line = run_script("sft.py", ["--config", str(TINY_SFT), "--model_name_or_path", str(damaged),
+                                       "--output_dir", str(tmp_path / "out")], capsys, monkeypatch)
+    assert code == 2 and "damaged: cannot load a tokenizer (" in line
+
+
+def test_a_damaged_mixture_dir_is_one_line(capsys, monkeypatch, tmp_path, converted_folder):
+    from datasets import Dataset, DatasetDict
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    base = ["--config", str(TINY_SFT), "--model_name_or_path", str(converted_folder), "--max_length", "128"]
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "dataset_dict.json").write_text("{not json")
+    code, line = run_script("sft.py", [*base, "--mixture_dir", str(broken), "--output_dir", str(tmp_path / "a")],
+                            capsys, monkeypatch)
+    assert code == 2 and "dataset_dict.json is not a datasets DatasetDict file" in line
+    (broken / "dataset_dict.json").write_text('{"splits": ["train", "validation"]}')  # the splits' folders missing
+    code, line = run_script("sft.py", [*base, "--mixture_dir", str(broken), "--output_dir", str(tmp_path / "b")],
+                            capsys, monkeypatch)
+    assert code == 2 and f"mixture_dir {broken}: cannot load it (" in line
+    texts = tmp_path / "texts"
+    DatasetDict({split: Dataset.from_dict({"text": ["a", "b"]}) for split in ("train", "validation")}).save_to_disk(texts)
+    code, line = run_script("sft.py", [*base, "--mixture_dir", str(texts), "--output_dir", str(tmp_path / "c")],
+                            capsys, monkeypatch)
+    assert code == 2 and "needs a `messages` column in train and validation" in line

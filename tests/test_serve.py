@@ -148,6 +148,9 @@ def test_serve_bad_folders_are_one_line_errors(tmp_path, capsys, monkeypatch):
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["EvilForCausalLM"], "model_type": "evil"}))
     assert main(["serve", str(tmp_path)]) == 2
     assert "cannot load the config" in capsys.readouterr().err
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["MyT5Thing"], "model_type": "t5"}))
+    assert main(["serve", str(tmp_path)]) == 2
+    assert "'MyT5Thing' is not a causal LM this installation can load" in capsys.readouterr().err
     assert main(["serve", "not a repo!!"]) == 2
     assert "not a local folder, and no loadable Hub model" in capsys.readouterr().err
 
@@ -180,6 +183,10 @@ def test_shim_resolves_the_akshara_class_and_leaves_native_names(converted_folde
         # the server's own line, `getattr(transformers, config.architectures[0]).from_pretrained(...)`:
         model = getattr(transformers, "AksharaForCausalLM").from_pretrained(converted_folder)
         assert type(model) is AksharaForCausalLM
+        # --trust-remote-code loads as the pipeline does with trust_remote_code=True (this package's class, registered)
+        assert expose_architecture(str(converted_folder), trust_remote_code=True) == "AksharaForCausalLM"
+        remote = getattr(transformers, "AksharaForCausalLM").from_pretrained(converted_folder, trust_remote_code=True)
+        assert type(remote) is AksharaForCausalLM
     finally:
         transformers.__dict__.pop("AksharaForCausalLM", None)
     native = export_native(converted_folder, tmp_path / "native")
