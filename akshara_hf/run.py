@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .adapters import AksharaPeftArguments
 from .data.mixture import DataSection
-from .errors import AksharaError
+from .errors import AksharaError, one_line
 
 STAGES = ("base", "mid", "sft")
 SCRIPT_STAGES = {"sft.py": ("sft",), "mid_train.py": ("mid", "base")}
@@ -74,29 +74,22 @@ class AksharaRunArguments(AksharaPeftArguments):
                 raise AksharaError(f"{key} must be a non-empty string, got {value!r}")
 
 
-def _looks_local(name: str) -> bool:
-    """A name that can only be a local path (a Hub id is exactly `owner/name` or `name`)."""
-    return (name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1 or os.path.isabs(name)
-            or (name.count("/") == 1 and Path(name.split("/")[0]).is_dir()))
-
-
 def check_model_source(name: str, key: str) -> None:
-    """A model or tokenizer that is not a local folder must be a Hub repo; decided in about a second, so a mistyped
-    folder is one line instead of transformers' minute of Hub retries and a traceback about connecting."""
+    """A model or tokenizer that is not a local folder must be a Hub repo (`akshara_hf.loading.is_hub_id`'s rule), and
+    one the Hub (or, offline, its cache) has: asked once with a timeout, so a folder that does not exist yet
+    (`runs/tiny-base` on a fresh clone, no `runs/` here either) is one line in about a second instead of
+    transformers' minute of Hub retries and a traceback about connecting."""
+    from .loading import is_hub_id
+
     path = Path(name).expanduser()
     if path.is_dir():
         return
     if path.exists():
         raise AksharaError(f"{key} {name}: is a file, not a model folder")
-    from huggingface_hub import HfApi, try_to_load_from_cache
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        raise AksharaError(f"{key} {name}: no such folder") from None
-    if _looks_local(name):
+    if not is_hub_id(name):
         raise AksharaError(f"{key} {name}: no such folder")
+    from huggingface_hub import HfApi, try_to_load_from_cache
+
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         if any(isinstance(try_to_load_from_cache(name, file), str) for file in ("config.json", "tokenizer_config.json")):
             return
@@ -104,8 +97,8 @@ def check_model_source(name: str, key: str) -> None:
     try:
         HfApi().model_info(name, timeout=10)
     except Exception as error:  # not found, gated, no network: all mean this name cannot be loaded as given
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise AksharaError(f"{key} {name}: no such folder, and not a model on the Hugging Face Hub ({first})") from None
+        raise AksharaError(f"{key} {name}: no such folder, and not a model on the Hugging Face Hub "
+                           f"({one_line(error)})") from None
 
 
 def _check_before_work(args, run) -> None:
@@ -129,7 +122,7 @@ def _check_before_work(args, run) -> None:
             splits = json.loads((folder / "dataset_dict.json").read_text(encoding="utf-8")).get("splits", [])
         except (ValueError, AttributeError) as error:
             raise AksharaError(f"mixture_dir {folder}: dataset_dict.json is not a datasets DatasetDict file "
-                               f"({_first_line(error)})") from None
+                               f"({one_line(error)})") from None
         if not isinstance(splits, list) or "train" not in splits or "validation" not in splits:
             raise AksharaError(f"mixture_dir {folder}: needs train and validation splits, has {splits}")
     elif run.data is None:
@@ -155,22 +148,16 @@ def _check_output_dir(output: Path) -> None:
 
 
 def _load_model_and_tokenizer(run, output_dir: Path):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from .configuration_akshara import AksharaConfig
     from .convert import convert_nanochat
+    from .loading import load_model, load_tokenizer
     from .modeling_akshara import AksharaForCausalLM
 
     source = run.model_name_or_path
     if source and Path(source).is_dir() and any(Path(source).glob("model_*.pt")):
-        # The run owns these subfolders: a rerun into the same output_dir replaces its own earlier ones.
-        converted = convert_nanochat(source, output_dir / "converted_base", run.tokenizer_name_or_path, overwrite=True)
-        source = str(converted)
+        source = str(convert_nanochat(source, output_dir / "converted_base", run.tokenizer_name_or_path))
     tokenizer_source = run.tokenizer_name_or_path if run.tokenizer_name_or_path and run.model_config else source
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-    except Exception as error:  # OSError, ValueError, tokenizers' and json's own: an unloadable folder, one line
-        raise AksharaError(f"{tokenizer_source}: cannot load a tokenizer ({_first_line(error)})") from None
+    tokenizer = load_tokenizer(tokenizer_source)
     if run.model_config is not None:
         spec = dict(run.model_config)
         spec.setdefault("vocab_size", len(tokenizer))
@@ -178,20 +165,11 @@ def _load_model_and_tokenizer(run, output_dir: Path):
         try:
             config = AksharaConfig.from_depth(**spec) if "depth" in spec else AksharaConfig(**spec)
         except (TypeError, ValueError) as error:
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise AksharaError(f"model_config {json.dumps(run.model_config)}: {first}") from None
+            raise AksharaError(f"model_config {json.dumps(run.model_config)}: {one_line(error)}") from None
         if config.vocab_size != len(tokenizer):
             raise AksharaError(f"model_config vocab_size {config.vocab_size} != tokenizer size {len(tokenizer)}")
         return AksharaForCausalLM(config), tokenizer
-    try:
-        return AutoModelForCausalLM.from_pretrained(source, trust_remote_code=True), tokenizer
-    except Exception as error:  # OSError, ValueError, SafetensorError (a damaged weights file), ...: one line
-        raise AksharaError(f"{source}: cannot load a model ({_first_line(error)})") from None
-
-
-def _first_line(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    return load_model(source), tokenizer  # config checked, weights that do not fit refused, one line
 
 
 def _mixture(run, output_dir: Path, tokenizer):
@@ -205,7 +183,7 @@ def _mixture(run, output_dir: Path, tokenizer):
             mixture = load_from_disk(run.mixture_dir)
             columns = {split: mixture[split].column_names for split in ("train", "validation")}
         except Exception as error:  # datasets' FileNotFoundError / KeyError / pyarrow errors for a damaged folder
-            raise AksharaError(f"mixture_dir {run.mixture_dir}: cannot load it ({_first_line(error)})") from None
+            raise AksharaError(f"mixture_dir {run.mixture_dir}: cannot load it ({one_line(error)})") from None
         if any("messages" not in names for names in columns.values()):
             raise AksharaError(f"mixture_dir {run.mixture_dir}: needs a `messages` column in train and validation "
                                f"(has {columns}); build it with `akshara-hf build-mixture`")

@@ -246,11 +246,11 @@ def test_a_damaged_model_folder_is_one_line(capsys, monkeypatch, tmp_path, conve
     (damaged / "model.safetensors").write_bytes(b"not safetensors" * 8)
     code, line = run_script("sft.py", ["--config", str(TINY_SFT), "--model_name_or_path", str(damaged),
                                        "--output_dir", str(tmp_path / "out")], capsys, monkeypatch)
-    assert code == 2 and "damaged: cannot load a model (SafetensorError: " in line
+    assert code == 2 and "damaged: the weights do not load (SafetensorError: " in line
     (damaged / "tokenizer.json").write_text("{broken")
     code, line = run_script("sft.py", ["--config", str(TINY_SFT), "--model_name_or_path", str(damaged),
                                        "--output_dir", str(tmp_path / "out")], capsys, monkeypatch)
-    assert code == 2 and "damaged: cannot load a tokenizer (" in line
+    assert code == 2 and "damaged: the tokenizer does not load (" in line
 
 
 def test_a_damaged_mixture_dir_is_one_line(capsys, monkeypatch, tmp_path, converted_folder):
