@@ -1,5 +1,8 @@
 """`akshara-hf` command line. Each command module exposes `register(subparsers)`, which adds its subcommand with
-`set_defaults(func=...)`; heavy imports stay inside the handlers so `--help` is fast."""
+`set_defaults(func=...)`; heavy imports stay inside the handlers so `--help` is fast.
+
+Commands of other installed packages join through the `akshara_hf.commands` entry-point group (setup.cfg):
+`model_card`'s `publish` and `model-card` do, so this package never imports `model_card` (which imports it)."""
 
 import argparse
 import importlib
@@ -15,21 +18,29 @@ COMMAND_MODULES = (
     "akshara_hf.chat_cli",
     "akshara_hf.serve_cli",
     "akshara_hf.demo",
-    "model_card.publish",
 )
+PLUGIN_GROUP = "akshara_hf.commands"
 
 
-def build_parser(modules: tuple[str, ...] = COMMAND_MODULES) -> argparse.ArgumentParser:
+def command_modules() -> tuple[str, ...]:
+    """This package's command modules, then those installed packages declare in the `akshara_hf.commands` group."""
+    from importlib.metadata import entry_points
+
+    plugins = [entry.value for entry in entry_points(group=PLUGIN_GROUP)]
+    return COMMAND_MODULES + tuple(dict.fromkeys(name for name in plugins if name not in COMMAND_MODULES))
+
+
+def build_parser(modules: tuple[str, ...] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="akshara-hf", description="Train, publish and serve nanochat-family chat models on the Hugging Face stack."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in modules:
+    for name in command_modules() if modules is None else modules:
         importlib.import_module(name).register(subparsers)
     return parser
 
 
-def main(argv: list[str] | None = None, modules: tuple[str, ...] = COMMAND_MODULES) -> int:
+def main(argv: list[str] | None = None, modules: tuple[str, ...] | None = None) -> int:
     """Run a command; bad input is one line on stderr and exit status 2. `modules` narrows the commands loaded."""
     args = build_parser(modules).parse_args(argv)
     try:

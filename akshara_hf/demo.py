@@ -4,9 +4,14 @@ tokenizer -> tiny Akshara -> base stage -> mid-training -> SFT with Muon -> HF f
 reload in a fresh process -> `pipeline("text-generation")` answers a Telugu prompt. Each training stage runs the
 user-facing script (`training/*.py --config training/recipes/tiny-*.yaml`) in its own process, as a user would.
 With a recipe argument it runs that recipe instead (e.g. a seed run on a GPU).
+
+The log stays readable: no progress bars (dataset split generation, weight loading and the Trainer's bar would
+fill it with carriage returns for files of a few kilobytes); the Trainer prints each log line instead.
 """
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,6 +23,12 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "training" / "recipes"
 SCRIPTS = {"base": "mid_train.py", "mid": "mid_train.py", "sft": "sft.py"}
 DEMO_PROMPT = "తెలుగు భాష గురించి ఒక వాక్యం రాయండి"
+STEPS = 6
+# Measured with `time bash scripts/demo.sh` on the 2-core development machine (see README.md).
+EXPECTED = ("about 2 minutes on an idle 2-core CPU; several times longer on a busy one (5 minutes with every stage "
+            "capped at 2 steps, load average 14 on 2 cores)")
+QUIET = {"HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1",
+         "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
 
 PIPELINE_CHECK = """
 import sys, json
@@ -43,12 +54,47 @@ def _stage_of(recipe: Path) -> str:
     return stage
 
 
-def _run_stage(stage: str, recipe: Path, extra: list[str], launcher: list[str]) -> None:
+def _quiet() -> None:
+    """No progress bars in this process or the stages it starts."""
+    os.environ.update(QUIET)
+    from datasets import disable_progress_bars
+
+    disable_progress_bars()
+
+
+def _announce(step: int, text: str) -> float:
+    print(f"\n=== [{step}/{STEPS}] {text}", flush=True)
+    return time.time()
+
+
+def _done(started: float) -> None:
+    print(f"    done in {time.time() - started:.0f} s", flush=True)
+
+
+def _run_stage(stage: str, recipe: Path, extra: list[str], launcher: list[str], step: int | None = None) -> None:
     command = [*launcher, str(REPO / "training" / SCRIPTS[stage]), "--config", str(recipe), "--stage", stage, *extra]
-    print(f"\n=== {stage}: {' '.join(command)}", flush=True)
+    started = _announce(step, f"{stage}: {' '.join(command)}") if step else time.time()
+    if step is None:
+        print(f"\n=== {stage}: {' '.join(command)}", flush=True)
     code = subprocess.run(command).returncode
     if code != 0:  # the script printed its own error above
         raise AksharaError(f"the {stage} stage ({SCRIPTS[stage]} --config {recipe}) failed with exit status {code}")
+    if step:
+        _done(started)
+
+
+def _prepare_output(root: Path, overwrite: bool) -> Path:
+    """The project's output rule (akshara_hf.folders): an earlier demo run is replaced only with --overwrite, a folder
+    the demo did not write never. The marker goes in first, so even an interrupted run can be replaced later. (Not
+    staged like the one-shot commands: the stages write into it for minutes, and the user watches them do so.)"""
+    from .folders import MARKER, check_output
+
+    root = check_output(root, "demo", overwrite=overwrite)
+    if root.exists() and any(root.iterdir()):
+        shutil.rmtree(root)  # check_output accepted it: our own earlier demo run, and --overwrite was given
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).write_text(json.dumps({"command": "demo", "written_by": "akshara-hf"}) + "\n")
+    return root
 
 
 def _train_tokenizer(root: Path, vocab_size: int) -> Path:
@@ -69,25 +115,29 @@ def _train_tokenizer(root: Path, vocab_size: int) -> Path:
 
 
 def run_demo(output: str | Path = "runs/demo", recipe: str | Path | None = None, vocab_size: int = 1024,
-             max_steps: int | None = None) -> Path:
+             max_steps: int | None = None, overwrite: bool = False) -> Path:
     launcher = [sys.executable]
     steps = ["--max_steps", str(max_steps)] if max_steps else []
+    _quiet()
     if recipe is not None:
         recipe = Path(recipe)
         _run_stage(_stage_of(recipe), recipe, steps, launcher)
         return recipe
-    root = Path(output).resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    root = _prepare_output(Path(output), overwrite)
     started = time.time()
-    print("=== tokenizer: training a byte-level BPE (nanochat's split regex) on the shipped Telugu samples", flush=True)
+    print(f"The whole pipeline on the shipped Telugu samples, in {STEPS} steps: {EXPECTED}.", flush=True)
+    step = _announce(1, "tokenizer: training a byte-level BPE (nanochat's split regex) on the shipped Telugu samples")
     tokenizer = _train_tokenizer(root, vocab_size)
+    _done(step)
+    quiet = ["--disable_tqdm", "true", *steps]  # the Trainer prints each log as a line instead of a bar
     _run_stage("base", RECIPES / "tiny-base.yaml",
-               ["--tokenizer_name_or_path", str(tokenizer), "--output_dir", str(root / "base"), *steps], launcher)
+               ["--tokenizer_name_or_path", str(tokenizer), "--output_dir", str(root / "base"), *quiet], launcher, 2)
     _run_stage("mid", RECIPES / "tiny-mid.yaml",
-               ["--model_name_or_path", str(root / "base"), "--output_dir", str(root / "mid"), *steps], launcher)
+               ["--model_name_or_path", str(root / "base"), "--output_dir", str(root / "mid"), *quiet], launcher, 3)
     _run_stage("sft", RECIPES / "tiny-sft.yaml",
-               ["--model_name_or_path", str(root / "mid"), "--output_dir", str(root / "sft"), *steps], launcher)
-    print("\n=== reload in a fresh process (remote code only) and ask the pipeline", flush=True)
+               ["--model_name_or_path", str(root / "mid"), "--output_dir", str(root / "sft"), *quiet], launcher, 4)
+    step = _announce(5, "reload sft/ in a fresh process with its remote code only (as from the Hub) and ask "
+                        "pipeline('text-generation') a Telugu question")
     result = subprocess.run([sys.executable, "-c", PIPELINE_CHECK, str(root / "sft"), DEMO_PROMPT],
                             capture_output=True, text=True)
     if result.returncode != 0:
@@ -96,8 +146,14 @@ def run_demo(output: str | Path = "runs/demo", recipe: str | Path | None = None,
     reply = json.loads(result.stdout.strip().splitlines()[-1])
     if reply.get("role") != "assistant":
         raise AksharaError(f"pipeline returned {reply!r}, expected an assistant message")
+    _done(step)
     facts = json.loads((root / "sft" / "run_facts.json").read_text())
-    print(f"\nuser: {DEMO_PROMPT}\nassistant: {reply['content']}")
+    _announce(6, "the answer")
+    print(f"user: {DEMO_PROMPT}\nassistant: {reply['content']}")
+    print("""
+Expect word salad: this model has depth 4 and was trained for a few minutes on a few dozen sample conversations.
+It has learnt the chat format (it answers in the assistant turn and stops) and Telugu script, not the language.
+The same code on a real checkpoint (nanochat-telugu-d20, 560M parameters) answers in Telugu.""")
     print(f"""
 Done in {time.time() - started:.0f} s. Everything is under {root}:
   tokenizer/          the trained tokenizer (tokenizer.json, chat template)
@@ -106,7 +162,8 @@ Done in {time.time() - started:.0f} s. Everything is under {root}:
                       final train loss {_fmt(facts.get('final_train_loss'))}, val loss {_fmt(facts.get('final_val_loss'))}
 Try next:
   akshara-hf chat {root / 'sft'}
-  akshara-hf evaluate {root / 'sft'} --data {root / 'sft' / 'mixture'}
+  akshara-hf evaluate {root / 'sft'} --data {root / 'sft' / 'mixture'} --output {root / 'eval'}
+  akshara-hf model-card {root / 'sft'} --repo-id YOU/akshara-tiny --eval-results {root / 'eval' / 'eval_results.json'}
   akshara-hf publish {root / 'sft'} --repo-id YOU/akshara-tiny --dry-run
   bash scripts/demo.sh training/recipes/nanochat-telugu-d20-sft-v1.yaml   # a seed recipe, on a GPU
 """)
@@ -114,9 +171,12 @@ Try next:
 
 
 def register(subparsers) -> None:
+    from .folders import add_overwrite_flag
+
     p = subparsers.add_parser("demo", help="the whole pipeline on the shipped samples (or run one recipe)")
     p.add_argument("recipe", nargs="?", default=None, help="run this recipe instead of the tiny pipeline")
     p.add_argument("--output", default="runs/demo")
     p.add_argument("--vocab-size", type=int, default=1024)
     p.add_argument("--max-steps", type=int, default=None, help="cap every stage (quick checks)")
-    p.set_defaults(func=lambda a: run_demo(a.output, a.recipe, a.vocab_size, a.max_steps) and 0)
+    add_overwrite_flag(p)
+    p.set_defaults(func=lambda a: run_demo(a.output, a.recipe, a.vocab_size, a.max_steps, a.overwrite) and 0)

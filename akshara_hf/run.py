@@ -252,8 +252,9 @@ def parse_recipe(argv: list[str] | None = None, script: str | None = None):
     return args, run
 
 
-def train(argv: list[str] | None = None, script: str | None = None) -> Path:
-    """Run one recipe; returns the output folder."""
+def train(argv: list[str] | None = None, script: str | None = None, card_writer=None) -> Path:
+    """Run one recipe; returns the output folder. `card_writer(output_dir, facts=...)` writes its model card: the
+    training scripts pass `model_card.write_model_card` (this package does not import model_card, which imports it)."""
     import torch
     from transformers import GenerationConfig, set_seed
 
@@ -315,8 +316,8 @@ def train(argv: list[str] | None = None, script: str | None = None) -> Path:
     if run.use_peft:  # the folder is an adapter, with PEFT's own README; our card describes whole models
         print(f"LoRA adapter saved in {output_dir} (base: {model.name_or_path}); merge it with "
               "AutoPeftModelForCausalLM.from_pretrained(FOLDER).merge_and_unload()", file=sys.stderr)
-    else:
-        _write_card(output_dir, facts.to_dict())
+    elif card_writer is not None:
+        card_writer(output_dir, facts=facts.to_dict())
     return output_dir
 
 
@@ -330,17 +331,11 @@ def _final_evaluation(trainer) -> dict:
     return trainer.evaluate()
 
 
-def _write_card(output_dir: Path, facts: dict) -> None:
-    from model_card.card import write_model_card
-
-    write_model_card(output_dir, facts=facts)
-
-
-def main(script: str | None = None) -> int:
+def main(script: str | None = None, card_writer=None) -> int:
     """The training scripts' entry point: the output folder on stdout, or one error line and exit status 2."""
     script = script or Path(sys.argv[0]).name
     try:
-        print(train(script=script))
+        print(train(script=script, card_writer=card_writer))
         return 0
     except AksharaError as error:
         print(f"{script}: error: {error}", file=sys.stderr)

@@ -62,7 +62,7 @@ def _last(history: list[dict], key: str):
 
 @dataclass
 class RunFacts:
-    """`run_facts.json`: what a run did, the model card's source (schema: `RUN_FACTS_FIELDS` in model_card/card.py).
+    """`run_facts.json`: what a run did, the model card's source (schema: `RUN_FACTS_FIELDS` in model_card/facts.py).
 
     Counts are of the whole run, resumed sessions included: steps and tokens from the Trainer's state (restored from
     the checkpoint), time from `RunClock`.

@@ -21,21 +21,29 @@ from akshara_hf.errors import AksharaError
 
 REQUIRED_CARD_FIELDS = ("language", "library_name", "pipeline_tag")
 
-# Training leftovers that must not reach the Hub (and pickles nobody should be asked to unpickle); added to
-# huggingface_hub's own defaults (.git, .cache/huggingface). The dry run lists files with the same filter.
-IGNORE_PATTERNS = [
-    "checkpoint-*/**",
-    "runs/**",
-    "__pycache__/**",
-    "**/__pycache__/**",
-    "*.pyc",
-    "training_args.bin",
-    "optimizer.pt",
-    "scheduler.pt",
-    "rng_state*.pth",
-    "optim_*.pt",
-    ".akshara-hf.json",  # akshara_hf.folders' marker: which command wrote the folder (local bookkeeping)
+# A model repo holds the model folder's own files: weights, config, remote code, tokenizer, chat template, card
+# and its figure, the training log. Nothing else in a run folder goes: not the checkpoints, not the built mixture
+# and its `cache-*.arrow` files (the card says the mixture is not published), not `evaluate` output, not
+# run_facts.json (it records the training machine's paths; the card carries its figures), no pickles.
+ALLOW_PATTERNS = [
+    "*.safetensors",
+    "model.safetensors.index.json",
+    "config.json",
+    "generation_config.json",
+    "*.py",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "README.md",
+    "loss_curve.png",
+    "log.jsonl",
+    "nanochat_meta.json",
 ]
+# Top level only: huggingface_hub matches with fnmatch, where "*" also crosses "/", so every path inside a
+# subfolder is ignored explicitly (on top of huggingface_hub's own defaults, .git and .cache/huggingface).
+IGNORE_PATTERNS = ["*/*"]
 
 # Runs in the child process: block the package, load with remote code only, one forward on a chat prompt.
 _LOAD_CHECK = r"""
@@ -178,15 +186,31 @@ def check_loads(folder: str | Path, timeout: float = 600) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def _all_files(folder: Path) -> dict[str, Path]:
+    return {p.relative_to(folder).as_posix(): p for p in sorted(folder.glob("**/*")) if p.is_file()}
+
+
 def files_to_upload(folder: str | Path) -> list[tuple[str, int]]:
-    """(path in repo, size in bytes), filtered exactly as `upload_folder` filters with our ignore patterns."""
+    """(path in repo, size in bytes), filtered exactly as `upload_folder` filters with our patterns."""
     from huggingface_hub.hf_api import DEFAULT_IGNORE_PATTERNS
     from huggingface_hub.utils import filter_repo_objects
 
-    folder = Path(folder).resolve()
-    files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.glob("**/*")) if p.is_file()}
-    kept = filter_repo_objects(files, ignore_patterns=IGNORE_PATTERNS + DEFAULT_IGNORE_PATTERNS)
+    files = _all_files(Path(folder).resolve())
+    kept = filter_repo_objects(files, allow_patterns=ALLOW_PATTERNS,
+                               ignore_patterns=IGNORE_PATTERNS + DEFAULT_IGNORE_PATTERNS)
     return [(path, files[path].stat().st_size) for path in kept]
+
+
+def files_left_out(folder: str | Path) -> dict[str, int]:
+    """What stays behind, counted per top-level entry (`mixture/`, `checkpoint-10/`, `run_facts.json`)."""
+    folder = Path(folder).resolve()
+    kept = {path for path, _ in files_to_upload(folder)}
+    counts: dict[str, int] = {}
+    for path in _all_files(folder):
+        if path not in kept:
+            top = path.split("/", 1)[0] + ("/" if "/" in path else "")
+            counts[top] = counts.get(top, 0) + 1
+    return counts
 
 
 def _check_repo_id(repo_id: str) -> None:
@@ -215,20 +239,24 @@ def publish(folder: str | Path, repo_id: str, private: bool = False, revision: s
     out = out or sys.stdout
     _check_repo_id(repo_id)
     folder = check_files(folder)
+    card_text = (folder / "README.md").read_text(encoding="utf-8")
+    if f'"{repo_id}"' not in card_text:
+        raise AksharaError(f"{folder / 'README.md'}: its usage snippets do not load {repo_id}; write the card for it "
+                           f"with `akshara-hf model-card {folder} --repo-id {repo_id}`")
     report = check_loads(folder)
     print(f"ok: {folder} loads with its remote code alone ({report['model_class']}); "
           f"one forward on a {report['prompt_tokens']}-token chat prompt", file=out)
     files = files_to_upload(folder)
-    card_text = (folder / "README.md").read_text(encoding="utf-8")
-    if repo_id not in card_text:
-        print(f"note: README.md's usage snippets do not mention {repo_id} "
-              f"(write the card with `akshara-hf model-card {folder} --repo-id {repo_id}`)", file=sys.stderr)
     target = f"{repo_id} (revision {revision or 'main'}{', private' if private else ''})"
     total = sum(size for _, size in files)
     if dry_run:
         print(f"dry run: would upload {len(files)} files ({total:,} bytes) to {target}", file=out)
         for path, size in files:
             print(f"{size:>15,}  {path}", file=out)
+        left = files_left_out(folder)
+        if left:
+            print("not uploaded: " + ", ".join(f"{name} ({count} file{'s' if count > 1 else ''})"
+                                                for name, count in sorted(left.items())), file=out)
         return files
     api = HfApi()
     api.create_repo(repo_id, repo_type="model", private=True if private else None, exist_ok=True)
@@ -239,6 +267,7 @@ def publish(folder: str | Path, repo_id: str, private: bool = False, revision: s
         repo_type="model",
         folder_path=str(folder),
         revision=revision,
+        allow_patterns=list(ALLOW_PATTERNS),
         ignore_patterns=list(IGNORE_PATTERNS),
         commit_message=f"Upload {folder.name} with akshara-hf",
     )
@@ -252,14 +281,15 @@ def _publish_command(args) -> int:
 
 
 def _card_command(args) -> int:
-    from .card import load_run_facts, seed_run_facts, write_model_card
+    from . import load_run_facts, seed_run_facts, write_model_card
 
     facts = None
     if args.seed_run:
         facts = seed_run_facts(args.seed_run)
     elif args.facts:
         facts = load_run_facts(args.facts)
-    print(write_model_card(args.folder, facts=facts, repo_id=args.repo_id, license=args.license))
+    print(write_model_card(args.folder, facts=facts, repo_id=args.repo_id, license=args.license,
+                           eval_results=args.eval_results))
     return 0
 
 
@@ -279,6 +309,8 @@ def register(subparsers) -> None:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--facts", default=None, help="run_facts.json (default: the folder's own)")
     source.add_argument("--seed-run", default=None, help="a published Akshara run name: use its reported figures")
+    p.add_argument("--eval-results", default=None,
+                   help="eval_results.json from `akshara-hf evaluate --output DIR`: its figures go into the model-index")
     p.set_defaults(func=_card_command)
 
 

@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 from akshara_hf.data.prompts import PARAPHRASE_PROMPTS, SUMMARY_PROMPTS
-from model_card.card import SEED_RUNS
+from model_card import SEED_RUNS
 
 ROOT = Path(__file__).parents[1]
 DOCS = ROOT / "docs"

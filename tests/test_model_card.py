@@ -1,13 +1,20 @@
 """Model cards: Hub metadata parsed back by huggingface_hub, the seeds' figures, the loss curve, bad facts refused."""
 
 import json
+from pathlib import Path
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
 
 import pytest
 from huggingface_hub import ModelCard
 
 from akshara_hf import AksharaConfig
 from akshara_hf.errors import AksharaError
-from model_card.card import (
+from model_card import (
     SEED_RUNS,
     architecture_from_config,
     facts_from_nanochat_meta,
@@ -23,6 +30,13 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def tiny_model():
     return tiny_akshara()[0]
+
+
+@pytest.fixture
+def d20_folder(tmp_path):
+    """config.json alone is all a card reads from the folder: the seeds' own d20 shape, without weights."""
+    AksharaConfig().save_pretrained(tmp_path / "d20")
+    return tmp_path / "d20"
 
 
 @pytest.fixture
@@ -53,7 +67,8 @@ def run_facts(**overrides):
         "final_train_loss": 5.25,
         "final_val_loss": 5.5,
         "final_lrm": 0.1667,
-        "mixture": [{"source": "XL-Sum (te)", "rows": 12, "tokens": 3456}, {"source": "identity", "rows": 3, "tokens": None}],
+        "mixture": [{"source": "xlsum", "rows": 12, "tokens": 3456, "hub_id": "csebuetnlp/xlsum"},
+                    {"source": "identity", "rows": 3, "tokens": None}],
         "log_history": [
             {"step": 2, "loss": 5.9, "lrm": 0.83},
             {"step": 4, "loss": 5.6, "eval_loss": 5.7, "lrm": 0.5},
@@ -68,7 +83,8 @@ def run_facts(**overrides):
     return facts
 
 
-def test_sft_v1_card_carries_the_seed_figures_and_valid_metadata(folder):
+def test_sft_v1_card_carries_the_seed_figures_and_valid_metadata(d20_folder):
+    folder = d20_folder
     path = write_model_card(folder, seed_run_facts("nanochat-telugu-d20-sft-v1"), repo_id="akshara-org/nanochat-telugu-d20-sft-v1")
     assert path == folder / "README.md"
     card = ModelCard.load(path)
@@ -79,10 +95,13 @@ def test_sft_v1_card_carries_the_seed_figures_and_valid_metadata(folder):
     assert data.pipeline_tag == "text-generation"
     assert {"nanochat", "akshara", "telugu", "muon", "sft"} <= set(data.tags)
     assert "trl" not in data.tags  # the published runs used nanochat's own scripts
-    assert {"HuggingFaceTB/smol-smoltalk", "csebuetnlp/xlsum", "ai4bharat/IndicParaphrase"} == set(data.datasets)
+    # Only the datasets the run read from the Hub; the Telugu SmolTalk translation is not smol-smoltalk itself.
+    assert data.datasets == ["ai4bharat/IndicParaphrase", "csebuetnlp/xlsum"]
+    assert data.model_name == "nanochat-telugu-d20-sft-v1"
     # The parent is a checkpoint name, not a Hub repo id: named in the text, kept out of the YAML.
     assert data.base_model is None
-    assert "`nanochat-telugu-d20-mid-v1-akshara`" in card.text
+    assert "`nanochat-telugu-d20-mid-v1-akshara` (not published on the Hub)" in card.text
+    assert "late 2025 architecture" in card.text
     assert data.eval_results is None and "model-index" not in data.to_dict()
 
     text = card.text
@@ -97,19 +116,24 @@ def test_sft_v1_card_carries_the_seed_figures_and_valid_metadata(folder):
         "| Examples per step | 32 |",
         "| Conversations seen (steps × examples per step) | 1,443,264 |",
         "| Hardware | 1 × NVIDIA A30 |",
-        "| Telugu tiny stories | 200,000 | — | — |",
+        "| Telugu tiny stories | 200,000 | — | local files |",
+        "| Parameters | 560,988,160 (≈ 561M), of which the token embedding 83,886,080 and the untied output head 83,886,080 |",
     ):
         assert row in text
     assert "supervised fine-tuning" in text
     assert 'AutoModelForCausalLM.from_pretrained("akshara-org/nanochat-telugu-d20-sft-v1", trust_remote_code=True)' in text
+    assert 'AutoTokenizer.from_pretrained("akshara-org/nanochat-telugu-d20-sft-v1", config=model.config)' in text
     assert 'pipeline("text-generation", model="akshara-org/nanochat-telugu-d20-sft-v1", trust_remote_code=True)' in text
     assert '"role": "user"' in text
-    assert "transformers serve --trust-remote-code akshara-org/nanochat-telugu-d20-sft-v1" in text
+    assert "akshara-hf serve akshara-org/nanochat-telugu-d20-sft-v1 --port 8000" in text
+    assert "transformers serve --trust-remote-code" not in text  # it cannot load remote-code models
+    assert "akshara-hf export-native akshara-org/nanochat-telugu-d20-sft-v1 ./akshara-native" in text
     # No per-step log in the seeds: no curve, and none referenced.
     assert not (folder / "loss_curve.png").exists() and "loss_curve.png" not in text
 
 
-def test_mid_v1_card_carries_the_seed_figures(folder):
+def test_mid_v1_card_carries_the_seed_figures(d20_folder):
+    folder = d20_folder
     card = ModelCard.load(write_model_card(folder, seed_run_facts("nanochat-telugu-d20-mid-v1-akshara"), license="apache-2.0"))
     assert card.data.license == "apache-2.0"
     assert "mid-training" in card.data.tags
@@ -122,10 +146,13 @@ def test_mid_v1_card_carries_the_seed_figures(folder):
         "| Achieved throughput (FLOPs / time) | ≈ 78 TFLOP/s |",
         "| Final LR multiplier | 0.031 |",
         "| Device batch size | 2 |",
-        "| Max sequence length | 2,048 |",
+        "| Training sequence length (tokens, at most) | 2,048 |",
+        "| Context length | 2,048 tokens |",
     ):
         assert row in card.text
     assert "Identity and personality (custom), included twice" in card.text
+    assert ("| IndicParaphrase, Telugu ([ai4bharat/IndicParaphrase](https://huggingface.co/datasets/ai4bharat/IndicParaphrase))"
+            " | — | — | [ai4bharat/IndicParaphrase](https://huggingface.co/datasets/ai4bharat/IndicParaphrase) |") in card.text
     # Without a repo id the snippets load the folder itself.
     assert f'from_pretrained("./{folder.name}", trust_remote_code=True)' in card.text
 
@@ -143,11 +170,11 @@ def test_seed_runs_are_all_there_and_consistent():
         seed_run_facts("nanochat-telugu-d20-sft-v2")
 
 
-def test_seed_mid_flops_match_nanochat_estimate(tmp_path):
+def test_seed_mid_flops_match_nanochat_estimate(d20_folder):
     """A reader's check: mid FLOPs = steps x 524,288 tokens x nanochat's per-token estimate for d20 at 2,048."""
-    AksharaConfig().save_pretrained(tmp_path)
-    arch = architecture_from_config(tmp_path / "config.json")
+    arch = architecture_from_config(d20_folder / "config.json")
     assert arch["params"] == 560_988_160
+    assert arch["non_embedding_params"] == arch["params"] - arch["embedding_params"]
     per_token = 6 * (arch["params"] - arch["embedding_params"]) + 12 * 20 * 10 * 128 * 2048
     for name in ("nanochat-telugu-d20-mid-smoltalk-100k", "nanochat-telugu-d20-mid-v1-akshara"):
         facts = seed_run_facts(name)
@@ -157,7 +184,9 @@ def test_seed_mid_flops_match_nanochat_estimate(tmp_path):
 
 def test_architecture_counts_the_model_parameters(folder, tiny_model):
     arch = architecture_from_config(folder / "config.json")
-    assert arch["params"] == sum(p.numel() for p in tiny_model.parameters())
+    assert arch["params"] == sum(p.numel() for p in tiny_model.parameters()) == tiny_model.num_parameters()
+    assert arch["embedding_params"] == arch["head_params"] == 300 * 64
+    assert (arch["generation"], arch["context"]) == ("late 2025", 64)
     assert (arch["layers"], arch["hidden_size"], arch["heads"], arch["kv_heads"], arch["vocab_size"]) == (2, 64, 4, 2, 300)
 
 
@@ -176,7 +205,9 @@ def test_run_facts_card_has_model_index_base_model_and_loss_curve(folder):
     assert results[0].dataset_split == "test"
     assert "model-index:" in path.read_text()
     assert "| summarization | csebuetnlp/xlsum (test) | rougeL | 12.5 |" in card.text
-    assert "| XL-Sum (te) | 12 | 3,456 |" in card.text
+    assert ("| XL-Sum, Telugu, summaries ([csebuetnlp/xlsum](https://huggingface.co/datasets/csebuetnlp/xlsum)) | 12 | 3,456 | "
+            "[csebuetnlp/xlsum](https://huggingface.co/datasets/csebuetnlp/xlsum) |") in card.text
+    assert "| Identity and personality conversations (custom) | 3 | — | local files |" in card.text
     assert "| Conversations seen (steps × examples per step) | 24 |" in card.text
 
     png = folder / "loss_curve.png"
@@ -244,6 +275,197 @@ def test_bad_folders_are_refused_naming_the_file(folder, tmp_path):
     (folder / "config.json").write_text(json.dumps({**config, "hidden_size": "wide"}))
     with pytest.raises(AksharaError, match=r"config\.json: hidden_size must be a positive integer"):
         write_model_card(folder, facts=run_facts())
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(AksharaError, match=r"--repo-id '/tmp/x': not a Hub repo id"):
+        write_model_card(folder, facts=run_facts(), repo_id="/tmp/x")
     with pytest.raises(AksharaError, match="not a directory"):
         write_model_card(tmp_path / "absent", facts=run_facts())
     assert not (folder / "README.md").exists()
+
+
+# ----------------------------------------------------------------------------- the card tells the truth
+
+
+def demo_like_facts(base_model):
+    """What the demo's SFT run records: a local parent, the shipped samples, a cut limit above the model's context,
+    float noise in the figures."""
+    return run_facts(
+        base_model=base_model, max_seq_len=1024, final_lrm=0.033333333333333326, final_train_loss=5.123456789,
+        train_time_seconds=83.4567, log_history=[], eval_results=[],
+        mixture=[{"source": kind, "rows": rows, "tokens": None}
+                 for kind, rows in (("smoltalk", 11), ("paraphrase", 21), ("xlsum", 14), ("identity", 5))],
+    )
+
+
+def test_demo_card_has_no_local_path_no_unused_dataset_and_rounded_numbers(folder, tmp_path):
+    parent = tmp_path / "runs" / "demo" / "mid"
+    parent.mkdir(parents=True)
+    path = write_model_card(folder, demo_like_facts(str(parent)))
+    text = path.read_text(encoding="utf-8")
+    card = ModelCard.load(path)
+    assert str(tmp_path) not in text and "/runs/" not in text  # the machine's layout never reaches the card
+    assert card.data.base_model is None and "base_model_relation" not in card.data.to_dict()
+    assert "trained from the checkpoint `mid` (not published on the Hub)" in " ".join(text.split())
+    assert card.data.datasets is None  # the samples are local files, not the Hub datasets
+    assert "HuggingFaceTB/smol-smoltalk" not in card.data.to_dict().get("datasets", [])
+    # IndicParaphrase is named and linked although the run facts say "paraphrase"
+    assert ("| IndicParaphrase, Telugu ([ai4bharat/IndicParaphrase](https://huggingface.co/datasets/ai4bharat/IndicParaphrase))"
+            " | 21 | — | local files |") in text
+    assert "| Final LR multiplier | 0.03333 |" in text
+    assert "| Final training loss | 5.123 |" in text
+    assert "| Training time | 83.46 s |" in text
+    assert "0.0333333" not in text and "5.123456" not in text
+    # One story about lengths: the model's context, and why the run's limit is larger.
+    assert "| Context length | 64 tokens |" in text
+    assert ("| Training sequence length (tokens, at most) | 64 (the model's context; the run's cut limit was set to 1,024) |"
+            in text)
+    assert "Max sequence length" not in text
+    assert "The built mixture itself is not published with the model." in text
+
+
+def test_a_hub_parent_is_linked_and_kept_in_the_metadata(folder):
+    card = ModelCard.load(write_model_card(folder, demo_like_facts("akshara-org/akshara-tiny-mid")))
+    assert card.data.base_model == "akshara-org/akshara-tiny-mid"
+    assert card.data.base_model_relation == "finetune"
+    assert "[`akshara-org/akshara-tiny-mid`](https://huggingface.co/akshara-org/akshara-tiny-mid)" in card.text
+
+
+def evaluate_output(tmp_path):
+    """eval_results.json as `akshara-hf evaluate --output DIR` writes it."""
+    results = {
+        "model": "runs/demo/sft", "data": "runs/demo/sft/mixture", "split": "validation",
+        "loss": {"targets": 812, "loss": 5.4321987, "bpb": 2.10987654},
+        "tasks": {"summarization": {"rows": 4, "sources": ["tesum", "xlsum"], "rouge1": 3.125, "rouge2": 0.0,
+                                    "rougeL": 3.125, "chrf": 11.87654321, "examples": []}},
+    }
+    path = tmp_path / "eval" / "eval_results.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(results))
+    return path
+
+
+def test_evaluate_results_become_the_model_index_field_by_field(folder, tmp_path):
+    card = ModelCard.load(write_model_card(folder, demo_like_facts("mid"), repo_id="akshara-org/akshara-tiny",
+                                           eval_results=evaluate_output(tmp_path)))
+    rows = [(r.task_type, r.task_name, r.dataset_type, r.dataset_name, r.dataset_split, r.metric_type, r.metric_value)
+            for r in card.data.eval_results]
+    assert rows == [
+        ("text-generation", "language-modeling", "akshara-mixture", "akshara-mixture", "validation", "loss", 5.4321987),
+        ("text-generation", "language-modeling", "akshara-mixture", "akshara-mixture", "validation", "bpb", 2.10987654),
+        ("summarization", "summarization", "akshara-mixture", "akshara-mixture", "validation", "rouge1", 3.125),
+        ("summarization", "summarization", "akshara-mixture", "akshara-mixture", "validation", "rouge2", 0.0),
+        ("summarization", "summarization", "akshara-mixture", "akshara-mixture", "validation", "rougeL", 3.125),
+        ("summarization", "summarization", "akshara-mixture", "akshara-mixture", "validation", "chrf", 11.87654321),
+    ]
+    assert "| summarization | akshara-mixture (validation) | chrf | 11.88 |" in card.text
+    assert "| language-modeling | akshara-mixture (validation) | bpb | 2.11 |" in card.text
+
+
+def test_a_file_that_is_not_an_evaluate_result_is_refused(folder, tmp_path):
+    bad = tmp_path / "eval_results.json"
+    bad.write_text(json.dumps({"rouge": 1}))
+    with pytest.raises(AksharaError, match=r"eval_results\.json: not an `akshara-hf evaluate` result"):
+        write_model_card(folder, demo_like_facts("mid"), eval_results=bad)
+    bad.write_text(json.dumps({"loss": {"loss": "low", "bpb": 1.0}}))
+    with pytest.raises(AksharaError, match=r"eval_results\.json: eval_results\[0\]\.value: must be a finite number"):
+        write_model_card(folder, demo_like_facts("mid"), eval_results=bad)
+    assert not (folder / "README.md").exists()
+
+
+def _code_blocks(text, language):
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
+
+
+def test_the_cards_python_snippets_run_as_written(converted_folder, tmp_path):
+    """Both snippets, copied out of the card, in a fresh process without akshara_hf, offline, with no terminal to
+    answer a prompt: they run, and neither the remote-code prompt nor the model-type warning appears."""
+    folder = shutil.copytree(converted_folder, tmp_path / "akshara-tiny")
+    text = write_model_card(folder).read_text(encoding="utf-8")
+    snippets = _code_blocks(text, "python")
+    assert len(snippets) == 2 and all('"./akshara-tiny"' in code for code in snippets)
+    snippets = [code.replace("max_new_tokens=256", "max_new_tokens=8") for code in snippets]  # same code, less waiting
+    snippets.append('from transformers import PreTrainedTokenizerFast\n'
+                    'tok = PreTrainedTokenizerFast.from_pretrained("./akshara-tiny")\nassert tok.chat_template\n')
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "TQDM_DISABLE": "1"}
+    env.pop("PYTHONPATH", None)
+    for code in snippets:
+        result = subprocess.run([sys.executable, "-c", "import sys; sys.modules['akshara_hf'] = None\n" + code],
+                                cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        for unwanted in ("custom code", "trust_remote_code", "model of type", "[y/N]"):
+            assert unwanted not in result.stderr + result.stdout, (unwanted, result.stderr[-2000:])
+
+
+def test_the_cards_serve_commands_parse_with_the_real_command_line(folder):
+    from akshara_hf.cli import build_parser
+
+    text = write_model_card(folder, run_facts(), repo_id="akshara-org/akshara-tiny").read_text(encoding="utf-8")
+    (block, native) = _code_blocks(text, "bash")
+    lines = block.replace("\\\n", " ").splitlines()
+    args = build_parser().parse_args(shlex.split(lines[0])[1:])
+    assert (args.command, args.folder, args.port) == ("serve", "akshara-org/akshara-tiny", 8000)
+    body = json.loads(shlex.split(lines[1])[-1])
+    assert body["model"] == "akshara-org/akshara-tiny" and body["messages"][0]["role"] == "user"
+    args = build_parser().parse_args(shlex.split(native.splitlines()[0])[1:])
+    assert (args.command, args.folder, args.output_dir) == ("export-native", "akshara-org/akshara-tiny", "./akshara-native")
+
+
+# ----------------------------------------------------------------------------- layering
+
+
+def test_akshara_hf_never_imports_model_card():
+    """model_card builds on akshara_hf; the reverse would be a cycle. No import statement, no module name string."""
+    import ast
+
+    package = Path(__file__).parents[1] / "akshara_hf"
+    offenders = []
+    for path in sorted(package.glob("**/*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                names = [node.value] if node.value.startswith("model_card.") else []
+            offenders += [f"{path.name}: {name}" for name in names if name.split(".")[0] == "model_card"]
+    assert offenders == []
+    code = ("import importlib, pkgutil, sys, akshara_hf\n"
+            "for info in pkgutil.walk_packages(akshara_hf.__path__, 'akshara_hf.'):\n"
+            "    importlib.import_module(info.name)\n"
+            "from akshara_hf.cli import COMMAND_MODULES, build_parser\n"
+            "build_parser(COMMAND_MODULES)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'model_card'))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_cli_takes_the_card_commands_from_the_entry_point_group(monkeypatch):
+    import configparser
+    from importlib import metadata
+
+    from akshara_hf import cli
+
+    setup = configparser.ConfigParser()
+    setup.read(Path(__file__).parents[1] / "setup.cfg")
+    declared = setup["options.entry_points"]["akshara_hf.commands"].split()
+    assert declared == ["publish", "=", "model_card.publish"]
+    entry = metadata.EntryPoint(name="publish", value="model_card.publish", group=cli.PLUGIN_GROUP)
+    monkeypatch.setattr(metadata, "entry_points", lambda group: [entry] if group == cli.PLUGIN_GROUP else [])
+    assert cli.command_modules()[-1] == "model_card.publish"
+    choices = cli.build_parser()._subparsers._group_actions[0].choices
+    assert {"publish", "model-card", "demo", "serve"} <= set(choices)
+
+
+def test_a_source_read_from_the_hub_is_linked_and_in_the_metadata(folder):
+    facts = demo_like_facts("mid")
+    facts.update(datasets=["csebuetnlp/xlsum"],
+                 data_sources=["smoltalk: /home/me/data/smoltalk.jsonl", "xlsum: csebuetnlp/xlsum"])
+    path = write_model_card(folder, facts)
+    card, text = ModelCard.load(path), path.read_text(encoding="utf-8")
+    assert card.data.datasets == ["csebuetnlp/xlsum"]
+    assert ("| XL-Sum, Telugu, summaries ([csebuetnlp/xlsum](https://huggingface.co/datasets/csebuetnlp/xlsum)) | 14 | — | "
+            "[csebuetnlp/xlsum](https://huggingface.co/datasets/csebuetnlp/xlsum) |") in text
+    assert "| 11 | — | local files |" in text and "/home/me" not in text

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from huggingface_hub import ModelCard
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from akshara_hf.data.mixture import build_mixture
@@ -37,6 +38,16 @@ def test_demo_runs_every_stage_and_the_pipeline_answers(demo):
     assert json.loads((root / "mid" / "run_facts.json").read_text())["final_val_bpb"] > 0
     reply = [line for line in stdout.splitlines() if line.startswith("assistant: ")]
     assert len(reply) == 1 and len(reply[0]) > len("assistant: ")
+    # A readable log: numbered steps to the last one, no progress bars, the tiny model's reply explained.
+    assert [f"=== [{n}/6]" in stdout for n in range(1, 7)] == [True] * 6
+    assert "Generating train split" not in stdout and "\r" not in stdout and "it/s]" not in stdout
+    assert "Expect word salad" in stdout
+    # The final model's card: no path of this machine, no dataset the samples are not.
+    card = ModelCard.load(root / "sft" / "README.md")
+    assert str(root) not in card.content and "/tmp" not in card.content
+    assert card.data.datasets is None and card.data.base_model is None
+    assert "trained from the checkpoint `mid` (not published on the Hub)" in " ".join(card.text.split())
+    assert "ai4bharat/IndicParaphrase" in card.text  # the paraphrase source is named and linked
 
 
 def test_mid_then_sft_lower_the_sft_validation_loss(demo, tmp_path):

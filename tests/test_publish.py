@@ -13,7 +13,7 @@ from huggingface_hub import HfApi, ModelCard
 import model_card.publish as publish
 from akshara_hf.convert import convert_nanochat
 from akshara_hf.tokenizer import SPECIAL_TOKENS, SPLIT_PATTERN
-from model_card.card import write_model_card
+from model_card import write_model_card
 from model_fixtures import TINY_NANOCHAT
 from reference_nanochat import random_nanochat_state
 
@@ -74,17 +74,38 @@ def hub_calls(monkeypatch):
     return calls
 
 
-def test_dry_run_lists_the_files_and_uploads_nothing(folder, hub_calls, capsys):
-    (folder / "checkpoint-5").mkdir()
-    (folder / "checkpoint-5" / "model.safetensors").write_bytes(b"x")
-    (folder / "training_args.bin").write_bytes(b"pickle")
+def _run_leftovers(folder):
+    """What a training run and `evaluate` leave beside the model: checkpoints, the built mixture with datasets'
+    cache files, evaluation output, pickled trainer state, the run's own record."""
+    for name, content in {
+        "checkpoint-5/model.safetensors": b"x", "checkpoint-5/optimizer.pt": b"x",
+        "mixture/train/data-00000-of-00001.arrow": b"x", "mixture/train/cache-3f2a1b.arrow": b"x" * 1000,
+        "mixture/validation/cache-77aa.arrow": b"x", "mixture/report.json": b"{}",
+        "eval/eval_results.json": b"{}", "eval/eval_results.md": b"x", "cache-0a1b2c.arrow": b"x",
+        "training_args.bin": b"pickle", "run_facts.json": b"{}", "converted_base/config.json": b"{}",
+    }.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(content)
+
+
+MODEL_FILES = {"README.md", "config.json", "model.safetensors", "modeling_akshara.py", "configuration_akshara.py",
+               "tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json",
+               "nanochat_meta.json"}
+
+
+def test_dry_run_lists_the_model_files_only_and_uploads_nothing(folder, hub_calls, capsys):
+    before = {p.name for p in folder.iterdir()}
+    assert MODEL_FILES <= before and all(p.is_file() for p in folder.iterdir())  # the converted folder as it is
+    _run_leftovers(folder)
     assert publish.main_args(["publish", str(folder), "--repo-id", REPO_ID, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert hub_calls == []
-    expected = sorted(p.name for p in folder.iterdir()
-                      if p.is_file() and p.name not in ("training_args.bin", ".akshara-hf.json"))
-    assert {"README.md", "config.json", "model.safetensors", "modeling_akshara.py", "tokenizer.json",
-            "chat_template.jinja", "generation_config.json", "nanochat_meta.json"} <= set(expected)
+    expected = sorted(before - {".akshara-hf.json"})  # the folder's local write marker stays too
+    assert [path for path, _ in publish.files_to_upload(folder)] == expected
+    assert ("not uploaded: .akshara-hf.json (1 file), cache-0a1b2c.arrow (1 file), checkpoint-5/ (2 files), "
+            "converted_base/ (1 file), eval/ (2 files), mixture/ (4 files), run_facts.json (1 file), "
+            "training_args.bin (1 file)") in out
+    assert ".arrow" not in "".join(line for line in out.splitlines() if not line.startswith("not uploaded"))
     listed = {}
     for line in out.splitlines():
         parts = line.split()
@@ -111,7 +132,16 @@ def test_upload_passes_repo_private_revision_and_folder(folder, hub_calls, capsy
     assert branch["branch"] == "v1" and branch["exist_ok"] is True
     assert upload["repo_id"] == REPO_ID and upload["revision"] == "v1"
     assert upload["folder_path"] == str(folder.resolve())
-    assert "checkpoint-*/**" in upload["ignore_patterns"]
+    assert upload["ignore_patterns"] == ["*/*"] and "*.safetensors" in upload["allow_patterns"]
+    # upload_folder filters with huggingface_hub's own function: what it would send is exactly the dry run's list
+    from huggingface_hub.utils import filter_repo_objects
+    from huggingface_hub.hf_api import DEFAULT_IGNORE_PATTERNS
+
+    _run_leftovers(folder)
+    every = [p.relative_to(folder).as_posix() for p in folder.glob("**/*") if p.is_file()]
+    sent = filter_repo_objects(every, allow_patterns=upload["allow_patterns"],
+                               ignore_patterns=upload["ignore_patterns"] + DEFAULT_IGNORE_PATTERNS)
+    assert MODEL_FILES <= set(sent) and not [path for path in sent if "/" in path or path.endswith((".arrow", ".bin"))]
     assert f"to {REPO_ID} (revision v1, private)" in capsys.readouterr().out
 
 
@@ -187,6 +217,13 @@ def test_folder_that_needs_the_package_fails_in_the_fresh_process(folder, hub_ca
     assert "does not load with remote code alone" in err and "akshara_hf" in err and err.count("\n") == 1
 
 
+def test_a_card_written_for_another_repo_is_refused(folder, hub_calls, capsys):
+    assert publish.main_args(["publish", str(folder), "--repo-id", "akshara-org/other", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "its usage snippets do not load akshara-org/other" in err and "--repo-id akshara-org/other" in err
+    assert hub_calls == []
+
+
 def test_bad_repo_id_is_refused(folder, hub_calls, capsys):
     assert publish.main_args(["publish", str(folder), "--repo-id", "no-namespace", "--dry-run"]) == 2
     assert "--repo-id 'no-namespace': give it as ORG/NAME" in capsys.readouterr().err
@@ -198,3 +235,13 @@ def test_model_card_command_writes_a_seed_card(folder, capsys):
     text = (folder / "README.md").read_text()
     assert "| Steps | 45,102 |" in text and f'from_pretrained("{REPO_ID}"' in text
     assert capsys.readouterr().out.strip() == str(folder / "README.md")
+
+
+def test_model_card_command_takes_evaluate_results(folder, tmp_path, capsys):
+    results = {"split": "validation", "loss": {"targets": 10, "loss": 4.5, "bpb": 1.75}}
+    (tmp_path / "eval_results.json").write_text(json.dumps(results))
+    assert publish.main_args(["model-card", str(folder), "--repo-id", REPO_ID,
+                              "--eval-results", str(tmp_path / "eval_results.json")]) == 0
+    data = ModelCard.load(folder / "README.md").data
+    assert [(r.metric_type, r.metric_value, r.dataset_split) for r in data.eval_results] == [
+        ("loss", 4.5, "validation"), ("bpb", 1.75, "validation")]

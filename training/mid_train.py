@@ -9,6 +9,7 @@ bits-per-byte. Runs recipes with `stage: mid` or `stage: base` (sft.py runs `sta
 import sys
 
 from akshara_hf.run import main
+from model_card import write_model_card
 
 if __name__ == "__main__":
-    sys.exit(main(script="mid_train.py"))
+    sys.exit(main(script="mid_train.py", card_writer=write_model_card))

@@ -8,6 +8,7 @@ with `stage: sft` (others are refused: mid_train.py runs them).
 import sys
 
 from akshara_hf.run import main
+from model_card import write_model_card
 
 if __name__ == "__main__":
-    sys.exit(main(script="sft.py"))
+    sys.exit(main(script="sft.py", card_writer=write_model_card))
