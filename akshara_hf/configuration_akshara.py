@@ -18,8 +18,9 @@ NANOCHAT_CONFIG_KEYS = {
     "n_embd": "hidden_size",
 }
 
-# RoPE types the model implements (its tables are built from `rope_parameters`).
-SUPPORTED_ROPE_TYPES = ("default",)
+# RoPE types the model implements: nanochat's, and transformers' scalings whose frequencies do not switch per length
+# range (longrope does; proportional is for partial rotary).
+SUPPORTED_ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")
 
 
 @strict
@@ -146,6 +147,10 @@ class AksharaConfig(PreTrainedConfig):
         rope_type = rope.get("rope_type", rope.get("type", "default"))
         _require(rope_type in SUPPORTED_ROPE_TYPES, "rope_parameters.rope_type",
                  f"must be one of {list(SUPPORTED_ROPE_TYPES)}", rope_type)  # fmt: skip
+        if rope_type != "default":  # transformers' own check only warns about a bad factor
+            factor = rope.get("factor")
+            _require(isinstance(factor, (int, float)) and not isinstance(factor, bool) and factor >= 1,
+                     "rope_parameters.factor", f"must be a number >= 1 for rope_type {rope_type!r}", factor)  # fmt: skip
         theta = rope.get("rope_theta", self.default_theta)
         _require(isinstance(theta, (int, float)) and not isinstance(theta, bool) and math.isfinite(theta) and theta > 0,
                  "rope_parameters.rope_theta", "must be a number > 0", theta)  # fmt: skip
@@ -201,6 +206,8 @@ def _one_line_value_errors(init):
     def __init__(self, *args, **kwargs):
         try:
             init(self, *args, **kwargs)
+        except KeyError as error:  # transformers' RoPE validation reports missing keys as KeyError
+            raise ValueError(f"AksharaConfig: rope_parameters: {error.args[0]}") from None
         except StrictDataclassError as error:
             cause = error.__cause__ or error
             if isinstance(cause, ValueError) and str(cause).startswith("AksharaConfig: "):

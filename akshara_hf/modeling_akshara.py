@@ -15,6 +15,7 @@ from transformers.generation import GenerationMixin
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.modeling_utils import AttentionInterface, PreTrainedModel
 
@@ -42,22 +43,43 @@ class AksharaRMSNorm(nn.Module):
         return f"eps={self.eps}"
 
 
+def rope_frequencies(config: AksharaConfig, device=None, seq_len=None) -> tuple[torch.Tensor, float]:
+    """Inverse frequencies and attention scaling for `config.rope_parameters`: nanochat's formula for "default" (bit
+    for bit), transformers' `ROPE_INIT_FUNCTIONS` for the scaled types (linear, dynamic, yarn, llama3)."""
+    rope = config.rope_parameters
+    if rope["rope_type"] == "default":
+        channels = torch.arange(0, config.head_dim, 2, dtype=torch.float32, device=device)
+        return 1.0 / (rope["rope_theta"] ** (channels / config.head_dim)), 1.0
+    return ROPE_INIT_FUNCTIONS[rope["rope_type"]](config, device, seq_len=seq_len)
+
+
+def rotary_tables(positions: torch.Tensor, inv_freq: torch.Tensor, scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin of `positions x inv_freq` (`(..., head_dim // 2)`), times the attention scaling (yarn's), rounded to
+    bf16 as nanochat stores its tables."""
+    freqs = positions.float().unsqueeze(-1) * inv_freq
+    cos, sin = freqs.cos(), freqs.sin()
+    if scaling != 1.0:
+        cos, sin = cos * scaling, sin * scaling
+    return cos.bfloat16(), sin.bfloat16()
+
+
 def compute_rotary_tables(config: AksharaConfig, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin tables of shape `(positions, head_dim // 2)`, rounded to bf16 exactly as nanochat stores them."""
-    head_dim = config.head_dim
-    channels = torch.arange(0, head_dim, 2, dtype=torch.float32, device=device)
-    inv_freq = 1.0 / (config.rope_parameters["rope_theta"] ** (channels / head_dim))
-    positions = torch.arange(config.rotary_cache_factor * config.max_position_embeddings, dtype=torch.float32, device=device)
-    freqs = torch.outer(positions, inv_freq)
-    return freqs.cos().bfloat16(), freqs.sin().bfloat16()
+    """Tables for positions `0 .. rotary_cache_factor * max_position_embeddings - 1`, `(positions, head_dim // 2)`."""
+    inv_freq, scaling = rope_frequencies(config, device)
+    positions = torch.arange(config.rotary_cache_factor * config.max_position_embeddings, device=device)
+    return rotary_tables(positions, inv_freq, scaling)
 
 
 class AksharaRotaryEmbedding(nn.Module):
-    """Looks up precomputed bf16 tables (non-persistent buffers, recomputed in `_init_weights` after loading)."""
+    """Looks up precomputed bf16 tables (non-persistent buffers, recomputed in `_init_weights` after loading).
+
+    "dynamic" RoPE (NTK) rescales its base by the current length, so its tables are computed per forward, from the
+    length as a tensor (no host sync), like transformers' `dynamic_rope_update` but without a cache of the last one."""
 
     def __init__(self, config: AksharaConfig):
         super().__init__()
         self.config = config
+        self.dynamic = config.rope_parameters["rope_type"] == "dynamic"
         cos, sin = compute_rotary_tables(config)
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
@@ -66,7 +88,12 @@ class AksharaRotaryEmbedding(nn.Module):
     def forward(self, x: torch.Tensor, position_ids: torch.LongTensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`(cos, cos)` and `(sin, -sin)` of shape `(batch, 1, seq, head_dim)` in `x`'s dtype, built once per forward
         for every layer. bf16 tables widen losslessly, and same-dtype products stay on the vectorised path."""
-        cos, sin = self.cos[position_ids].to(x.dtype), self.sin[position_ids].to(x.dtype)
+        if self.dynamic:
+            inv_freq, scaling = rope_frequencies(self.config, x.device, seq_len=position_ids.max() + 1)
+            cos, sin = rotary_tables(position_ids, inv_freq, scaling)
+        else:
+            cos, sin = self.cos[position_ids], self.sin[position_ids]
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         return torch.cat((cos, cos), dim=-1).unsqueeze(1), torch.cat((sin, -sin), dim=-1).unsqueeze(1)
 
     def check_positions(self, position_ids: torch.LongTensor, past_key_values: Cache | None) -> None:

@@ -65,6 +65,10 @@ TINY_CONFIG = dict(vocab_size=300, hidden_size=64, num_hidden_layers=2, num_atte
         ("rope_parameters", {"rope_type": "default", "rope_theta": 0.0}),
         ("rope_parameters", {"rope_type": "no-such-rope", "rope_theta": 10000.0}),
         ("rope_theta", "10000"),  # legacy key, still validated
+        ("rope_parameters", {"rope_type": "linear"}),  # no factor
+        ("rope_parameters", {"rope_type": "linear", "factor": 0.5}),  # transformers only warns
+        ("rope_parameters", {"rope_type": "llama3", "factor": 8.0}),  # transformers raises a KeyError
+        ("rope_parameters", {"rope_type": "longrope", "factor": 2.0}),  # not implemented here
         ("hidden_size", {"hidden_size": 72, "num_attention_heads": 8}),  # head_dim 9: odd, rotary needs even
     ],
 )
@@ -135,6 +139,50 @@ def test_rotary_tables_are_bf16_rounded_and_needed_for_parity():
     model.transformer.rotary_emb.cos = model.transformer.rotary_emb.cos.float() + 1e-3
     with torch.no_grad():
         assert (model(idx).logits - reference).abs().max().item() > 1e-4
+
+
+ROPE_SCALINGS = [
+    {"rope_type": "linear", "factor": 2.0},
+    {"rope_type": "dynamic", "factor": 2.0},
+    {"rope_type": "yarn", "factor": 4.0},
+    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0},
+]
+
+
+@pytest.mark.parametrize("rope", ROPE_SCALINGS, ids=lambda rope: rope["rope_type"])
+def test_rope_scaling_tables_are_transformers_own_rounded_to_bf16(rope):
+    """Each scaling's cos/sin (yarn's attention factor included) equal transformers' native rotary for the same
+    `rope_parameters` up to the bf16 rounding of the tables; positions run past max_position_embeddings (64), where
+    dynamic NTK rescales its base."""
+    from akshara_hf.convert import akshara_to_native
+
+    model, _ = tiny_akshara(rope_parameters=dict(rope))
+    default, _ = tiny_akshara()
+    native = akshara_to_native(model)
+    positions = torch.arange(0, 200)[None]
+    x = torch.zeros(1, 1, 64)
+    with torch.no_grad():
+        ours, reference, unscaled = (
+            m(x, positions) for m in (model.transformer.rotary_emb, native.model.rotary_emb, default.transformer.rotary_emb)
+        )
+    for table, ref, plain in zip(ours, reference, unscaled):  # first halves: the second holds -sin here, +sin there
+        assert (table[0, 0, :, :8] - ref[0, :, :8]).abs().max().item() <= 2**-8  # bf16 rounding of values up to ~1.2
+        assert (table - plain).abs().max().item() > 0.05  # the scaling changed the tables
+    # the model runs with it in fp32 and bf16 (bf16 tables in a bf16 forward), and generates
+    idx = torch.randint(0, 300, (2, 80), generator=torch.Generator().manual_seed(14))
+    with torch.no_grad():
+        fp32 = model(idx).logits
+        bf16 = model.to(torch.bfloat16)(idx).logits
+    assert torch.isfinite(bf16).all() and (bf16 - fp32).abs().max().item() < 0.35
+    assert model.generate(idx[:1, :70], max_new_tokens=4, do_sample=False, eos_token_id=None, pad_token_id=1).shape == (1, 74)
+
+
+def test_rope_scaling_round_trips_through_a_saved_folder(tmp_path):
+    model, _ = tiny_akshara(rope_parameters={"rope_type": "yarn", "factor": 4.0})
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert loaded.config.rope_parameters == model.config.rope_parameters
+    assert torch.equal(loaded.transformer.rotary_emb.cos, model.transformer.rotary_emb.cos)
 
 
 def test_labels_loss_is_shifted_cross_entropy_with_ignore_index():
@@ -307,8 +355,10 @@ def _compile_config():
     return config
 
 
-def test_static_cache_compiled_generate_equals_eager_greedy_with_left_padding():
-    model, _ = tiny_akshara()
+@pytest.mark.parametrize("rope", [None, {"rope_type": "dynamic", "factor": 2.0}], ids=["default", "dynamic"])
+def test_static_cache_compiled_generate_equals_eager_greedy_with_left_padding(rope):
+    """Dynamic NTK builds its tables in the forward from the length as a tensor: that must compile too."""
+    model, _ = tiny_akshara(**({"rope_parameters": rope} if rope else {}))
     assert model._can_compile_fullgraph
     input_ids = torch.randint(2, 300, (2, 9), generator=torch.Generator().manual_seed(13))
     attention_mask = torch.ones_like(input_ids)

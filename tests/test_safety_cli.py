@@ -129,6 +129,14 @@ def test_mistyped_folder_fails_at_once_without_the_hub(tmp_path, monkeypatch, ca
         assert time.monotonic() - start < 5
 
 
+def test_serve_mistyped_folder_fails_at_once(tmp_path, monkeypatch, capsys):
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    start = time.monotonic()
+    code, err = run_cli(["serve", "runs/nope"], capsys)
+    assert code == 2 and "runs/nope: no such folder (runs/ exists here" in err and time.monotonic() - start < 10, err
+
+
 def test_hub_ids_are_told_apart_from_local_paths(tmp_path, monkeypatch):
     from akshara_hf.loading import is_hub_id
 
@@ -205,10 +213,12 @@ def test_top_k_and_top_p_reach_generate(converted_folder):
 
 
 @pytest.mark.parametrize("option, value", [("--temperature", "-1"), ("--top-k", "-2"), ("--top-p", "0"),
-                                           ("--top-p", "1.5"), ("--max-new-tokens", "0")])
+                                           ("--top-p", "1.5"), ("--max-new-tokens", "0"), ("--system", "a\U000f0000"),
+                                           ("--system", "  ")])
 def test_bad_sampling_options_are_one_line(converted_folder, option, value, capsys):
     code, err = run_cli(["chat", str(converted_folder), "--prompt", "hi", option, value], capsys)
-    assert code == 2 and err.startswith(f"akshara-hf chat: error: {option} {value}") and len(err.splitlines()) == 1
+    prefix = f"akshara-hf chat: error: {option}{':' if option == '--system' else ''} {'' if option == '--system' else value}"
+    assert code == 2 and err.startswith(prefix.rstrip()) and len(err.splitlines()) == 1, err
 
 
 # ---------------------------------------------------------------------------------------------------------------
