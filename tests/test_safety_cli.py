@@ -277,3 +277,15 @@ def test_demo_stage_failure_is_one_line(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 2 and last.startswith("akshara-hf demo: error: the mid stage"), result.stderr[-3000:]
     assert "CalledProcessError" not in result.stderr
+
+
+def test_evaluate_generation_past_the_rotary_tables_is_one_line(converted_folder, tmp_path, capsys):
+    """A task prompt longer than the model can position (64 x 10 rotary rows) fails as one line, not a torch trace."""
+    row = {"source": "tesum", "messages": [{"role": "user", "content": "తెలుగు " * 400},
+                                           {"role": "assistant", "content": "సారాంశం"}]}
+    data = tmp_path / "tasks.jsonl"
+    data.write_text(json.dumps(row, ensure_ascii=False) + "\n")
+    code, err = run_cli(["evaluate", str(converted_folder), "--data", str(data), "--no-loss",
+                         "--tasks", "summarization", "--max-new-tokens", "2"], capsys)
+    errors = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(errors) == 1 and "evaluation failed" in errors[0] and "Traceback" not in err, err
