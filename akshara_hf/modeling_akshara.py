@@ -82,7 +82,8 @@ def compute_rotary_tables(config: AksharaConfig, device=None) -> tuple[torch.Ten
 
 
 class AksharaRotaryEmbedding(nn.Module):
-    """Looks up precomputed bf16 tables (non-persistent buffers, recomputed in `_init_weights` after loading).
+    """Looks up precomputed tables (bf16; fp32 for nanochat 2026: `rotary_dtype`), non-persistent buffers recomputed
+    in `_init_weights` after loading.
 
     "dynamic" RoPE (NTK) rescales its base by the current length, so its tables are computed per forward, from the
     length as a tensor (no host sync), like transformers' `dynamic_rope_update` but without a cache of the last one."""
@@ -541,8 +542,6 @@ class AksharaModel(AksharaPreTrainedModel):
         first = torch.zeros_like(embeddings[:, :1]) if previous is None else previous.to(embeddings.dtype)
         if cache is not None:
             cache.smear_embedding = embeddings[:, -1:].detach()
-        if first.shape[0] != embeddings.shape[0]:
-            first = first.expand(embeddings.shape[0], -1, -1)
         previous_tokens = torch.cat([first, embeddings[:, :-1]], dim=1)
         gate = self.smear_lambda.to(embeddings.dtype) * torch.sigmoid(self.smear_gate(embeddings[..., :SMEAR_CHANNELS]))
         has_previous = (position_ids > 0).unsqueeze(-1)
