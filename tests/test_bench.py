@@ -113,3 +113,13 @@ def test_gpu_script_runs_tiny_on_cpu():
     assert rows[0]["projection"].startswith("mid-v1 (1,047 x 524,288 tok)")
     assert rows[2]["projection"].startswith("v1 SFT (45,102 x 32 conv)") and rows[2]["ratio"] == "1"
     assert "flash_attention_2: not installed, skipped" in done.stdout
+
+
+def test_nanochat_comparison_needs_a_nanochat_checkout(tmp_path):
+    """bench_nanochat.py imports nanochat from a checkout the user supplies (the project ships none): anything else is
+    a one-line error. Its figures are in bench/README.md."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "bench_nanochat.py"), "--nanochat-src", str(tmp_path)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and done.stderr.strip().splitlines() == [
+        f"bench_nanochat.py: error: {tmp_path}: not a nanochat checkout (no nanochat/gpt.py)"]
