@@ -107,6 +107,12 @@ def chat(folder: str, system: str | None = None, prompt: str | None = None, max_
         raise AksharaError(f"--top-p {top_p}: must be in (0, 1]")
     if max_new_tokens is not None and max_new_tokens < 1:
         raise AksharaError(f"--max-new-tokens {max_new_tokens}: must be >= 1")
+    if system is not None:
+        from .chat import conversation_problem
+
+        problem = conversation_problem([{"role": "system", "content": system}, {"role": "user", "content": "."}], 1)
+        if problem is not None:  # else every message of the session would be refused
+            raise AksharaError(f"--system: {problem}")
     model, tokenizer = load_model_and_tokenizer(folder)
     model.eval()
     # generate fills unset fields from model.generation_config, so the options replace it rather than being passed

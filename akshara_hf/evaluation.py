@@ -9,6 +9,7 @@ split by default) by their `source`: summarization = tesum / xlsum, paraphrase =
 conversation minus its last (assistant) message, the reference is that message; replies are batched greedy decodes.
 """
 
+import contextlib
 import functools
 import json
 import math
@@ -181,8 +182,6 @@ def eval_results_for_card(results: dict, dataset_name: str) -> list[dict]:
 
 def load_eval_data(path: str | Path, split: str):
     """A `save_to_disk` DatasetDict/Dataset folder, or a .jsonl/.json/.parquet file."""
-    from datasets import DatasetDict, load_dataset, load_from_disk
-
     path = Path(path)
     if not path.exists():
         raise AksharaError(f"{path}: no such file or folder")
@@ -191,12 +190,30 @@ def load_eval_data(path: str | Path, split: str):
         raise AksharaError(f"{path}: expected a dataset folder or a .jsonl/.json/.parquet file")
     if path.is_file() and path.stat().st_size == 0:
         raise AksharaError(f"{path}: empty file")
+    with _quiet_datasets():
+        return _load_eval_data(path, split, kinds)
+
+
+@contextlib.contextmanager
+def _quiet_datasets():
+    """No `datasets` progress bars or logged errors: a broken file's error is our one line, and bars per split or
+    filter of a few rows bury the results."""
     from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars, logging
 
-    # datasets logs a broken file's error itself and draws a bar per split: the one-line error below says it all
     verbosity, bars_off = logging.get_verbosity(), are_progress_bars_disabled()
     logging.set_verbosity(logging.CRITICAL + 1)
     disable_progress_bars()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if not bars_off:
+            enable_progress_bars()
+
+
+def _load_eval_data(path: Path, split: str, kinds: dict):
+    from datasets import DatasetDict, load_dataset, load_from_disk
+
     try:
         if path.is_dir():
             data = load_from_disk(str(path))
@@ -205,10 +222,6 @@ def load_eval_data(path: str | Path, split: str):
     except Exception as error:  # datasets, pyarrow and json raise many types for a broken file
         cause = error.__cause__ or error  # datasets wraps the reader's error in DatasetGenerationError
         raise AksharaError(f"{path}: cannot read it as a dataset ({type(cause).__name__}: {one_line(cause)})") from None
-    finally:
-        logging.set_verbosity(verbosity)
-        if not bars_off:
-            enable_progress_bars()
     if isinstance(data, DatasetDict):
         if split not in data:
             raise AksharaError(f"{path}: no split {split!r} (has {list(data)})")
@@ -232,12 +245,13 @@ def evaluate(model_path, data, split="validation", tasks=("summarization", "para
     config = model.config
     context = min(2048, getattr(config, "max_position_embeddings", 2048) * getattr(config, "rotary_cache_factor", 1))
     try:
-        if loss:
-            rows = dataset if limit is None else dataset.select(range(min(limit, len(dataset))))
-            results["loss"] = evaluate_loss(model, tokenizer, rows, batch_size=batch_size, all_tokens=all_tokens,
-                                            max_tokens=context)
-        if tasks:
-            results["tasks"] = evaluate_tasks(model, tokenizer, dataset, tasks, limit, batch_size, max_new_tokens)
+        with _quiet_datasets():
+            if loss:
+                rows = dataset if limit is None else dataset.select(range(min(limit, len(dataset))))
+                results["loss"] = evaluate_loss(model, tokenizer, rows, batch_size=batch_size, all_tokens=all_tokens,
+                                                max_tokens=context)
+            if tasks:
+                results["tasks"] = evaluate_tasks(model, tokenizer, dataset, tasks, limit, batch_size, max_new_tokens)
     except AksharaError as error:  # a row of the data
         raise AksharaError(f"{data}: {error}") from None
     except (RuntimeError, ValueError, IndexError, TypeError) as error:  # torch/transformers during forward/generate

@@ -34,6 +34,9 @@ def expose_architecture(folder: str, trust_remote_code: bool = False) -> str:
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
             raise AksharaError(f"{config_file}: not a JSON object ({error})") from None
     else:  # a Hub repo id
+        from .loading import resolve_model
+
+        resolve_model(folder)  # a local-looking path that does not exist fails here, without ~30 s of Hub retries
         config_file = folder
         try:
             architectures = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code).architectures

@@ -12,8 +12,8 @@ from .facts import read_json
 
 SIZE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
 # Config keys that only nanochat's 2026 architecture has (value embeddings, sliding windows, smear/backout).
-NANOCHAT_2026_KEYS = ("window_pattern", "sliding_window_pattern", "value_embedding_layers", "use_value_embeddings",
-                      "smear", "backout_layer")
+# AksharaConfig switches these on for 2026 checkpoints (configuration_akshara.NANOCHAT_2026_SWITCHES).
+NANOCHAT_2026_KEYS = ("use_value_embeddings", "use_residual_lambdas", "use_smear", "use_backout", "window_pattern")
 
 
 def nanochat_generation(config: dict) -> str:

@@ -270,6 +270,11 @@ def test_pipeline_never_injects_control_tokens(pipe, messages):
         assert controls_in(ids, pipe.tokenizer) == layout_controls(messages, True)
         if sanitize:
             assert ids == render_for_generation(join_text_parts(strip_markers(messages)), pipe.tokenizer)
+        SEEN[f"pipeline accepted, sanitize={sanitize}"] += 1
+
+
+def test_pipeline_fuzz_reached_accepted_cases():
+    assert SEEN["pipeline accepted, sanitize=False"] >= 20 and SEEN["pipeline accepted, sanitize=True"] >= 20, SEEN
 
 
 def test_pipeline_end_to_end_on_the_forged_conversation(pipe):

@@ -469,3 +469,14 @@ def test_a_source_read_from_the_hub_is_linked_and_in_the_metadata(folder):
     assert ("| XL-Sum, Telugu, summaries ([csebuetnlp/xlsum](https://huggingface.co/datasets/csebuetnlp/xlsum)) | 14 | — | "
             "[csebuetnlp/xlsum](https://huggingface.co/datasets/csebuetnlp/xlsum) |") in text
     assert "| 11 | — | local files |" in text and "/home/me" not in text
+
+
+@pytest.mark.parametrize("config, expected", [
+    ({}, "late 2025"), ({"use_value_embeddings": False, "use_smear": False}, "late 2025"),
+    ({"use_value_embeddings": True}, "2026"), ({"use_backout": True}, "2026"),
+    ({"nanochat_generation": "2026", "use_smear": False}, "2026"),
+])
+def test_the_nanochat_generation_comes_from_the_config(config, expected):
+    from model_card.architecture import nanochat_generation
+
+    assert nanochat_generation(config) == expected

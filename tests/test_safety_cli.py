@@ -129,6 +129,14 @@ def test_mistyped_folder_fails_at_once_without_the_hub(tmp_path, monkeypatch, ca
         assert time.monotonic() - start < 5
 
 
+def test_serve_mistyped_folder_fails_at_once(tmp_path, monkeypatch, capsys):
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    start = time.monotonic()
+    code, err = run_cli(["serve", "runs/nope"], capsys)
+    assert code == 2 and "runs/nope: no such folder (runs/ exists here" in err and time.monotonic() - start < 10, err
+
+
 def test_hub_ids_are_told_apart_from_local_paths(tmp_path, monkeypatch):
     from akshara_hf.loading import is_hub_id
 
@@ -205,10 +213,12 @@ def test_top_k_and_top_p_reach_generate(converted_folder):
 
 
 @pytest.mark.parametrize("option, value", [("--temperature", "-1"), ("--top-k", "-2"), ("--top-p", "0"),
-                                           ("--top-p", "1.5"), ("--max-new-tokens", "0")])
+                                           ("--top-p", "1.5"), ("--max-new-tokens", "0"), ("--system", "a\U000f0000"),
+                                           ("--system", "  ")])
 def test_bad_sampling_options_are_one_line(converted_folder, option, value, capsys):
     code, err = run_cli(["chat", str(converted_folder), "--prompt", "hi", option, value], capsys)
-    assert code == 2 and err.startswith(f"akshara-hf chat: error: {option} {value}") and len(err.splitlines()) == 1
+    prefix = f"akshara-hf chat: error: {option}{':' if option == '--system' else ''} {'' if option == '--system' else value}"
+    assert code == 2 and err.startswith(prefix.rstrip()) and len(err.splitlines()) == 1, err
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -267,3 +277,15 @@ def test_demo_stage_failure_is_one_line(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 2 and last.startswith("akshara-hf demo: error: the mid stage"), result.stderr[-3000:]
     assert "CalledProcessError" not in result.stderr
+
+
+def test_evaluate_generation_past_the_rotary_tables_is_one_line(converted_folder, tmp_path, capsys):
+    """A task prompt longer than the model can position (64 x 10 rotary rows) fails as one line, not a torch trace."""
+    row = {"source": "tesum", "messages": [{"role": "user", "content": "తెలుగు " * 400},
+                                           {"role": "assistant", "content": "సారాంశం"}]}
+    data = tmp_path / "tasks.jsonl"
+    data.write_text(json.dumps(row, ensure_ascii=False) + "\n")
+    code, err = run_cli(["evaluate", str(converted_folder), "--data", str(data), "--no-loss",
+                         "--tasks", "summarization", "--max-new-tokens", "2"], capsys)
+    errors = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(errors) == 1 and "evaluation failed" in errors[0] and "Traceback" not in err, err
