@@ -18,6 +18,11 @@ NANOCHAT_CONFIG_KEYS = {
     "n_embd": "hidden_size",
 }
 
+# nanochat 2026's `window_pattern` characters -> transformers' layer types (`S`: the short window, `L`: the long one).
+WINDOW_LAYER_TYPES = {"S": "sliding_attention", "L": "full_attention"}
+# Switches that make the 2026 architecture (all off: late 2025).
+NANOCHAT_2026_SWITCHES = ("use_value_embeddings", "use_residual_lambdas", "use_smear", "use_backout")
+
 # RoPE types the model implements: nanochat's, and transformers' scalings whose frequencies do not switch per length
 # range (longrope does; proportional is for partial rotary).
 SUPPORTED_ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")
@@ -26,7 +31,9 @@ SUPPORTED_ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")
 @strict
 class AksharaConfig(PreTrainedConfig):
     r"""
-    Configuration of an Akshara (nanochat "d"-series, late-2025 architecture) GPT.
+    Configuration of an Akshara (nanochat "d"-series) GPT: late-2025 nanochat by default; nanochat 2026 with the
+    switches below (`from_nanochat` sets them from a 2026 `model_config`, the one with a `window_pattern`). With
+    every switch at its default the model is bit for bit the late-2025 one.
 
     Field names follow transformers so that the ecosystem reads them: `final_logit_softcapping` is the name TRL's
     fused loss looks for (under another name TRL silently trains without the softcap). Impossible shapes are refused
@@ -66,6 +73,28 @@ class AksharaConfig(PreTrainedConfig):
             Whether the model returns its key/value cache.
         tie_word_embeddings (`bool`, defaults to `False`):
             Must be `False`: the embedding and the head are separate matrices.
+        layer_types (`list[str]`, *optional*):
+            Per layer, "sliding_attention" or "full_attention" (nanochat 2026's `S` / `L`); unset: all full.
+        sliding_window (`int`, *optional*):
+            Keys a "sliding_attention" query sees, its own included: nanochat's left window `w` is `w + 1` here.
+        full_attention_window (`int`, *optional*):
+            The same for "full_attention" layers; unset: unlimited. nanochat 2026's `L` layers slide at
+            `sequence_len` (`sequence_len + 1` keys), which only matters past `sequence_len` tokens.
+        use_value_embeddings (`bool`, defaults to `False`):
+            nanochat 2026's value embeddings (`transformer.value_embeds.{i}`, gated by `attn.ve_gate`) on the layers
+            with `i % 2 == (num_hidden_layers - 1) % 2`.
+        use_residual_lambdas (`bool`, defaults to `False`):
+            `x = resid_lambdas[i] * x + x0_lambdas[i] * x0` before each block (nanochat 2026).
+        use_smear (`bool`, defaults to `False`):
+            Mix the previous token's normalised embedding into each position (`smear_gate`, `smear_lambda`).
+        use_backout (`bool`, defaults to `False`):
+            Subtract `backout_lambda` times the residual stream after block `num_hidden_layers // 2` before the
+            final norm.
+        qk_scale (`float`, *optional*):
+            Multiply q and k by this after QK-norm (nanochat 2026: 1.2); unset: no scale.
+        rotary_dtype (`str`, *optional*, defaults to `"bfloat16"`):
+            dtype of the rotary tables: "bfloat16" as late-2025 nanochat rounds them; `None` for the compute dtype
+            (nanochat 2026: fp32 on CPU, bf16 on GPU).
     """
 
     model_type = "akshara"
@@ -104,6 +133,15 @@ class AksharaConfig(PreTrainedConfig):
     eos_token_id: int | list[int] | None = None
     pad_token_id: int | None = None
     tie_word_embeddings: bool = False
+    layer_types: list[str] | None = None
+    sliding_window: int | None = None
+    full_attention_window: int | None = None
+    use_value_embeddings: bool = False
+    use_residual_lambdas: bool = False
+    use_smear: bool = False
+    use_backout: bool = False
+    qk_scale: float | int | None = None
+    rotary_dtype: str | None = "bfloat16"
 
     def __post_init__(self, **kwargs):
         self.validate_architecture()  # before sizes are derived from the given ones
@@ -113,6 +151,8 @@ class AksharaConfig(PreTrainedConfig):
             self.intermediate_size = 4 * self.hidden_size
         if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_attention_heads
+        if self.layer_types is None:  # transformers' convention (generation's mask and cache builders read it)
+            self.layer_types = ["full_attention"] * self.num_hidden_layers
         super().__post_init__(**kwargs)
 
     def validate_architecture(self):
@@ -154,15 +194,55 @@ class AksharaConfig(PreTrainedConfig):
         theta = rope.get("rope_theta", self.default_theta)
         _require(isinstance(theta, (int, float)) and not isinstance(theta, bool) and math.isfinite(theta) and theta > 0,
                  "rope_parameters.rope_theta", "must be a number > 0", theta)  # fmt: skip
+        types = self.layer_types
+        if types is not None:
+            _require(len(types) == self.num_hidden_layers, "layer_types",
+                     f"must have one entry per layer ({self.num_hidden_layers})", types)  # fmt: skip
+            _require(set(types) <= set(WINDOW_LAYER_TYPES.values()), "layer_types",
+                     f"entries must be in {sorted(WINDOW_LAYER_TYPES.values())}", types)  # fmt: skip
+            _require("sliding_attention" not in types or self.sliding_window is not None, "sliding_window",
+                     "must be set when layer_types has sliding_attention layers", self.sliding_window)  # fmt: skip
+        for name in ("sliding_window", "full_attention_window"):
+            value = getattr(self, name)
+            _require(value is None or value >= 1, name, "must be >= 1 (keys seen, the query's own included)", value)
+        _require(self.qk_scale is None or (math.isfinite(self.qk_scale) and self.qk_scale > 0), "qk_scale",
+                 "must be > 0 and finite, or null", self.qk_scale)  # fmt: skip
+        _require(self.rotary_dtype in (None, "bfloat16", "float32"), "rotary_dtype",
+                 "must be 'bfloat16', 'float32' or null (the compute dtype)", self.rotary_dtype)  # fmt: skip
         super().validate_architecture()
 
+    @property
+    def is_nanochat_2026(self) -> bool:
+        """Whether any nanochat 2026 feature is on (its init and optimizer groups apply)."""
+        return any(getattr(self, name) for name in NANOCHAT_2026_SWITCHES)
+
+    @property
+    def nanochat_generation(self) -> str:
+        """"2026" or "late-2025": which nanochat architecture this config describes (model card, README table)."""
+        return "2026" if self.is_nanochat_2026 else "late-2025"
+
+    def layer_window(self, layer_idx: int) -> int | None:
+        """Keys a query of layer `layer_idx` sees, its own included; None: all before it."""
+        if self.layer_types is not None and self.layer_types[layer_idx] == "sliding_attention":
+            return self.sliding_window
+        return self.full_attention_window
+
+    def has_value_embedding(self, layer_idx: int) -> bool:
+        """nanochat 2026: every other layer, always the last."""
+        return self.use_value_embeddings and layer_idx % 2 == (self.num_hidden_layers - 1) % 2
+
     @classmethod
-    def from_depth(cls, depth: int, vocab_size: int = 65536, max_position_embeddings: int = 2048, **kwargs):
-        """nanochat's depth rule: `n_layer = depth`, `n_embd = 64 * depth`, head_dim 128 (`n_head = ceil(n_embd/128)`)."""
+    def from_depth(
+        cls, depth: int, vocab_size: int = 65536, max_position_embeddings: int = 2048, window_pattern=None, **kwargs
+    ):
+        """nanochat's depth rule: `n_layer = depth`, `n_embd = 64 * depth`, head_dim 128 (`n_head = ceil(n_embd/128)`).
+        With a `window_pattern` (e.g. "SSSL"), nanochat 2026's architecture."""
         _require(isinstance(depth, int) and not isinstance(depth, bool) and depth >= 1, "depth", "must be an int >= 1",
                  depth)  # fmt: skip
         hidden_size = depth * 64
         num_heads = max(1, math.ceil(hidden_size / 128))
+        if window_pattern is not None:
+            kwargs = {**nanochat_2026_fields(window_pattern, max_position_embeddings, depth), **kwargs}
         return cls(
             vocab_size=vocab_size,
             hidden_size=hidden_size,
@@ -175,21 +255,66 @@ class AksharaConfig(PreTrainedConfig):
 
     @classmethod
     def from_nanochat(cls, model_config: dict, **kwargs):
-        """Build from a nanochat `meta_*.json["model_config"]` (`GPTConfig`) dict."""
+        """Build from a nanochat `meta_*.json["model_config"]` (`GPTConfig`) dict: late 2025, or nanochat 2026 when
+        it has a `window_pattern` (value embeddings, windows, lambdas, smear, backout, q/k scale 1.2, theta 1e5)."""
         missing = [key for key in NANOCHAT_CONFIG_KEYS if key not in model_config]
         if missing:
             raise ValueError(f"nanochat model_config lacks {missing} (has {sorted(model_config)})")
-        unknown = sorted(set(model_config) - set(NANOCHAT_CONFIG_KEYS))
+        unknown = sorted(set(model_config) - set(NANOCHAT_CONFIG_KEYS) - {"window_pattern"})
         if unknown:
             raise ValueError(
                 f"nanochat model_config has fields this architecture does not have: {unknown} "
                 "(a newer nanochat architecture?)"
             )
         fields = {ours: model_config[theirs] for theirs, ours in NANOCHAT_CONFIG_KEYS.items()}
+        if "window_pattern" in model_config:
+            fields.update(nanochat_2026_fields(model_config["window_pattern"], fields["max_position_embeddings"],
+                                               fields["num_hidden_layers"]))  # fmt: skip
         return cls(**fields, **kwargs)
 
     def to_nanochat(self) -> dict:
-        return {theirs: getattr(self, ours) for theirs, ours in NANOCHAT_CONFIG_KEYS.items()}
+        """The nanochat `model_config` of this config; `ValueError` when nanochat has no such model (a mix of the two
+        generations, another q/k scale, windows off nanochat's rule, ...)."""
+        model_config = {theirs: getattr(self, ours) for theirs, ours in NANOCHAT_CONFIG_KEYS.items()}
+        if self.is_nanochat_2026:
+            types = self.layer_types or ["full_attention"] * self.num_hidden_layers
+            chars = ["S" if kind == "sliding_attention" else "L" for kind in types]
+            n = self.num_hidden_layers
+            period = next((p for p in range(1, n + 1) if [chars[i % p] for i in range(n - 1)] + ["L"] == chars), None)
+            model_config["window_pattern"] = "".join(chars[:period]) if period else "?"
+        fields = ("rope_parameters", "rotary_dtype", "qk_scale", "layer_types", "sliding_window",
+                  "full_attention_window", *NANOCHAT_2026_SWITCHES, "intermediate_size", "final_logit_softcapping")  # fmt: skip
+        try:
+            reference = type(self).from_nanochat(model_config)
+        except ValueError:
+            reference = None
+        differ = [name for name in fields if reference is None or getattr(self, name) != getattr(reference, name)]
+        if differ:
+            raise ValueError(
+                f"AksharaConfig: no nanochat architecture has these settings: {differ} (nanochat late 2025 has no "
+                "2026 features; nanochat 2026 has all of them, with its windows, q/k scale 1.2 and rope theta 1e5)"
+            )
+        return model_config
+
+
+def nanochat_2026_fields(window_pattern, sequence_len: int, num_layers: int) -> dict:
+    """Our fields for nanochat 2026's architecture: `window_pattern` tiled over the layers (the last always `L`),
+    `L` = `sequence_len`, `S` = `ceil(sequence_len / 4 / 128) * 128` left windows (+1 key: the query's own)."""
+    pattern = window_pattern.upper() if isinstance(window_pattern, str) else ""
+    _require(bool(pattern) and set(pattern) <= set(WINDOW_LAYER_TYPES), "window_pattern",
+             "must be a non-empty string of S and L (nanochat 2026)", window_pattern)  # fmt: skip
+    types = [WINDOW_LAYER_TYPES[pattern[i % len(pattern)]] for i in range(num_layers)]
+    types[-1] = "full_attention"
+    short = math.ceil(sequence_len / 4 / 128) * 128
+    return {
+        "layer_types": types,
+        "sliding_window": short + 1 if "sliding_attention" in types else None,
+        "full_attention_window": sequence_len + 1,
+        **{name: True for name in NANOCHAT_2026_SWITCHES},
+        "qk_scale": 1.2,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 100000.0},
+        "rotary_dtype": None,
+    }
 
 
 def _require(ok: bool, field: str, rule: str, value) -> None:

@@ -25,8 +25,6 @@ from .lazy import lazy_import
 
 torch = lazy_import("torch")  # loaded by the first converter that runs, not by `akshara-hf --help`
 
-NEWER_NANOCHAT_MARKERS = ("value_embeds", "ve_gate", "resid_lambdas", "x0_lambdas", "smear", "backout", "window")
-
 # Our (= nanochat's) key prefix <-> transformers' native NanoChat key prefix; `{i}` is the layer index.
 NATIVE_KEYS = (
     ("transformer.wte.", "model.embed_tokens."),
@@ -142,9 +140,7 @@ def split_nanochat_state(state: dict[str, torch.Tensor], config, source: str = "
     unexpected = sorted(our_key_to_nanochat(k) for k in set(ours) - set(expected))
     missing = sorted(our_key_to_nanochat(k) for k in set(expected) - set(ours))
     if unexpected:
-        newer = [k for k in unexpected if any(marker in k for marker in NEWER_NANOCHAT_MARKERS)]
-        hint = " (a newer nanochat architecture: value embeddings / lambdas / windows)" if newer else ""
-        raise AksharaError(f"{source}: tensors this architecture does not have{hint}: {unexpected[:8]}")
+        raise AksharaError(f"{source}: tensors this architecture does not have: {unexpected[:8]}")
     if missing:
         raise AksharaError(f"{source}: missing tensors: {missing[:8]}")
     converted, padding = {}, {}
@@ -234,6 +230,11 @@ def convert_nanochat(
         model_config = meta["model_config"]
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise AksharaError(f"{meta_path}: not a nanochat meta file with a model_config ({error})") from None
+    raw = load_nanochat_state(model_path)
+    if isinstance(model_config, dict) and "window_pattern" not in model_config and any(
+        _top_level_2026(key) or ".attn.ve_gate." in key for key in raw
+    ):  # nanochat 2026's loader reads a missing window_pattern as "L"
+        model_config = {**model_config, "window_pattern": "L"}
     try:
         config = AksharaConfig.from_nanochat(model_config)
     except ValueError as error:
@@ -244,7 +245,6 @@ def convert_nanochat(
     print(f"convert-nanochat: tokenizer {tokenizer_file}", file=sys.stderr)
     if encoding.n_vocab != config.vocab_size:
         raise AksharaError(f"{tokenizer_dir}: tokenizer has {encoding.n_vocab} ids, {meta_path} says vocab_size {config.vocab_size}")
-    raw = load_nanochat_state(model_path)
     state, padding = split_nanochat_state(raw, config, source=str(model_path))
     # One dtype for the HF weights, the widest in the checkpoint (widening is exact); the originals go to the meta.
     dtype = functools.reduce(torch.promote_types, (tensor.dtype for tensor in state.values()))
@@ -294,6 +294,11 @@ def akshara_to_native(model):
     from transformers import NanoChatConfig, NanoChatForCausalLM
 
     config = model.config
+    if config.is_nanochat_2026:
+        raise AksharaError(
+            "transformers' native nanochat model is the late-2025 architecture: it cannot represent a nanochat 2026 "
+            "model (value embeddings, sliding windows, lambdas, smear, backout)"
+        )
     native_config = NanoChatConfig(
         **{name: getattr(config, name) for name in SHARED_CONFIG_FIELDS},
         rope_parameters=dict(config.rope_parameters),
@@ -382,6 +387,15 @@ def import_native(folder: str | Path, output_dir: str | Path, overwrite: bool = 
 # Back to nanochat
 
 
+def _same_nanochat_model(first: dict, second: dict) -> bool:
+    from .configuration_akshara import AksharaConfig
+
+    try:
+        return AksharaConfig.from_nanochat(first).to_nanochat() == AksharaConfig.from_nanochat(second).to_nanochat()
+    except ValueError:
+        return False
+
+
 def export_nanochat(folder: str | Path, output_dir: str | Path, step: int | None = None,
                     overwrite: bool = False) -> Path:
     """An Akshara folder -> a nanochat checkpoint directory: `model_{step:06d}.pt`, `meta_{step:06d}.json` and the
@@ -400,15 +414,22 @@ def export_nanochat(folder: str | Path, output_dir: str | Path, step: int | None
     model = load_model(str(folder), trust_remote_code=False, dtype="auto")
     if model.config.model_type != "akshara":
         raise AksharaError(f"{folder}: model_type {model.config.model_type!r}, expected 'akshara'")
-    if not (folder / "tokenizer.json").is_file():
-        raise AksharaError(f"{folder}: no tokenizer.json (nanochat's loader needs the tokenizer beside the weights)")
     meta_path = folder / NANOCHAT_META_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     extras = meta.pop("akshara", {})
     for key in ("source_checkpoint", "source_tokenizer"):
         meta.pop(key, None)
     step = step if step is not None else int(meta.get("step", 0))
-    meta = {**meta, "step": step, "model_config": model.config.to_nanochat()}
+    try:
+        model_config = model.config.to_nanochat()
+    except ValueError as error:
+        raise AksharaError(f"{folder}: {error}") from None
+    if not (folder / "tokenizer.json").is_file():
+        raise AksharaError(f"{folder}: no tokenizer.json (nanochat's loader needs the tokenizer beside the weights)")
+    source = meta.get("model_config")
+    if isinstance(source, dict) and _same_nanochat_model(source, model_config):
+        model_config = source  # the same model, as its checkpoint spelled it (e.g. window_pattern "SSSL", not "S")
+    meta = {**meta, "step": step, "model_config": model_config}
     padding = load_file(folder / PADDING_FILE) if (folder / PADDING_FILE).is_file() else None
     state = akshara_state_to_nanochat(model.state_dict(), model.config.vocab_size, extras, padding)
     tokenizer = AutoTokenizer.from_pretrained(folder)

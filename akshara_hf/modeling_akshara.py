@@ -1,9 +1,16 @@
-"""Akshara: the nanochat (late-2025) GPT as a transformers model.
+"""Akshara: the nanochat GPT as a transformers model, both generations from one file.
+
+Late 2025 is the default. nanochat 2026's additions are config switches (`AksharaConfig`): value embeddings, per-layer
+sliding windows, residual and x0 lambdas, smear, backout, a q/k scale, rope theta and rotary-table dtype; with every
+switch at its default the model computes exactly what it computed before they existed.
 
 Published to the Hub as remote code, so it imports only torch and transformers. Module and parameter names are
-nanochat's (`transformer.wte`, `transformer.h.{i}.attn.c_q`, ... , `lm_head`), so a nanochat state dict loads as is.
+nanochat's (`transformer.wte`, `transformer.h.{i}.attn.c_q`, ... , `lm_head`), so a nanochat state dict loads as is;
+nanochat 2026's top-level `value_embeds`, lambdas, `smear_*` and `backout_lambda` live in the backbone here
+(`transformer.value_embeds...`): TRL's loss runs the backbone alone, so everything that shapes the hidden states must.
 """
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -12,7 +19,7 @@ from torch import nn
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationMixin
-from transformers.masking_utils import create_causal_mask
+from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
@@ -53,21 +60,25 @@ def rope_frequencies(config: AksharaConfig, device=None, seq_len=None) -> tuple[
     return ROPE_INIT_FUNCTIONS[rope["rope_type"]](config, device, seq_len=seq_len)
 
 
-def rotary_tables(positions: torch.Tensor, inv_freq: torch.Tensor, scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin of `positions x inv_freq` (`(..., head_dim // 2)`), times the attention scaling (yarn's), rounded to
-    bf16 as nanochat stores its tables."""
+def rotary_tables(
+    positions: torch.Tensor, inv_freq: torch.Tensor, scaling: float, dtype: str | None = "bfloat16"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin of `positions x inv_freq` (`(..., head_dim // 2)`), times the attention scaling (yarn's), in `dtype`
+    (`config.rotary_dtype`): rounded to bf16 as late-2025 nanochat stores its tables, or fp32 for None (nanochat 2026
+    keeps them in the compute dtype; they are cast to the activations' dtype where used)."""
     freqs = positions.float().unsqueeze(-1) * inv_freq
     cos, sin = freqs.cos(), freqs.sin()
     if scaling != 1.0:
         cos, sin = cos * scaling, sin * scaling
-    return cos.bfloat16(), sin.bfloat16()
+    dtype = getattr(torch, dtype) if dtype is not None else torch.float32
+    return cos.to(dtype), sin.to(dtype)
 
 
 def compute_rotary_tables(config: AksharaConfig, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Tables for positions `0 .. rotary_cache_factor * max_position_embeddings - 1`, `(positions, head_dim // 2)`."""
     inv_freq, scaling = rope_frequencies(config, device)
     positions = torch.arange(config.rotary_cache_factor * config.max_position_embeddings, device=device)
-    return rotary_tables(positions, inv_freq, scaling)
+    return rotary_tables(positions, inv_freq, scaling, config.rotary_dtype)
 
 
 class AksharaRotaryEmbedding(nn.Module):
@@ -90,7 +101,7 @@ class AksharaRotaryEmbedding(nn.Module):
         for every layer. bf16 tables widen losslessly, and same-dtype products stay on the vectorised path."""
         if self.dynamic:
             inv_freq, scaling = rope_frequencies(self.config, x.device, seq_len=position_ids.max() + 1)
-            cos, sin = rotary_tables(position_ids, inv_freq, scaling)
+            cos, sin = rotary_tables(position_ids, inv_freq, scaling, self.config.rotary_dtype)
         else:
             cos, sin = self.cos[position_ids], self.sin[position_ids]
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
@@ -150,17 +161,31 @@ def sdpa_varlen_attention_forward(
     if not varlen:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     lengths = cu_seq_lens_q.diff().tolist()
+    window = getattr(module, "sliding_window", None)
     # `split`, not slicing: its backward is one `cat`, where each slice's backward would fill a whole-row zero tensor.
     outputs = [
-        sdpa_attention_forward(module, q, k, v, None, **kwargs)[0]
+        sdpa_attention_forward(module, q, k, v, _window_mask(q.shape[2], window, q.device), **kwargs)[0]
         for q, k, v in zip(*(tensor.split(lengths, dim=2) for tensor in (query, key, value)))
     ]
     return torch.cat(outputs, dim=1), None
 
 
+def _window_mask(length: int, window: int | None, device) -> torch.Tensor | None:
+    """Causal mask keeping the last `window` keys (the query's own included), or None (plain causal) when the sequence
+    fits in the window."""
+    if window is None or length <= window:
+        return None
+    distance = torch.arange(length, device=device)[:, None] - torch.arange(length, device=device)[None, :]
+    return ((distance >= 0) & (distance < window))[None, None]
+
+
 # transformers' interface with "sdpa" overridden for this model only (the local mapping AttentionInterface provides).
 ALL_ATTENTION_FUNCTIONS = AttentionInterface()
 ALL_ATTENTION_FUNCTIONS["sdpa"] = sdpa_varlen_attention_forward
+
+
+VE_GATE_CHANNELS = 12  # nanochat 2026's ve_gate reads the first 12 channels of the block's normalised input
+SMEAR_CHANNELS = 24  # and smear_gate the first 24 of the normalised token embedding
 
 
 class AksharaAttention(nn.Module):
@@ -183,6 +208,16 @@ class AksharaAttention(nn.Module):
         self.c_proj.zero_init = True  # nanochat starts the block's output projections at zero
         self.q_norm = AksharaRMSNorm(config.rms_norm_eps)
         self.k_norm = AksharaRMSNorm(config.rms_norm_eps)
+        self.qk_scale = config.qk_scale
+        # Keys a query sees, its own included (None: all before it): nanochat 2026's per-layer left window + 1.
+        self.sliding_window = config.layer_window(layer_idx)
+        # nanochat 2026: a value embedding of the token ids mixed into v, gated per KV head from the input's first 12
+        # channels, on every other layer (always the last).
+        self.ve_gate = (
+            nn.Linear(VE_GATE_CHANNELS, config.num_key_value_heads, bias=False)
+            if config.has_value_embedding(layer_idx)
+            else None
+        )
 
     def forward(
         self,
@@ -190,17 +225,24 @@ class AksharaAttention(nn.Module):
         position_embeddings: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor | None = None,
         past_key_values: Cache | None = None,
+        value_embedding: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         input_shape = hidden_states.shape[:-1]
         hidden_shape = (*input_shape, -1, self.head_dim)
         query = self.c_q(hidden_states).view(hidden_shape).transpose(1, 2)
         key = self.c_k(hidden_states).view(hidden_shape).transpose(1, 2)
-        value = self.c_v(hidden_states).view(hidden_shape).transpose(1, 2)
+        value = self.c_v(hidden_states).view(hidden_shape)
+        if self.ve_gate is not None:
+            gate = 3 * torch.sigmoid(self.ve_gate(hidden_states[..., :VE_GATE_CHANNELS]))
+            value = value + gate.unsqueeze(-1) * value_embedding.view(hidden_shape).to(value.dtype)
+        value = value.transpose(1, 2)
 
         cos, sin = position_embeddings
         query, key = apply_rotary_emb(query, cos, sin), apply_rotary_emb(key, cos, sin)
         query, key = self.q_norm(query), self.k_norm(key)
+        if self.qk_scale is not None:  # nanochat 2026 scales q and k each (1.2), SDPA keeps 1/sqrt(head_dim)
+            query, key = query * self.qk_scale, key * self.qk_scale
 
         if past_key_values is not None:
             key, value = past_key_values.update(key, value, self.layer_idx)
@@ -216,6 +258,7 @@ class AksharaAttention(nn.Module):
             attention_mask,
             dropout=0.0 if not self.training else self.attention_dropout,
             scaling=self.scaling,
+            sliding_window=self.sliding_window,  # flash/flex attention read it; SDPA/eager get it in the mask
             **kwargs,
         )
         attn_output = attn_output.reshape(*input_shape, -1).contiguous()
@@ -247,6 +290,7 @@ class AksharaBlock(GradientCheckpointingLayer):
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         past_key_values: Cache | None = None,
+        value_embedding: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
         attn_output, _ = self.attn(
@@ -254,10 +298,46 @@ class AksharaBlock(GradientCheckpointingLayer):
             position_embeddings=position_embeddings,
             attention_mask=attention_mask,
             past_key_values=past_key_values,
+            value_embedding=value_embedding,
             **kwargs,
         )
         hidden_states = hidden_states + attn_output
         return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
+
+
+class AksharaCache(DynamicCache):
+    """`DynamicCache` that also carries smear's state: the last position's normalised token embedding (before smear).
+
+    nanochat 2026's smear mixes the previous token's embedding into each position; decoding one token needs the
+    previous one's, which nanochat's KV cache keeps (`prev_embedding`). Here it lives in the cache too, so generation
+    keeps it, beam search reorders it and batch expansion repeats it along with the keys and values."""
+
+    smear_embedding: torch.Tensor | None = None
+
+    def reset(self):
+        super().reset()
+        self.smear_embedding = None
+
+    def reorder_cache(self, beam_idx: torch.LongTensor):
+        super().reorder_cache(beam_idx)
+        if self.smear_embedding is not None:
+            self.smear_embedding = self.smear_embedding.index_select(0, beam_idx.to(self.smear_embedding.device))
+
+    def batch_repeat_interleave(self, repeats: int):
+        super().batch_repeat_interleave(repeats)
+        if self.smear_embedding is not None:
+            self.smear_embedding = self.smear_embedding.repeat_interleave(repeats, dim=0)
+
+    def batch_select_indices(self, indices: torch.Tensor):
+        super().batch_select_indices(indices)
+        if self.smear_embedding is not None:
+            self.smear_embedding = self.smear_embedding[indices]
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove and self.smear_embedding is not None:
+            # Only the last position's embedding is kept: an earlier one cannot be restored.
+            raise NotImplementedError("AksharaCache cannot be cropped once smear has stored an embedding (assisted decoding)")
+        super().crop(tokens_to_remove)
 
 
 class AksharaPreTrainedModel(PreTrainedModel):
@@ -282,6 +362,8 @@ class AksharaPreTrainedModel(PreTrainedModel):
 
         The owners mark their projections when built, because transformers never calls this on them: for remote-code
         models it skips every module without parameters of its own (`_initialize_weights`), i.e. all parents."""
+        if self.config.is_nanochat_2026:
+            return self._init_weights_2026(module)
         if isinstance(module, nn.Linear):
             if getattr(module, "zero_init", False):
                 init.zeros_(module.weight)
@@ -295,6 +377,46 @@ class AksharaPreTrainedModel(PreTrainedModel):
             init.copy_(module.cos, cos)
             init.copy_(module.sin, sin)
 
+    def _init_weights_2026(self, module: nn.Module) -> None:
+        """nanochat 2026's `init_weights` (uniform block matrices, zero output projections, a tiny head, its lambdas)."""
+        bound = 3**0.5 * self.config.hidden_size**-0.5  # uniform with the std of normal(0, 1/sqrt(n_embd))
+        head = self.get_output_embeddings()
+        if isinstance(module, nn.Linear):
+            backbone = self._backbone()
+            gates = [block.attn.ve_gate for block in backbone.h] + [backbone.smear_gate]
+            if module is head:
+                init.normal_(module.weight, mean=0.0, std=0.001)
+            elif getattr(module, "zero_init", False):  # c_proj of attention and MLP
+                init.zeros_(module.weight)
+            elif any(module is gate for gate in gates):
+                init.uniform_(module.weight, 0.0, 0.02)  # ve_gate, smear_gate: gates start slightly above neutral
+            elif any(module is block.mlp.c_fc for block in backbone.h):
+                init.uniform_(module.weight, -0.4 * bound, 0.4 * bound)
+            else:
+                init.uniform_(module.weight, -bound, bound)  # c_q, c_k, c_v
+        elif isinstance(module, nn.Embedding):
+            if module is self._backbone().wte:
+                init.normal_(module.weight, mean=0.0, std=0.8)
+            else:
+                init.uniform_(module.weight, -bound, bound)  # value embeddings, like c_v
+        elif isinstance(module, AksharaModel):
+            n = self.config.num_hidden_layers
+            steps = torch.arange(n, dtype=torch.float32) / max(n - 1, 1)
+            if module.resid_lambdas is not None:
+                init.copy_(module.resid_lambdas, 1.15 - 0.10 * steps)
+                init.copy_(module.x0_lambdas, 0.20 - 0.15 * steps)
+            if module.smear_lambda is not None:
+                init.zeros_(module.smear_lambda)
+            if module.backout_lambda is not None:
+                init.constant_(module.backout_lambda, 0.2)
+        elif isinstance(module, AksharaRotaryEmbedding):
+            cos, sin = compute_rotary_tables(module.config, device=module.cos.device)
+            init.copy_(module.cos, cos)
+            init.copy_(module.sin, sin)
+
+    def _backbone(self) -> "AksharaModel":
+        return getattr(self, self.base_model_prefix, self)
+
 
 class AksharaModel(AksharaPreTrainedModel):
     """The backbone: embedding, norm, blocks, final norm (inside, so TRL's fused loss sees normed states)."""
@@ -306,6 +428,25 @@ class AksharaModel(AksharaPreTrainedModel):
         self.embedding_norm = AksharaRMSNorm(config.rms_norm_eps)
         self.norm = AksharaRMSNorm(config.rms_norm_eps)
         self.rotary_emb = AksharaRotaryEmbedding(config)
+        # nanochat 2026 (absent, None, in late-2025 models; nanochat keeps these at its top level)
+        self.value_embeds = (
+            nn.ModuleDict({
+                str(i): nn.Embedding(config.vocab_size, config.num_key_value_heads * config.head_dim)
+                for i in range(config.num_hidden_layers) if config.has_value_embedding(i)
+            })
+            if config.use_value_embeddings else None
+        )  # fmt: skip
+        if config.use_residual_lambdas:
+            self.resid_lambdas = nn.Parameter(torch.ones(config.num_hidden_layers))
+            self.x0_lambdas = nn.Parameter(torch.zeros(config.num_hidden_layers))
+        else:
+            self.resid_lambdas = self.x0_lambdas = None
+        if config.use_smear:
+            self.smear_gate = nn.Linear(SMEAR_CHANNELS, 1, bias=False)
+            self.smear_lambda = nn.Parameter(torch.zeros(1))
+        else:
+            self.smear_gate = self.smear_lambda = None
+        self.backout_lambda = nn.Parameter(torch.full((1,), 0.2)) if config.use_backout else None
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -329,35 +470,82 @@ class AksharaModel(AksharaPreTrainedModel):
     ) -> BaseModelOutputWithPast:
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        if self.value_embeds is not None and input_ids is None:
+            raise ValueError("this model has value embeddings (nanochat 2026), which are looked up from input_ids")
         if inputs_embeds is None:
             inputs_embeds = self.wte(input_ids)
         if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
+            past_key_values = AksharaCache(config=self.config)
         if position_ids is None:
             past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
             position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device).unsqueeze(0) + past_seen
 
-        causal_mask = create_causal_mask(
-            config=self.config,
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            past_key_values=past_key_values,
-            position_ids=position_ids,
-        )
+        masks = self._attention_masks(inputs_embeds, attention_mask, past_key_values, position_ids)
         self.rotary_emb.check_positions(position_ids, past_key_values)
         position_embeddings = self.rotary_emb(inputs_embeds, position_ids)
 
         hidden_states = self.embedding_norm(inputs_embeds)
-        for block in self.h:
+        if self.smear_gate is not None:
+            hidden_states = self._smear(hidden_states, position_ids, past_key_values)
+        x0 = hidden_states
+        backout_layer, x_backout = self.config.num_hidden_layers // 2, None
+        for i, block in enumerate(self.h):
+            if self.resid_lambdas is not None:
+                hidden_states = self.resid_lambdas[i] * hidden_states + self.x0_lambdas[i] * x0
+            value_embedding = self.value_embeds[str(i)](input_ids) if block.attn.ve_gate is not None else None
             hidden_states = block(
                 hidden_states,
-                attention_mask=causal_mask,
+                attention_mask=masks[i],
                 position_embeddings=position_embeddings,
                 past_key_values=past_key_values,
                 position_ids=position_ids,
+                value_embedding=value_embedding,
                 **kwargs,
             )
+            if i == backout_layer and self.backout_lambda is not None:
+                x_backout = hidden_states
+        if x_backout is not None:  # nanochat 2026: subtract part of the mid-depth residual stream
+            hidden_states = hidden_states - self.backout_lambda.to(hidden_states.dtype) * x_backout
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), past_key_values=past_key_values)
+
+    def _attention_masks(self, inputs_embeds, attention_mask, past_key_values, position_ids) -> list:
+        """Each layer's mask, from masking_utils: one per distinct (layer type, window), causal or sliding. A dict
+        from `create_masks_for_generate` (compiled generation) is already keyed by layer type."""
+        types = self.config.layer_types or ["full_attention"] * len(self.h)
+        if isinstance(attention_mask, dict):
+            return [attention_mask[kind] for kind in types]
+        masks = {}
+        for i, (block, kind) in enumerate(zip(self.h, types)):
+            window = block.attn.sliding_window
+            if (kind, window) in masks:
+                continue
+            arguments = dict(
+                inputs_embeds=inputs_embeds, attention_mask=attention_mask, past_key_values=past_key_values,
+                position_ids=position_ids,
+            )  # fmt: skip
+            if window is None:
+                masks[kind, window] = create_causal_mask(config=self.config, **arguments)
+            else:
+                # masking_utils reads the window from the config, and sizes the mask from this layer's cache.
+                config = copy.copy(self.config)
+                config.sliding_window = window
+                masks[kind, window] = create_sliding_window_causal_mask(config=config, layer_idx=i, **arguments)
+        return [masks[kind, block.attn.sliding_window] for block, kind in zip(self.h, types)]
+
+    def _smear(self, embeddings: torch.Tensor, position_ids: torch.Tensor, cache: Cache | None) -> torch.Tensor:
+        """nanochat 2026's smear: `x[t] += smear_lambda * sigmoid(smear_gate(x[t, :24])) * x[t-1]` where position t has
+        a predecessor (position id > 0: not the first token of a sequence, a packed conversation or a left-padded
+        row). Decoding continues from the embedding the cache kept from the previous forward."""
+        previous = getattr(cache, "smear_embedding", None) if cache is not None else None
+        first = torch.zeros_like(embeddings[:, :1]) if previous is None else previous.to(embeddings.dtype)
+        if cache is not None:
+            cache.smear_embedding = embeddings[:, -1:].detach()
+        if first.shape[0] != embeddings.shape[0]:
+            first = first.expand(embeddings.shape[0], -1, -1)
+        previous_tokens = torch.cat([first, embeddings[:, :-1]], dim=1)
+        gate = self.smear_lambda.to(embeddings.dtype) * torch.sigmoid(self.smear_gate(embeddings[..., :SMEAR_CHANNELS]))
+        has_previous = (position_ids > 0).unsqueeze(-1)
+        return embeddings + torch.where(has_previous, gate * previous_tokens, torch.zeros_like(embeddings))
 
 
 class AksharaForCausalLM(AksharaPreTrainedModel, GenerationMixin):
@@ -373,6 +561,17 @@ class AksharaForCausalLM(AksharaPreTrainedModel, GenerationMixin):
 
     def get_output_embeddings(self) -> nn.Module:
         return self.lm_head
+
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
+        """generate's default cache is a plain `DynamicCache`; a smear model needs `AksharaCache`, which carries the
+        previous token's embedding (and beam search reorders it)."""
+        super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
+        cache = model_kwargs.get("past_key_values")
+        if self.config.use_smear and type(cache) is DynamicCache and not getattr(cache, "_is_user_defined", False):
+            replacement = AksharaCache(config=self.config.get_text_config(decoder=True))
+            if getattr(cache, "_is_assistant", False) or getattr(generation_config, "is_assistant", False):
+                replacement.activate_past_recording()
+            model_kwargs["past_key_values"] = replacement
 
     def _validate_generated_length(self, generation_config, input_ids_length, has_default_max_length):
         """`generate`'s one look at the final length: refuse a `max_length` past the rotary tables here, once, so that

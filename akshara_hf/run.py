@@ -148,7 +148,7 @@ def _check_output_dir(output: Path) -> None:
 
 
 def _load_model_and_tokenizer(run, output_dir: Path):
-    from .configuration_akshara import AksharaConfig
+    from .configuration_akshara import AksharaConfig, nanochat_2026_fields
     from .convert import convert_nanochat
     from .loading import load_model, load_tokenizer
     from .modeling_akshara import AksharaForCausalLM
@@ -163,6 +163,9 @@ def _load_model_and_tokenizer(run, output_dir: Path):
         spec.setdefault("vocab_size", len(tokenizer))
         spec.setdefault("max_position_embeddings", run.max_seq_len)
         try:
+            if "window_pattern" in spec and "depth" not in spec:  # nanochat 2026 (from_depth takes it itself)
+                spec.update(nanochat_2026_fields(spec.pop("window_pattern"), spec["max_position_embeddings"],
+                                                 spec.get("num_hidden_layers", 20)))  # fmt: skip
             config = AksharaConfig.from_depth(**spec) if "depth" in spec else AksharaConfig(**spec)
         except (TypeError, ValueError) as error:
             raise AksharaError(f"model_config {json.dumps(run.model_config)}: {one_line(error)}") from None

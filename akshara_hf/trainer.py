@@ -242,6 +242,18 @@ def _check_counts(config: "AksharaSFTConfig") -> None:
     accumulation = config.gradient_accumulation_steps
     if not whole(accumulation) or accumulation < 1:
         raise AksharaError(f"gradient_accumulation_steps must be a positive integer, got {accumulation!r}")
+    for key in ("eval_steps", "save_steps", "logging_steps"):  # a count of steps, or a fraction in (0, 1) of the run
+        value = getattr(config, key)
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise AksharaError(f"{key} must be > 0 (steps, or a fraction of the run below 1), got {value!r}")
+    if not whole(config.seed) or not 0 <= config.seed < 2**32:
+        raise AksharaError(f"seed must be an integer in [0, 2**32), got {config.seed!r}")
+    for key in ("max_grad_norm", "weight_decay", "dataloader_num_workers"):
+        value = getattr(config, key)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise AksharaError(f"{key} must be >= 0, got {value!r}")
+    if config.save_total_limit is not None and (not whole(config.save_total_limit) or config.save_total_limit < 1):
+        raise AksharaError(f"save_total_limit must be a positive integer or null, got {config.save_total_limit!r}")
 
 
 def _pretokenized_mask_rule(args: AksharaSFTConfig, dataset) -> AksharaSFTConfig:

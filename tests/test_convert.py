@@ -70,14 +70,18 @@ def _checkpoint_with(tmp_path, state, model_config=TINY_NANOCHAT):
 def test_refuses_newer_architecture_and_unmapped_or_missing_tensors(nanochat_run, tmp_path):
     base, _, states = nanochat_run
     state = dict(states[100])
-    newer = _checkpoint_with(tmp_path, {**state, "value_embeds.0.weight": torch.zeros(4, 4)})
-    with pytest.raises(AksharaError, match="newer nanochat architecture.*value_embeds"):
+    newer = _checkpoint_with(tmp_path, {**state, "transformer.h.0.attn.rel_bias": torch.zeros(4)})
+    with pytest.raises(AksharaError, match=r"does not have.*\['transformer.h.0.attn.rel_bias'\]"):
         convert_nanochat(newer, tmp_path / "out", tokenizer_dir=base / "tokenizer")
+    # a 2026 tensor makes it a 2026 checkpoint (nanochat reads a missing window_pattern as "L"): the rest is missing
+    partial = _checkpoint_with(tmp_path, {**state, "value_embeds.1.weight": torch.zeros(320, 32)})
+    with pytest.raises(AksharaError, match=r"missing tensors: \['backout_lambda', 'resid_lambdas', 'smear_gate"):
+        convert_nanochat(partial, tmp_path / "out", tokenizer_dir=base / "tokenizer")
     missing = _checkpoint_with(tmp_path, {k: v for k, v in state.items() if "h.1.mlp" not in k})
     with pytest.raises(AksharaError, match=r"missing tensors.*transformer\.h\.1\.mlp"):
         convert_nanochat(missing, tmp_path / "out", tokenizer_dir=base / "tokenizer")
-    windowed = _checkpoint_with(tmp_path, state, {**TINY_NANOCHAT, "window_pattern": "SSSL"})
-    with pytest.raises(AksharaError, match="window_pattern"):
+    windowed = _checkpoint_with(tmp_path, state, {**TINY_NANOCHAT, "window_pattern": "SSSL"})  # 2026 meta, 2025 state
+    with pytest.raises(AksharaError, match=r"missing tensors: \['backout_lambda'"):
         convert_nanochat(windowed, tmp_path / "out", tokenizer_dir=base / "tokenizer")
     assert not (tmp_path / "out").exists()  # nothing half-written
 

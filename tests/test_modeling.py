@@ -29,8 +29,11 @@ def test_depth_rule_gives_d20_shape():
 
 
 def test_config_from_nanochat_rejects_newer_architecture_fields():
-    with pytest.raises(ValueError, match="window_pattern"):
-        AksharaConfig.from_nanochat({**TINY_NANOCHAT, "window_pattern": "SSSL"})
+    with pytest.raises(ValueError, match=r"fields this architecture does not have: \['n_expert'\]"):
+        AksharaConfig.from_nanochat({**TINY_NANOCHAT, "window_pattern": "SSSL", "n_expert": 8})
+    for pattern in ("SXL", "", 4):
+        with pytest.raises(ValueError, match="window_pattern must be a non-empty string of S and L"):
+            AksharaConfig.from_nanochat({**TINY_NANOCHAT, "window_pattern": pattern})
     with pytest.raises(ValueError, match="n_kv_head"):
         AksharaConfig.from_nanochat({k: v for k, v in TINY_NANOCHAT.items() if k != "n_kv_head"})
 

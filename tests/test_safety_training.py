@@ -78,6 +78,15 @@ def recipe_with(tmp_path, text: str, name: str = "recipe.yaml") -> Path:
     ("--per_device_train_batch_size", "four", "per_device_train_batch_size"),
     ("--max_seq_len", "0", "max_seq_len must be a positive integer"),
     ("--eval_tokens", "-1", "eval_tokens must be a positive integer"),
+    ("--eval_steps", "-3", "eval_steps must be > 0"),
+    ("--save_steps", "-1", "save_steps must be > 0"),
+    ("--logging_steps", "-2", "logging_steps must be > 0"),
+    ("--seed", "-1", "seed must be an integer in [0, 2**32)"),  # numpy's seeding would raise deep inside set_seed
+    ("--max_grad_norm", "-1", "max_grad_norm must be >= 0"),
+    ("--weight_decay", "-0.1", "weight_decay must be >= 0"),
+    ("--dataloader_num_workers", "-1", "dataloader_num_workers must be >= 0"),
+    ("--save_total_limit", "0", "save_total_limit must be a positive integer"),
+    ("--eval_strategy", "bogus", "invalid choice: 'bogus'"),
 ])
 def test_bad_counts_are_refused_before_any_work(refused, key, value, fragment):
     extra = ["--max_steps", "-1"] if key == "--num_train_epochs" else []
