@@ -71,6 +71,7 @@ class RunFacts:
     run_name: str
     stage: str
     base_model: str | None = None
+    trainer: str = "trl"  # this project's TRL trainer (the card's schema also knows "nanochat": nanochat's scripts)
     hardware: str | None = None
     num_steps: int | None = None
     train_time_seconds: float | None = None

@@ -126,3 +126,16 @@ def test_run_facts_after_a_resume_count_the_whole_run(readme_runs, tmp_path, mon
     assert after["final_val_loss"] == pytest.approx(full["final_val_loss"], rel=1e-5)
     steps = [entry[0] for entry in losses(straight) if entry[2] is not None]
     assert steps == [2, 4]  # the last evaluation is the Trainer's own at step 4, not repeated
+
+
+def test_run_facts_record_and_the_card_schema_agree():
+    """Every field the trainer writes is one the card reads (the card refuses unknown fields)."""
+    import dataclasses
+
+    from akshara_hf.training_log import RunFacts
+    from model_card import RUN_FACTS_FIELDS, validate_run_facts
+
+    names = [field.name for field in dataclasses.fields(RunFacts)]
+    assert set(names) <= set(RUN_FACTS_FIELDS), set(names) - set(RUN_FACTS_FIELDS)
+    facts = RunFacts(run_name="tiny", stage="sft", datasets=["owner/data"], data_sources=["news: a.jsonl"]).to_dict()
+    assert validate_run_facts(facts)["data_sources"] == ["news: a.jsonl"]
