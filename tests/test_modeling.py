@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_fixtures import TINY_NANOCHAT, tiny_akshara
+from model_fixtures import TINY_NANOCHAT, TINY_NANOCHAT_2026, tiny_akshara
 from reference_nanochat import nanochat_forward
 from transformers import AutoModelForCausalLM, CompileConfig, pipeline
 
@@ -358,10 +358,30 @@ def _compile_config():
     return config
 
 
-@pytest.mark.parametrize("rope", [None, {"rope_type": "dynamic", "factor": 2.0}], ids=["default", "dynamic"])
-def test_static_cache_compiled_generate_equals_eager_greedy_with_left_padding(rope):
-    """Dynamic NTK builds its tables in the forward from the length as a tensor: that must compile too."""
-    model, _ = tiny_akshara(**({"rope_parameters": rope} if rope else {}))
+def _tiny_2026_full_attention():
+    """nanochat 2026 (value embeddings, resid/x0 lambdas, smear, backout, fp32 tables) with every layer full-width.
+    Sliding windows are left out: transformers' static sliding-window cache layer branches on a Python int of the
+    filled length, so it recompiles per token until the window is full (fullgraph hits the recompile limit)."""
+    from reference_nanochat import random_nanochat_state
+
+    from akshara_hf.convert import nanochat_state_to_akshara
+
+    shape = {**TINY_NANOCHAT_2026, "window_pattern": "L"}
+    config = AksharaConfig.from_nanochat(shape, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    model = AksharaForCausalLM(config)
+    model.load_state_dict(nanochat_state_to_akshara(random_nanochat_state(shape), config), strict=True)
+    return model.eval()
+
+
+@pytest.mark.parametrize("variant", ["default", "dynamic", "nanochat2026"])
+def test_static_cache_compiled_generate_equals_eager_greedy_with_left_padding(variant):
+    """Dynamic NTK builds its tables in the forward from the length as a tensor: that must compile too; so must the
+    2026 architecture's extra paths."""
+    if variant == "nanochat2026":
+        model = _tiny_2026_full_attention()
+    else:
+        dynamic = {"rope_parameters": {"rope_type": "dynamic", "factor": 2.0}}
+        model, _ = tiny_akshara(**(dynamic if variant == "dynamic" else {}))
     assert model._can_compile_fullgraph
     input_ids = torch.randint(2, 300, (2, 9), generator=torch.Generator().manual_seed(13))
     attention_mask = torch.ones_like(input_ids)
