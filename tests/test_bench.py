@@ -113,3 +113,25 @@ def test_gpu_script_runs_tiny_on_cpu():
     assert rows[0]["projection"].startswith("mid-v1 (1,047 x 524,288 tok)")
     assert rows[2]["projection"].startswith("v1 SFT (45,102 x 32 conv)") and rows[2]["ratio"] == "1"
     assert "flash_attention_2: not installed, skipped" in done.stdout
+
+
+def test_nanochat_comparison_needs_a_nanochat_checkout(tmp_path):
+    """bench_nanochat.py imports nanochat from a checkout the user supplies (the project ships none): anything else is
+    a one-line error. Its figures are in bench/README.md."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "bench_nanochat.py"), "--nanochat-src", str(tmp_path)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and done.stderr.strip().splitlines() == [
+        f"bench_nanochat.py: error: {tmp_path}: not a nanochat checkout (no nanochat/gpt.py)"]
+
+
+def test_nanochat2026():
+    out = bench("bench_nanochat2026.py", "--rounds", "1", "--new", "2", "--batch", "1", "--sequence-len", "512")
+    rows = table(out, "nanochat 2026 vs late 2025")
+    assert [(r["what"], r["reference"]) for r in rows] == [
+        ("forward tok/s", "late-2025"), ("forward tok/s", "2026, no windows"), ("decode tok/s", "late-2025"),
+        ("decode tok/s", "2026, no windows"), ("KV cache bytes", "late-2025"), ("KV cache bytes", "2026, no windows")]
+    assert all(positive(r["ratio"]) for r in rows)
+    # input = 4 x the short window (512): each of the 3 sliding layers of 4 caches its last 128 keys (the 129th is the
+    # next query's own), the full layer all 512
+    assert float(rows[-1]["ratio"]) == pytest.approx((1 + 3 * 128 / 512) / 4, abs=1e-3)
