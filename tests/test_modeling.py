@@ -165,9 +165,8 @@ def test_rope_scaling_tables_are_transformers_own_rounded_to_bf16(rope):
     positions = torch.arange(0, 200)[None]
     x = torch.zeros(1, 1, 64)
     with torch.no_grad():
-        ours, reference, unscaled = (
-            m(x, positions) for m in (model.transformer.rotary_emb, native.model.rotary_emb, default.transformer.rotary_emb)
-        )
+        rotaries = (model.transformer.rotary_emb, native.model.rotary_emb, default.transformer.rotary_emb)
+        ours, reference, unscaled = (rotary(x, positions) for rotary in rotaries)
     for table, ref, plain in zip(ours, reference, unscaled):  # first halves: the second holds -sin here, +sin there
         assert (table[0, 0, :, :8] - ref[0, :, :8]).abs().max().item() <= 2**-8  # bf16 rounding of values up to ~1.2
         assert (table - plain).abs().max().item() > 0.05  # the scaling changed the tables
@@ -177,7 +176,8 @@ def test_rope_scaling_tables_are_transformers_own_rounded_to_bf16(rope):
         fp32 = model(idx).logits
         bf16 = model.to(torch.bfloat16)(idx).logits
     assert torch.isfinite(bf16).all() and (bf16 - fp32).abs().max().item() < 0.35
-    assert model.generate(idx[:1, :70], max_new_tokens=4, do_sample=False, eos_token_id=None, pad_token_id=1).shape == (1, 74)
+    generated = model.generate(idx[:1, :70], max_new_tokens=4, do_sample=False, eos_token_id=None, pad_token_id=1)
+    assert generated.shape == (1, 74)
 
 
 def test_rope_scaling_round_trips_through_a_saved_folder(tmp_path):
