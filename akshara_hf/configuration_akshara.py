@@ -182,7 +182,7 @@ class AksharaConfig(PreTrainedConfig):
                  "must be > 0, or null for torch's default", eps)  # fmt: skip
         _require(0 <= self.attention_dropout < 1, "attention_dropout", "must be in [0, 1)", self.attention_dropout)
         _require(not self.tie_word_embeddings, "tie_word_embeddings",
-                 "must be false: Akshara has untied embeddings (wte and lm_head are separate matrices)", True)  # fmt: skip
+                 "must be false: Akshara has untied embeddings (wte and lm_head are separate)", True)  # fmt: skip
         rope = self.rope_parameters or {}
         rope_type = rope.get("rope_type", rope.get("type", "default"))
         _require(rope_type in SUPPORTED_ROPE_TYPES, "rope_parameters.rope_type",
@@ -190,7 +190,7 @@ class AksharaConfig(PreTrainedConfig):
         if rope_type != "default":  # transformers' own check only warns about a bad factor
             factor = rope.get("factor")
             _require(isinstance(factor, (int, float)) and not isinstance(factor, bool) and factor >= 1,
-                     "rope_parameters.factor", f"must be a number >= 1 for rope_type {rope_type!r}", factor)  # fmt: skip
+                     "rope_parameters.factor", f"must be >= 1 for rope_type {rope_type!r}", factor)  # fmt: skip
         theta = rope.get("rope_theta", self.default_theta)
         _require(isinstance(theta, (int, float)) and not isinstance(theta, bool) and math.isfinite(theta) and theta > 0,
                  "rope_parameters.rope_theta", "must be a number > 0", theta)  # fmt: skip

@@ -24,7 +24,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.modeling_utils import AttentionInterface, PreTrainedModel
+from transformers.modeling_utils import AttentionInterface, PreTrainedModel, slice_logits_to_keep
 
 # The standard eager attention (GQA via `module.num_key_value_groups`); SDPA/flash/flex come from the interface.
 from transformers.models.llama.modeling_llama import eager_attention_forward
@@ -149,7 +149,7 @@ def sdpa_varlen_attention_forward(
 
     Written by hand because transformers has no variable-length SDPA: its SDPA attends over the whole row through the
     dense block-diagonal mask built from `position_ids`, (sum of lengths)^2 work where the sequences need the sum of
-    their squares (measured on CPU: the SDPA backward 3x slower than on the same rows padded), and the varlen kernels
+    their squares (bench/README.md has the measured cost), and the varlen kernels
     (flash-attention) need a GPU. `cu_seq_lens_*` define the sequences: TRL derives them from the same `position_ids`
     resets the block-diagonal mask is built from (its padding-free batches carry no `attention_mask`).
     """
@@ -206,6 +206,7 @@ class AksharaAttention(nn.Module):
         self.c_k = nn.Linear(hidden, kv_dim, bias=False)
         self.c_v = nn.Linear(hidden, kv_dim, bias=False)
         self.c_proj = nn.Linear(config.num_attention_heads * self.head_dim, hidden, bias=False)
+        self.c_proj.zero_init = True  # nanochat starts the block's output projections at zero
         self.q_norm = AksharaRMSNorm(config.rms_norm_eps)
         self.k_norm = AksharaRMSNorm(config.rms_norm_eps)
         self.qk_scale = config.qk_scale
@@ -270,6 +271,7 @@ class AksharaMLP(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
         self.c_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.c_proj.zero_init = True
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.c_proj(F.relu(self.c_fc(hidden_states)).square())
@@ -355,11 +357,16 @@ class AksharaPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """nanochat's init for new models; also restores the rotary tables, which `from_pretrained` leaves empty."""
+        """nanochat's init for new models: every matrix `normal(0, fan_in^-0.5 * min(1, sqrt(fan_out / fan_in)))`, the
+        embedding `normal(0, 1)`, zero where the owning module marked its output projection `zero_init` (each block's
+        two output projections and the head). Also restores the rotary tables, which `from_pretrained` leaves empty.
+
+        The owners mark their projections when built, because transformers never calls this on them: for remote-code
+        models it skips every module without parameters of its own (`_initialize_weights`), i.e. all parents."""
         if self.config.is_nanochat_2026:
             return self._init_weights_2026(module)
         if isinstance(module, nn.Linear):
-            if any(module is zero for zero in self._zero_init_linears()):
+            if getattr(module, "zero_init", False):
                 init.zeros_(module.weight)
             else:
                 fan_out, fan_in = module.weight.shape
@@ -380,7 +387,7 @@ class AksharaPreTrainedModel(PreTrainedModel):
             gates = [block.attn.ve_gate for block in backbone.h] + [backbone.smear_gate]
             if module is head:
                 init.normal_(module.weight, mean=0.0, std=0.001)
-            elif any(module is zero for zero in self._zero_init_linears()):
+            elif getattr(module, "zero_init", False):  # c_proj of attention and MLP
                 init.zeros_(module.weight)
             elif any(module is gate for gate in gates):
                 init.uniform_(module.weight, 0.0, 0.02)  # ve_gate, smear_gate: gates start slightly above neutral
@@ -410,14 +417,6 @@ class AksharaPreTrainedModel(PreTrainedModel):
 
     def _backbone(self) -> "AksharaModel":
         return getattr(self, self.base_model_prefix, self)
-
-    def _zero_init_linears(self) -> list[nn.Module]:
-        """nanochat starts the output projections and the head at zero. (transformers initialises leaf modules only,
-        so they are recognised by identity here rather than from their parent module.)"""
-        backbone = getattr(self, self.base_model_prefix, self)
-        linears = [linear for block in backbone.h for linear in (block.attn.c_proj, block.mlp.c_proj)]
-        head = self.get_output_embeddings()
-        return linears if head is None else [*linears, head]
 
 
 class AksharaModel(AksharaPreTrainedModel):
@@ -556,6 +555,7 @@ class AksharaForCausalLM(AksharaPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.transformer = AksharaModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head.zero_init = True
         self.post_init()
 
     def get_output_embeddings(self) -> nn.Module:
@@ -610,8 +610,7 @@ class AksharaForCausalLM(AksharaPreTrainedModel, GenerationMixin):
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden_states[:, keep, :]).float()
+        logits = self.lm_head(slice_logits_to_keep(hidden_states, logits_to_keep)).float()
         cap = self.config.final_logit_softcapping
         if cap is not None:
             logits = cap * torch.tanh(logits / cap)

@@ -115,6 +115,16 @@ def test_gpu_script_runs_tiny_on_cpu():
     assert "flash_attention_2: not installed, skipped" in done.stdout
 
 
+def test_nanochat_comparison_needs_a_nanochat_checkout(tmp_path):
+    """bench_nanochat.py imports nanochat from a checkout the user supplies (the project ships none): anything else is
+    a one-line error. Its figures are in bench/README.md."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "bench_nanochat.py"), "--nanochat-src", str(tmp_path)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and done.stderr.strip().splitlines() == [
+        f"bench_nanochat.py: error: {tmp_path}: not a nanochat checkout (no nanochat/gpt.py)"]
+
+
 def test_nanochat2026():
     out = bench("bench_nanochat2026.py", "--rounds", "1", "--new", "2", "--batch", "1", "--sequence-len", "512")
     rows = table(out, "nanochat 2026 vs late 2025")

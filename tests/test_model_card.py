@@ -1,5 +1,6 @@
 """Model cards: Hub metadata parsed back by huggingface_hub, the seeds' figures, the loss curve, bad facts refused."""
 
+import contextlib
 import json
 from pathlib import Path
 import os
@@ -480,3 +481,28 @@ def test_the_nanochat_generation_comes_from_the_config(config, expected):
     from model_card.architecture import nanochat_generation
 
     assert nanochat_generation(config) == expected
+
+
+def test_the_cards_serve_snippet_answers_as_written(converted_folder, tmp_path):
+    """The card's serve command and request, run from the folder's parent (the port swapped for a free one): the
+    server starts on the folder and answers the card's request with an assistant message."""
+    import urllib.request
+
+    from test_serve import _free_port, _server
+
+    folder = shutil.copytree(converted_folder, tmp_path / "akshara-tiny")
+    block = _code_blocks(write_model_card(folder).read_text(encoding="utf-8"), "bash")[0]
+    serve_line, curl_line = block.replace("\\\n", " ").splitlines()[:2]
+    port = _free_port()
+    command = shlex.split(serve_line.replace("--port 8000", f"--port {port}"))
+    assert command[:3] == ["akshara-hf", "serve", "./akshara-tiny"]
+    curl = shlex.split(curl_line)
+    url = curl[1].replace(":8000", f":{port}")
+    body = json.loads(curl[-1])
+    with contextlib.chdir(tmp_path), _server([sys.executable, "-m", "akshara_hf.cli", *command[1:]], port, body["model"]):
+        request = urllib.request.Request(url, data=json.dumps({**body, "max_tokens": 8}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            answer = json.loads(response.read())
+    assert answer["choices"][0]["message"]["role"] == "assistant"
+    assert isinstance(answer["choices"][0]["message"]["content"], str)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_fixtures import TINY_NANOCHAT, tiny_akshara
+from model_fixtures import TINY_NANOCHAT, TINY_NANOCHAT_2026, tiny_akshara
 from reference_nanochat import nanochat_forward
 from transformers import AutoModelForCausalLM, CompileConfig, pipeline
 
@@ -165,9 +165,8 @@ def test_rope_scaling_tables_are_transformers_own_rounded_to_bf16(rope):
     positions = torch.arange(0, 200)[None]
     x = torch.zeros(1, 1, 64)
     with torch.no_grad():
-        ours, reference, unscaled = (
-            m(x, positions) for m in (model.transformer.rotary_emb, native.model.rotary_emb, default.transformer.rotary_emb)
-        )
+        rotaries = (model.transformer.rotary_emb, native.model.rotary_emb, default.transformer.rotary_emb)
+        ours, reference, unscaled = (rotary(x, positions) for rotary in rotaries)
     for table, ref, plain in zip(ours, reference, unscaled):  # first halves: the second holds -sin here, +sin there
         assert (table[0, 0, :, :8] - ref[0, :, :8]).abs().max().item() <= 2**-8  # bf16 rounding of values up to ~1.2
         assert (table - plain).abs().max().item() > 0.05  # the scaling changed the tables
@@ -177,7 +176,8 @@ def test_rope_scaling_tables_are_transformers_own_rounded_to_bf16(rope):
         fp32 = model(idx).logits
         bf16 = model.to(torch.bfloat16)(idx).logits
     assert torch.isfinite(bf16).all() and (bf16 - fp32).abs().max().item() < 0.35
-    assert model.generate(idx[:1, :70], max_new_tokens=4, do_sample=False, eos_token_id=None, pad_token_id=1).shape == (1, 74)
+    generated = model.generate(idx[:1, :70], max_new_tokens=4, do_sample=False, eos_token_id=None, pad_token_id=1)
+    assert generated.shape == (1, 74)
 
 
 def test_rope_scaling_round_trips_through_a_saved_folder(tmp_path):
@@ -358,10 +358,30 @@ def _compile_config():
     return config
 
 
-@pytest.mark.parametrize("rope", [None, {"rope_type": "dynamic", "factor": 2.0}], ids=["default", "dynamic"])
-def test_static_cache_compiled_generate_equals_eager_greedy_with_left_padding(rope):
-    """Dynamic NTK builds its tables in the forward from the length as a tensor: that must compile too."""
-    model, _ = tiny_akshara(**({"rope_parameters": rope} if rope else {}))
+def _tiny_2026_full_attention():
+    """nanochat 2026 (value embeddings, resid/x0 lambdas, smear, backout, fp32 tables) with every layer full-width.
+    Sliding windows are left out: transformers' static sliding-window cache layer branches on a Python int of the
+    filled length, so it recompiles per token until the window is full (fullgraph hits the recompile limit)."""
+    from reference_nanochat import random_nanochat_state
+
+    from akshara_hf.convert import nanochat_state_to_akshara
+
+    shape = {**TINY_NANOCHAT_2026, "window_pattern": "L"}
+    config = AksharaConfig.from_nanochat(shape, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    model = AksharaForCausalLM(config)
+    model.load_state_dict(nanochat_state_to_akshara(random_nanochat_state(shape), config), strict=True)
+    return model.eval()
+
+
+@pytest.mark.parametrize("variant", ["default", "dynamic", "nanochat2026"])
+def test_static_cache_compiled_generate_equals_eager_greedy_with_left_padding(variant):
+    """Dynamic NTK builds its tables in the forward from the length as a tensor: that must compile too; so must the
+    2026 architecture's extra paths."""
+    if variant == "nanochat2026":
+        model = _tiny_2026_full_attention()
+    else:
+        dynamic = {"rope_parameters": {"rope_type": "dynamic", "factor": 2.0}}
+        model, _ = tiny_akshara(**(dynamic if variant == "dynamic" else {}))
     assert model._can_compile_fullgraph
     input_ids = torch.randint(2, 300, (2, 9), generator=torch.Generator().manual_seed(13))
     attention_mask = torch.ones_like(input_ids)
