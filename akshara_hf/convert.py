@@ -318,13 +318,15 @@ def akshara_to_native(model):
 
 def native_to_akshara(native, source: str = "model"):
     """In memory: transformers' `NanoChatForCausalLM` -> `AksharaForCausalLM`; refuses settings Akshara lacks."""
-    from .configuration_akshara import AksharaConfig
+    from .configuration_akshara import SUPPORTED_ROPE_TYPES, AksharaConfig
     from .modeling_akshara import AksharaForCausalLM
 
     nc = native.config
-    rope = nc.rope_parameters or {}
+    rope = dict(nc.rope_parameters or {"rope_type": "default", "rope_theta": 10000.0})
+    rope_type = rope.get("rope_type", "default")
+    supported_rope = rope_type if rope_type in SUPPORTED_ROPE_TYPES else f"one of {SUPPORTED_ROPE_TYPES}"
     unsupported = {
-        "rope_type": (rope.get("rope_type", "default"), "default"),
+        "rope_type": (rope_type, supported_rope),
         "hidden_act": (nc.hidden_act, "relu2"),
         "attention_bias": (nc.attention_bias, False),
         "tie_word_embeddings": (nc.tie_word_embeddings, False),
@@ -334,7 +336,7 @@ def native_to_akshara(native, source: str = "model"):
         raise AksharaError(f"{source}: native settings Akshara does not implement: {bad}")
     config = AksharaConfig(
         **{name: getattr(nc, name) for name in SHARED_CONFIG_FIELDS},
-        rope_parameters={"rope_type": "default", "rope_theta": rope.get("rope_theta", 10000.0)},
+        rope_parameters=rope,
         rms_norm_eps=None if nc.rms_norm_eps == torch.finfo(torch.float32).eps else nc.rms_norm_eps,
     )
     model = AksharaForCausalLM(config)

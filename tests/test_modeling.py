@@ -180,6 +180,17 @@ def test_rope_scaling_tables_are_transformers_own_rounded_to_bf16(rope):
     assert generated.shape == (1, 74)
 
 
+def test_rope_scaling_round_trips_through_the_native_export():
+    from akshara_hf.convert import akshara_to_native, native_to_akshara
+
+    model, _ = tiny_akshara(rope_parameters={"rope_type": "yarn", "factor": 4.0})
+    back = native_to_akshara(akshara_to_native(model))
+    assert back.config.rope_parameters == model.config.rope_parameters
+    idx = torch.randint(0, 300, (1, 20), generator=torch.Generator().manual_seed(15))
+    with torch.no_grad():
+        assert torch.equal(back(idx).logits, model(idx).logits)
+
+
 def test_rope_scaling_round_trips_through_a_saved_folder(tmp_path):
     model, _ = tiny_akshara(rope_parameters={"rope_type": "yarn", "factor": 4.0})
     model.save_pretrained(tmp_path)
