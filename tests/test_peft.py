@@ -152,7 +152,9 @@ def test_sft_recipe_with_use_peft_saves_an_adapter(converted_folder, tmp_path, c
 def test_lora_on_a_nanochat_2026_layout_puts_adapters_on_adamw():
     from test_optim import nanochat_2026_layout
 
-    model = get_peft_model(nanochat_2026_layout(tiny_model()), LoraConfig(target_modules=["c_q", "c_v"], r=2))
+    base = nanochat_2026_layout()
+    model = get_peft_model(base, LoraConfig(target_modules=["c_q", "c_v"], r=2))
     optimizer = MuonAdamW.from_model(model, adapter_lr=1e-3)
     assert optimizer.muon is None and [g["name"] for g in optimizer.param_groups] == ["adapter"]
-    assert len(optimizer.param_groups[0]["params"]) == 8 and optimizer.param_groups[0]["lr"] == 1e-3
+    adapters = base.config.num_hidden_layers * 2 * 2  # c_q and c_v per layer, lora_A and lora_B each
+    assert len(optimizer.param_groups[0]["params"]) == adapters and optimizer.param_groups[0]["lr"] == 1e-3
