@@ -403,3 +403,27 @@ def test_default_config_trains_conversations_as_nanochats_chat_sft(tmp_path, con
     every_token, args = first_loss(assistant_only_loss=False)  # TRL's default: the user turns count too
     assert abs(every_token - expected) > 0.05
     assert tiny_config(tmp_path, stage="mid").assistant_only_loss is False  # mid-training: every token
+
+
+def test_trl_loss_on_a_nanochat_2026_model_is_its_own_loss(tmp_path):
+    """TRL's loss runs the backbone and the head weight only: every 2026 feature must live in the backbone."""
+    from dist_train_script import VOCAB_SIZE
+
+    from akshara_hf import AksharaConfig, AksharaForCausalLM
+
+    config = AksharaConfig.from_nanochat({"sequence_len": 128, "vocab_size": VOCAB_SIZE, "n_layer": 4, "n_head": 4,
+                                          "n_kv_head": 2, "n_embd": 64, "window_pattern": "SSSL"})  # fmt: skip
+    torch.manual_seed(0)
+    model = AksharaForCausalLM(config)
+    with torch.no_grad():  # no zero-initialised part left inert
+        for name, param in model.named_parameters():
+            param.normal_(0.5 if param.ndim == 1 else 0.0, 1.0 if "wte" in name or "value_embeds" in name else 0.3)
+    trainer = make_trainer(tmp_path, model=model)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    model.eval()
+    with torch.no_grad():
+        trl_loss = trainer.compute_loss(model, dict(batch))
+        output = model(**batch)
+    torch.testing.assert_close(trl_loss, output.loss, rtol=1e-5, atol=1e-5)
+    groups = {group["name"] for group in trainer.create_optimizer().param_groups}
+    assert groups == {"muon", "unembedding", "embedding", "value_embeddings", "resid_lambdas", "x0_lambdas", "scalars"}
