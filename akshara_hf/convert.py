@@ -346,10 +346,25 @@ def native_to_akshara(native, source: str = "model"):
 
 
 def _tokenizer_of(folder):
-    """The folder's tokenizer, or None for a weights-only folder."""
+    """The folder's tokenizer, or None for a weights-only folder. A tokenizer saved without a chat template gets the
+    package's (nanochat's layout is the only one its special tokens encode), so the converted folder chats and serves."""
+    import sys
+
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(folder) if (Path(folder) / "tokenizer.json").is_file() else None
+    from .chat import load_chat_template, special_token_ids
+
+    if not (Path(folder) / "tokenizer.json").is_file():
+        return None
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if not tokenizer.chat_template:
+        try:
+            special_token_ids(tokenizer)
+        except AksharaError as error:
+            raise AksharaError(f"{folder}: no chat template, and {error}") from None
+        tokenizer.chat_template = load_chat_template()
+        print(f"{folder}: the tokenizer has no chat template; the output gets nanochat's", file=sys.stderr)
+    return tokenizer
 
 
 def _save_converted(model, folder, output_dir, command: str, overwrite: bool) -> Path:

@@ -70,3 +70,25 @@ def test_import_refuses_what_akshara_cannot_express(folders, tmp_path):
     with pytest.raises(AksharaError, match="hidden_act"):
         import_native(tmp_path / "gelu", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_export_of_a_folder_without_chat_template_gets_nanochats(converted_folder, tmp_path, capsys):
+    """A tokenizer saved without a template would give a native folder that cannot chat or serve."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from akshara_hf.chat import load_chat_template
+
+    source = tmp_path / "no-template"
+    shutil.copytree(converted_folder, source)
+    (source / "chat_template.jinja").unlink(missing_ok=True)
+    config_path = source / "tokenizer_config.json"
+    config_path.write_text(json.dumps({k: v for k, v in json.loads(config_path.read_text()).items() if k != "chat_template"}))
+    assert not AutoTokenizer.from_pretrained(source).chat_template
+    export_native(source, tmp_path / "native")
+    assert "no chat template" in capsys.readouterr().err
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "native")
+    assert tokenizer.chat_template == load_chat_template()
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "నమస్తే"}], add_generation_prompt=True)["input_ids"]
+    assert ids[-1] == tokenizer.convert_tokens_to_ids("<|assistant_start|>")
