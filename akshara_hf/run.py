@@ -317,7 +317,7 @@ def train(argv: list[str] | None = None, script: str | None = None, card_writer=
         print(f"LoRA adapter saved in {output_dir} (base: {model.name_or_path}); merge it with "
               "AutoPeftModelForCausalLM.from_pretrained(FOLDER).merge_and_unload()", file=sys.stderr)
     elif card_writer is not None:
-        card_writer(output_dir, facts=facts.to_dict())
+        card_writer(output_dir, facts=facts.to_dict(), overwrite=True)  # the run's own folder (TRL's README)
     return output_dir
 
 

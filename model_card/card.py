@@ -22,6 +22,9 @@ from .plot import LOSS_CURVE_FILE, plot_loss_curve
 from .sources import describe, hub_datasets
 
 CARD_FILE = "README.md"
+# Ends every card this package renders: `write_model_card` replaces a README.md only when it carries it (or when told
+# to), so a card the user wrote by hand is never overwritten silently.
+CARD_MARKER = "<!-- written by akshara-hf model-card -->"
 TEMPLATE_PATH = Path(__file__).with_name("template.md")
 
 STAGE_LABELS = {"base": "pre-training", "mid": "mid-training", "sft": "supervised fine-tuning (SFT)"}
@@ -270,16 +273,22 @@ def render_model_card(facts: dict, architecture: dict, model_id: str, license: s
 
 
 def write_model_card(folder: str | Path, facts: dict | None = None, repo_id: str | None = None,
-                     license: str = "mit", eval_results: str | Path | None = None) -> Path:
+                     license: str = "mit", eval_results: str | Path | None = None, overwrite: bool = False) -> Path:
     """Write README.md (and loss_curve.png when the facts hold a loss log) into a saved model folder.
 
     Facts default to the folder's run_facts.json, else its nanochat_meta.json. `repo_id` goes into the usage
     snippets; without it they load the folder by its own name (`./NAME`), so pass it for a card you will publish.
     `eval_results`: an `akshara-hf evaluate --output DIR` eval_results.json whose figures join the model-index.
+    An existing README.md is replaced only when this function wrote it, or with `overwrite`.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise AksharaError(f"{folder}: not a directory")
+    path = folder / CARD_FILE
+    if path.is_symlink() or path.is_dir():
+        raise AksharaError(f"{path}: not a regular file; refusing to write the card there")
+    if path.is_file() and not overwrite and CARD_MARKER not in path.read_text(encoding="utf-8", errors="replace"):
+        raise AksharaError(f"{path}: exists and was not written by akshara-hf model-card; pass --overwrite to replace it")
     facts = folder_facts(folder) if facts is None else validate_run_facts(facts, "facts")
     if eval_results is not None:
         facts = {**facts, "eval_results": facts["eval_results"] + eval_results_from_file(eval_results)}
@@ -289,7 +298,6 @@ def write_model_card(folder: str | Path, facts: dict | None = None, repo_id: str
     curve = plot_loss_curve(facts["log_history"], folder / LOSS_CURVE_FILE, facts["run_name"]) if facts["log_history"] else None
     model_id = repo_id or f"./{folder.resolve().name}"
     card = render_model_card(facts, architecture, model_id, license, loss_curve=curve is not None)
-    path = folder / CARD_FILE
     card.save(path)
     return path
 

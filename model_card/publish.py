@@ -289,7 +289,7 @@ def _card_command(args) -> int:
     elif args.facts:
         facts = load_run_facts(args.facts)
     print(write_model_card(args.folder, facts=facts, repo_id=args.repo_id, license=args.license,
-                           eval_results=args.eval_results))
+                           eval_results=args.eval_results, overwrite=args.overwrite))
     return 0
 
 
@@ -311,6 +311,7 @@ def register(subparsers) -> None:
     source.add_argument("--seed-run", default=None, help="a published Akshara run name: use its reported figures")
     p.add_argument("--eval-results", default=None,
                    help="eval_results.json from `akshara-hf evaluate --output DIR`: its figures go into the model-index")
+    p.add_argument("--overwrite", action="store_true", help="replace a README.md that this command did not write")
     p.set_defaults(func=_card_command)
 
 

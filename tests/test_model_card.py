@@ -284,6 +284,27 @@ def test_bad_folders_are_refused_naming_the_file(folder, tmp_path):
     assert not (folder / "README.md").exists()
 
 
+def test_a_hand_written_readme_is_never_overwritten_silently(folder, capsys):
+    from akshara_hf.cli import main
+
+    hand = folder / "README.md"
+    hand.write_text("# my own notes\n", encoding="utf-8")
+    with pytest.raises(AksharaError, match=r"README\.md: exists and was not written by akshara-hf model-card"):
+        write_model_card(folder, facts=run_facts())
+    (folder / "facts.json").write_text(json.dumps(run_facts()))
+    assert main(["model-card", str(folder), "--facts", str(folder / "facts.json")]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert hand.read_text(encoding="utf-8") == "# my own notes\n"
+    written = write_model_card(folder, facts=run_facts(), overwrite=True)
+    assert "my own notes" not in written.read_text(encoding="utf-8")
+    write_model_card(folder, facts=run_facts())  # our own card is replaced without --overwrite
+    hand.unlink()
+    hand.symlink_to(folder / "config.json")
+    with pytest.raises(AksharaError, match="not a regular file"):
+        write_model_card(folder, facts=run_facts(), overwrite=True)
+    assert json.loads((folder / "config.json").read_text())  # the link's target is untouched
+
+
 # ----------------------------------------------------------------------------- the card tells the truth
 
 
