@@ -32,6 +32,19 @@ def is_hub_id(argument: str) -> bool:
     return not Path(argument.split("/")[0]).exists()
 
 
+def read_config_json(config: Path) -> dict:
+    """A folder's config.json as a dict; AksharaError naming the file when it is missing or not a JSON object."""
+    if not config.is_file():
+        raise AksharaError(f"{config}: missing (not a model folder)")
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise AksharaError(f"{config}: not valid JSON ({one_line(error)})") from None
+    if not isinstance(data, dict):
+        raise AksharaError(f"{config}: not a JSON object")
+    return data
+
+
 def resolve_model(argument: str | Path, tokenizer: bool = True) -> str:
     """A checked local model folder, or a Hub repo id; AksharaError (one line) for anything else."""
     argument = str(argument)
@@ -48,15 +61,7 @@ def resolve_model(argument: str | Path, tokenizer: bool = True) -> str:
         raise AksharaError(f"{argument}: no such folder{hint}")
     if not path.is_dir():
         raise AksharaError(f"{argument}: is a file, not a model folder")
-    config = path / "config.json"
-    if not config.is_file():
-        raise AksharaError(f"{config}: missing (not a model folder)")
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise AksharaError(f"{config}: not valid JSON ({one_line(error)})") from None
-    if not isinstance(data, dict):
-        raise AksharaError(f"{config}: not a JSON object")
+    read_config_json(path / "config.json")
     if not any((path / name).is_file() for name in WEIGHT_FILES):
         raise AksharaError(f"{path}: no weights ({WEIGHT_FILES[0]} missing)")
     if tokenizer and not any((path / name).is_file() for name in TOKENIZER_FILES):

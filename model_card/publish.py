@@ -110,14 +110,11 @@ def _safetensors_files(folder: Path) -> list[Path]:
 
 
 def _check_config(folder: Path) -> dict:
+    from akshara_hf.loading import read_config_json
+
     path = folder / "config.json"
-    if not path.is_file():
-        raise AksharaError(f"{path}: missing")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise AksharaError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+    config = read_config_json(path)
+    if not isinstance(config.get("model_type"), str):
         raise AksharaError(f"{path}: not a transformers config (no model_type)")
     auto_map = config.get("auto_map")
     if config["model_type"] == "akshara" and not isinstance(auto_map, dict):
