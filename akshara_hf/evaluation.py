@@ -232,8 +232,12 @@ def _load_eval_data(path: Path, split: str, kinds: dict):
 
 
 def evaluate(model_path, data, split="validation", tasks=("summarization", "paraphrase"), loss=True, all_tokens=False,
-             limit=None, batch_size=8, max_new_tokens=128, output_dir=None) -> dict:
+             limit=None, batch_size=8, max_new_tokens=128, output_dir=None, overwrite=False) -> dict:
+    from .folders import check_output, staged_output
     from .loading import load_model_and_tokenizer
+
+    if output_dir is not None:  # refused before the (long) evaluation, checked again when writing
+        check_output(output_dir, "evaluate", overwrite=overwrite, inputs=[model_path, data])
 
     unknown = sorted(set(tasks) - set(TASK_SOURCES))
     if unknown:
@@ -257,10 +261,9 @@ def evaluate(model_path, data, split="validation", tasks=("summarization", "para
     except (RuntimeError, ValueError, IndexError, TypeError) as error:  # torch/transformers during forward/generate
         raise AksharaError(f"{model_path}: evaluation failed ({type(error).__name__}: {one_line(error)})") from None
     if output_dir is not None:
-        output_dir = Path(output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
-        (output_dir / "eval_results.md").write_text(results_markdown(results))
+        with staged_output(output_dir, "evaluate", overwrite=overwrite, inputs=[model_path, data]) as staging:
+            (staging.folder / "eval_results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+            (staging.folder / "eval_results.md").write_text(results_markdown(results))
     return results
 
 
@@ -275,12 +278,14 @@ def register(subparsers) -> None:
     p.add_argument("--limit", type=int, default=None, help="at most this many rows (per task)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--output", default=None, help="folder for eval_results.json / .md")
+    p.add_argument("--output", default=None, help="folder for eval_results.json / .md (a new folder, or an earlier "
+                   "evaluate output with --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluate output folder")
 
     def run(args) -> int:
         tasks = tuple(t for t in args.tasks.split(",") if t)
         results = evaluate(args.model, args.data, args.split, tasks, not args.no_loss, args.all_tokens, args.limit,
-                           args.batch_size, args.max_new_tokens, args.output)
+                           args.batch_size, args.max_new_tokens, args.output, args.overwrite)
         print(results_markdown(results))
         return 0
 

@@ -89,4 +89,13 @@ def test_evaluate_command_writes_json_and_markdown(converted_folder, tmp_path):
     results = json.loads((tmp_path / "out" / "eval_results.json").read_text())
     assert results["loss"]["targets"] > 0 and results["tasks"]["paraphrase"]["rows"] == 2
     assert "| paraphrase | 2 |" in (tmp_path / "out" / "eval_results.md").read_text()
+    rerun = ["evaluate", str(converted_folder), "--data", str(data), "--tasks", "", "--output", str(tmp_path / "out")]
+    assert cli(rerun) == 2  # an earlier output is replaced only with --overwrite
+    assert cli([*rerun, "--overwrite"]) == 0 and "tasks" not in json.loads((tmp_path / "out" / "eval_results.json").read_text())
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "eval_results.json").write_text("my notes")
+    assert cli([*rerun[:-1], str(mine), "--overwrite"]) == 2  # a folder evaluate did not write is never replaced
+    assert (mine / "eval_results.json").read_text() == "my notes"
+    assert cli([*rerun[:-1], str(converted_folder / "eval")]) == 2  # not inside the model folder
     assert cli(["evaluate", str(converted_folder), "--data", str(tmp_path / "missing.jsonl")]) == 2
