@@ -1,7 +1,7 @@
 """Writing a command's output folder without ever replacing or deleting a folder the project did not write.
 
 Every command that writes a folder (convert-nanochat, export-native, import-native, export-nanochat, build-mixture,
-train-tokenizer, convert-tokenizer, evaluate --output, demo) goes through `staged_output`:
+train-tokenizer, convert-tokenizer, evaluate --output) goes through `staged_output` (`demo` through `check_output`):
 
 * the output is refused when it is a symbolic link, a file, a non-empty folder without our marker file
   (`.akshara-hf.json`), an earlier output of another command, or an earlier output of the same command without
