@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import AksharaError
+from akshara_hf.errors import AksharaError
 
 MARKER = ".akshara-hf.json"  # in every finished output: which command wrote it
 STAGING_MARKER = ".akshara-hf-staging.json"  # in every staging folder: command, output, host, pid

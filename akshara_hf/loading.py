@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import AksharaError, one_line
+from akshara_hf.errors import AksharaError, one_line
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
@@ -75,7 +75,7 @@ def _where(source: str, name: str) -> str:
 
 def load_config(source: str, trust_remote_code: bool = True):
     """The folder's config; a bad value (AksharaConfig's validation raises ValueError) becomes one line naming it."""
-    import akshara_hf.modeling_akshara  # noqa: F401  registers the Auto classes (the package's own code)
+    import akshara_hf.model.modeling_akshara  # noqa: F401  registers the Auto classes (the package's own code)
     from transformers import AutoConfig
 
     try:

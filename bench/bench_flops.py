@@ -1,4 +1,4 @@
-"""FLOPs per token (nanochat's `estimate_flops`, `akshara_hf.flops`) against the seeds' logged totals, and the
+"""FLOPs per token (nanochat's `estimate_flops`, `akshara_hf.training.flops`) against the seeds' logged totals, and the
 achieved model FLOP/s and MFU of a training step at the chosen shape.
 
 The reference is the seed write-ups' own FLOP counts and times (1 x A30, bf16): our formula times steps times
@@ -18,7 +18,7 @@ from bench_train_step import make_step  # noqa: E402
 from common import SHAPES, environment, print_table, step_parser, timed  # noqa: E402
 
 from akshara_hf import AksharaConfig  # noqa: E402
-from akshara_hf.flops import flops_per_token  # noqa: E402
+from akshara_hf.training.flops import flops_per_token  # noqa: E402
 
 # The seeds' mid-training runs: (steps, logged FLOPs, logged seconds). 524,288 tokens per step, sequence 2048.
 SEED_RUNS = {

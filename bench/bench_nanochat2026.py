@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from common import SHAPES, environment, print_table, timed  # noqa: E402
 
 from akshara_hf import AksharaConfig, AksharaForCausalLM  # noqa: E402
-from akshara_hf.modeling_akshara import AksharaCache  # noqa: E402
+from akshara_hf.model.modeling_akshara import AksharaCache  # noqa: E402
 
 
 def models(shape: dict, dtype, device) -> dict:

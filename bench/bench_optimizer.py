@@ -13,7 +13,7 @@ import torch  # noqa: E402
 from bench_train_step import build  # noqa: E402
 from common import SHAPES, environment, print_table, step_parser, timed  # noqa: E402
 
-from akshara_hf.optim import MuonAdamW, split_parameters  # noqa: E402
+from akshara_hf.training.optim import MuonAdamW, split_parameters  # noqa: E402
 
 
 def main():

@@ -75,9 +75,9 @@ def mixture_rows(vocab_size: int, max_length: int) -> tuple[list[dict], object]:
     """The tiny-sft train split rendered by a tokenizer trained on the mixture's text."""
     import datasets
 
-    from akshara_hf.chat import render_conversation
+    from akshara_hf.tokenization.chat import render_conversation
     from akshara_hf.data.mixture import build_mixture
-    from akshara_hf.tokenizer import train_tokenizer
+    from akshara_hf.tokenization.tokenizer import train_tokenizer
 
     datasets.disable_progress_bars()
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,7 +95,7 @@ def mixture_rows(vocab_size: int, max_length: int) -> tuple[list[dict], object]:
 
 def v1_rows(tokenizer, n: int, max_length: int, seed: int = 0) -> list[dict]:
     """`n` synthetic rows drawn from `V1_COMPONENTS`: bos, user turn, assistant turn, random ordinary token ids."""
-    from akshara_hf.chat import special_token_ids
+    from akshara_hf.tokenization.chat import special_token_ids
 
     special = special_token_ids(tokenizer)
     ordinary = min(special.values())  # special ids sit after the ranks
@@ -140,7 +140,7 @@ def run_config(rows: list[dict], tokenizer, shape: dict, args, steps: int, overr
     from dist_train_script import tiny_config
     from transformers import TrainerCallback
 
-    from akshara_hf.trainer import MuonSFTTrainer
+    from akshara_hf.training.trainer import MuonSFTTrainer
 
     tallies = []  # per optimizer step: [supervised, pads, all tokens]
 

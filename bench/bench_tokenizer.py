@@ -43,7 +43,7 @@ import torch  # noqa: E402
 from common import environment, print_table, timed  # noqa: E402
 
 from akshara_hf.errors import AksharaError  # noqa: E402
-from akshara_hf.tokenizer import fast_to_tiktoken, train_tokenizer  # noqa: E402
+from akshara_hf.tokenization.tokenizer import fast_to_tiktoken, train_tokenizer  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[1] / "training" / "recipes" / "tiny-sft.yaml"
 # An akshara: consonants joined by virama, then its marks (vowel sign, anusvara...); or a lone letter / vowel.

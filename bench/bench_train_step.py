@@ -32,7 +32,7 @@ def build(impl: str, shape: dict, attn: str, dtype, device):
     from reference_nanochat import random_nanochat_state
 
     from akshara_hf import AksharaConfig, AksharaForCausalLM
-    from akshara_hf.convert import akshara_to_native, nanochat_state_to_akshara
+    from akshara_hf.conversion.convert import akshara_to_native, nanochat_state_to_akshara
 
     config = AksharaConfig.from_nanochat(shape)
     config._attn_implementation = attn
@@ -112,7 +112,7 @@ def run_one(args) -> dict:
     import reference_nanochat  # noqa: F401
     import transformers.models.nanochat.modeling_nanochat  # noqa: F401
 
-    import akshara_hf.convert  # noqa: F401
+    import akshara_hf.conversion.convert  # noqa: F401
 
     baseline_mb = peak_memory_mb(device) if device == "cpu" else 0.0
     step = make_step(args.impl, args, device, dtype, args.attn, args.checkpointing, args.batching)

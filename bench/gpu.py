@@ -37,7 +37,7 @@ from bench_sft_batching import run_config, v1_rows  # noqa: E402
 from bench_train_step import build, make_batch, optimizer_for  # noqa: E402
 from common import SHAPES, environment, print_table, synchronize, timed  # noqa: E402
 
-from akshara_hf.flops import flops_per_token  # noqa: E402
+from akshara_hf.training.flops import flops_per_token  # noqa: E402
 
 MID_V1 = (1047, 524_288)  # steps, tokens per step
 SFT_V1 = (45_102, 32)  # steps, conversations per step

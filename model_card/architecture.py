@@ -28,7 +28,7 @@ def _build_meta_model(config_path: Path, config_dict: dict):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    import akshara_hf  # noqa: F401  registers model_type "akshara" with the Auto classes
+    import akshara_hf.model.modeling_akshara  # noqa: F401  registers model_type "akshara" with the Auto classes
 
     fields = {k: v for k, v in config_dict.items() if k not in ("model_type", "auto_map", "architectures")}
     try:

@@ -49,7 +49,7 @@ def folder_facts(folder: Path) -> dict:
 
 def eval_results_from_file(path: str | Path, dataset: str | None = None) -> list[dict]:
     """`eval_results` entries from `akshara-hf evaluate --output DIR`'s eval_results.json (model-index rows)."""
-    from akshara_hf.evaluation import eval_results_for_card
+    from akshara_hf.evaluation.evaluate import eval_results_for_card
 
     path = Path(path)
     results = read_json(path)

@@ -2,7 +2,7 @@
 
 One flat JSON object; every field but `run_name` and `stage` may be missing or null (the card then leaves that
 row out). Unknown keys are refused, so a misspelt field is an error instead of a silently missing figure.
-`RUN_FACTS_FIELDS` is the schema (field -> (kind, meaning)); `akshara_hf/training_log.py` writes it.
+`RUN_FACTS_FIELDS` is the schema (field -> (kind, meaning)); `akshara_hf/training/training_log.py` writes it.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ def converted_folder(tmp_path_factory):
     """A complete HF folder (weights, tokenizer, chat template, generation config) converted from a tiny nanochat run."""
     from model_fixtures import make_nanochat_run
 
-    from akshara_hf.convert import convert_nanochat
+    from akshara_hf.conversion.convert import convert_nanochat
 
     _, checkpoints, _ = make_nanochat_run(tmp_path_factory.mktemp("nanochat"))
     return convert_nanochat(checkpoints, tmp_path_factory.mktemp("converted") / "akshara-tiny")

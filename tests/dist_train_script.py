@@ -20,7 +20,7 @@ from tokenizers.pre_tokenizers import WhitespaceSplit
 from transformers import PreTrainedTokenizerFast
 
 from akshara_hf import AksharaConfig, AksharaForCausalLM
-from akshara_hf.trainer import AksharaSFTConfig, MuonSFTTrainer
+from akshara_hf.training.trainer import AksharaSFTConfig, MuonSFTTrainer
 
 VOCAB_SIZE = 512
 SPECIALS = [

@@ -6,10 +6,10 @@ from pathlib import Path
 import torch
 
 from akshara_hf import AksharaConfig, AksharaForCausalLM
-from akshara_hf.convert import nanochat_state_to_akshara
+from akshara_hf.conversion.convert import nanochat_state_to_akshara
 from reference_nanochat import random_nanochat_state
 
-from akshara_hf.tokenizer import save_nanochat_tokenizer, train_tokenizer
+from akshara_hf.tokenization.tokenizer import save_nanochat_tokenizer, train_tokenizer
 
 TINY_NANOCHAT = {"sequence_len": 64, "vocab_size": 300, "n_layer": 2, "n_head": 4, "n_kv_head": 2, "n_embd": 64}
 # nanochat 2026: windows S S S L (S = 128 keys back, L = 256), value embeddings on layers 1 and 3, backout after layer 2.

@@ -1,6 +1,6 @@
 """A tiny nanochat-format tokenizer directory (tokenizer.pkl + token_bytes.pt) for tests, built in ~0.1 s.
 
-Trained with `akshara_hf.tokenizer.train_tokenizer` on the built-in Telugu/English lines below, so it has real
+Trained with `akshara_hf.tokenization.tokenizer.train_tokenizer` on the built-in Telugu/English lines below, so it has real
 Telugu merges (partial UTF-8 tokens included) and the 9 special tokens at ids vocab_size-9 .. vocab_size-1.
 Deterministic: the same vocab_size gives the same ranks in every process. The corpus supports vocab_size up to
 845 (580 merges); more raises AksharaError.
@@ -43,6 +43,6 @@ def corpus() -> list[str]:
 
 def make_nanochat_tokenizer_dir(path, vocab_size: int = 300) -> Path:
     """Write nanochat's tokenizer files (tokenizer.pkl, token_bytes.pt) for a tiny trained tokenizer into `path`."""
-    from akshara_hf.tokenizer import save_nanochat_tokenizer, train_tokenizer
+    from akshara_hf.tokenization.tokenizer import save_nanochat_tokenizer, train_tokenizer
 
     return save_nanochat_tokenizer(train_tokenizer(corpus(), vocab_size), path)

@@ -7,14 +7,14 @@ import tiktoken
 from jinja2.exceptions import TemplateError
 from transformers import GenerationConfig
 
-from akshara_hf.chat import (
+from akshara_hf.tokenization.chat import (
     generation_config_kwargs,
     render_conversation,
     render_for_generation,
     validate_conversation,
 )
 from akshara_hf.errors import AksharaError
-from akshara_hf.tokenizer import load_tiktoken_encoding, tiktoken_to_fast, train_tokenizer
+from akshara_hf.tokenization.tokenizer import load_tiktoken_encoding, tiktoken_to_fast, train_tokenizer
 from nanochat_fixtures import make_nanochat_tokenizer_dir
 
 
@@ -286,7 +286,7 @@ def test_shipped_tokenizers_carry_the_package_template():
     """A tokenizer folder in the repo with an older template would hand its flaws to every model trained from it."""
     from pathlib import Path
 
-    from akshara_hf.chat import load_chat_template
+    from akshara_hf.tokenization.chat import load_chat_template
 
     repo = Path(__file__).resolve().parents[1]
     shipped = [path for path in repo.glob("data/**/chat_template.jinja")]

@@ -13,7 +13,7 @@ Properties, checked on every case:
 - agreement (sanitizing): transformers drops the markers in message text, then the template accepts iff the renderer
   accepts that text (and no special token only arises by joining consecutive text parts); then the ids are equal.
 Consecutive text parts are compared with the renderer on the joined text: the template renders them as one string
-(documented in `akshara_hf/chat.py`).
+(documented in `akshara_hf/tokenization/chat.py`).
 """
 
 from collections import Counter
@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jinja2.exceptions import TemplateError
 
-from akshara_hf.chat import render_conversation, render_for_generation
+from akshara_hf.tokenization.chat import render_conversation, render_for_generation
 from akshara_hf.errors import AksharaError
-from akshara_hf.tokenizer import SPECIAL_TOKENS, load_tiktoken_encoding, tiktoken_to_fast
+from akshara_hf.tokenization.tokenizer import SPECIAL_TOKENS, load_tiktoken_encoding, tiktoken_to_fast
 from nanochat_fixtures import make_nanochat_tokenizer_dir
 
 START, END = "\U000f0000", "\U000f0001"

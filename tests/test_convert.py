@@ -10,7 +10,7 @@ from reference_nanochat import nanochat_forward
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
 from akshara_hf.cli import main as cli
-from akshara_hf.convert import convert_nanochat
+from akshara_hf.conversion.convert import convert_nanochat
 from akshara_hf.errors import AksharaError
 
 @pytest.fixture(scope="module")

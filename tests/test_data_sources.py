@@ -11,7 +11,7 @@ from datasets import Dataset, DatasetDict
 
 from akshara_hf.data.prompts import PARAPHRASE_PROMPTS, SUMMARY_PROMPTS
 from akshara_hf.data.sources import FEATURES, KINDS, convert_source
-from akshara_hf.chat import conversation_problem
+from akshara_hf.tokenization.chat import conversation_problem
 from akshara_hf.errors import AksharaError
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"

@@ -3,7 +3,7 @@ write is never replaced at all. (The demo itself runs end to end in tests/test_p
 
 import pytest
 
-from akshara_hf.demo import _prepare_output
+from akshara_hf.cli.demo import _prepare_output
 from akshara_hf.folders import MARKER
 from akshara_hf.errors import AksharaError
 

@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from akshara_hf.chat import render_conversation
+from akshara_hf.tokenization.chat import render_conversation
 from akshara_hf.cli import main as cli
 from akshara_hf.errors import AksharaError
-from akshara_hf.evaluation import evaluate_loss, evaluate_tasks, generate_replies
-from akshara_hf.packing import token_byte_lengths
+from akshara_hf.evaluation.evaluate import evaluate_loss, evaluate_tasks, generate_replies
+from akshara_hf.data.packing import token_byte_lengths
 
 CONVERSATIONS = [
     [{"role": "user", "content": "రాముడు ఎక్కడికి వెళ్ళాడు?"}, {"role": "assistant", "content": "అడవికి వెళ్ళాడు."}],

@@ -12,9 +12,9 @@ from model_fixtures import TINY_NANOCHAT, make_nanochat_run, tiny_akshara
 from reference_nanochat import nanochat_forward
 
 from akshara_hf.cli import main as cli
-from akshara_hf.convert import convert_nanochat, export_nanochat
+from akshara_hf.conversion.convert import convert_nanochat, export_nanochat
 from akshara_hf.errors import AksharaError
-from akshara_hf.tokenizer import load_tiktoken_encoding
+from akshara_hf.tokenization.tokenizer import load_tiktoken_encoding
 
 
 def assert_same_checkpoint(exported: dict, original: dict) -> None:

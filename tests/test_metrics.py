@@ -1,4 +1,4 @@
-"""Tests for akshara_hf.metrics: ROUGE on Telugu, sacrebleu-compatible chrF, nanochat-style bpb.
+"""Tests for akshara_hf.evaluation.metrics: ROUGE on Telugu, sacrebleu-compatible chrF, nanochat-style bpb.
 
 Expected values are worked out by hand in the comments. ROUGE and chrF are computed by rouge_score and
 sacrebleu (our Telugu tokenizer plugged into rouge_score); the shipped-samples test keeps the figures the
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from akshara_hf.errors import AksharaError
-from akshara_hf.metrics import (
+from akshara_hf.evaluation.metrics import (
     Score,
     bits_per_byte,
     bpb_from_losses,

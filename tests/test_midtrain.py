@@ -9,12 +9,12 @@ import torch.nn.functional as F
 from datasets import Dataset
 
 from akshara_hf import AksharaConfig, AksharaForCausalLM
-from akshara_hf.chat import render_conversation
+from akshara_hf.tokenization.chat import render_conversation
 from akshara_hf.errors import AksharaError
-from akshara_hf.flops import flops_per_token
-from akshara_hf.packing import pack_conversations, pack_documents, token_byte_lengths
-from akshara_hf.tokenizer import fast_to_tiktoken, nanochat_token_bytes, train_tokenizer
-from akshara_hf.trainer import AksharaSFTConfig, MuonSFTTrainer
+from akshara_hf.training.flops import flops_per_token
+from akshara_hf.data.packing import pack_conversations, pack_documents, token_byte_lengths
+from akshara_hf.tokenization.tokenizer import fast_to_tiktoken, nanochat_token_bytes, train_tokenizer
+from akshara_hf.training.trainer import AksharaSFTConfig, MuonSFTTrainer
 
 WORDS = "రాముడు అడవికి వెళ్ళాడు సీత ఇంటికి వచ్చింది పిల్లలు బడికి వెళ్తారు వర్షం పడింది నది ప్రవహిస్తుంది".split()
 WORDS += "the river flows 2024 rain fell children go to school 😊 hello".split()

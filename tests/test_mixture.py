@@ -13,7 +13,7 @@ from akshara_hf import cli
 from akshara_hf.data import mixture
 from akshara_hf.data.mixture import build_mixture, load_data_section
 from akshara_hf.data.prompts import PARAPHRASE_PROMPTS, SUMMARY_PROMPTS
-from akshara_hf.chat import conversation_problem
+from akshara_hf.tokenization.chat import conversation_problem
 from akshara_hf.errors import AksharaError
 
 ROOT = Path(__file__).resolve().parents[1]

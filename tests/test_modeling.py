@@ -157,7 +157,7 @@ def test_rope_scaling_tables_are_transformers_own_rounded_to_bf16(rope):
     """Each scaling's cos/sin (yarn's attention factor included) equal transformers' native rotary for the same
     `rope_parameters` up to the bf16 rounding of the tables; positions run past max_position_embeddings (64), where
     dynamic NTK rescales its base."""
-    from akshara_hf.convert import akshara_to_native
+    from akshara_hf.conversion.convert import akshara_to_native
 
     model, _ = tiny_akshara(rope_parameters=dict(rope))
     default, _ = tiny_akshara()
@@ -181,7 +181,7 @@ def test_rope_scaling_tables_are_transformers_own_rounded_to_bf16(rope):
 
 
 def test_rope_scaling_round_trips_through_the_native_export():
-    from akshara_hf.convert import akshara_to_native, native_to_akshara
+    from akshara_hf.conversion.convert import akshara_to_native, native_to_akshara
 
     model, _ = tiny_akshara(rope_parameters={"rope_type": "yarn", "factor": 4.0})
     back = native_to_akshara(akshara_to_native(model))
@@ -375,7 +375,7 @@ def _tiny_2026_full_attention():
     filled length, so it recompiles per token until the window is full (fullgraph hits the recompile limit)."""
     from reference_nanochat import random_nanochat_state
 
-    from akshara_hf.convert import nanochat_state_to_akshara
+    from akshara_hf.conversion.convert import nanochat_state_to_akshara
 
     shape = {**TINY_NANOCHAT_2026, "window_pattern": "L"}
     config = AksharaConfig.from_nanochat(shape, bos_token_id=0, eos_token_id=1, pad_token_id=1)

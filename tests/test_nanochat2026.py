@@ -37,9 +37,9 @@ from transformers import AutoModelForCausalLM, pipeline  # noqa: E402
 
 from akshara_hf import AksharaConfig, AksharaForCausalLM  # noqa: E402
 from akshara_hf.cli import main as cli  # noqa: E402
-from akshara_hf.convert import convert_nanochat, export_nanochat, nanochat_state_to_akshara  # noqa: E402
+from akshara_hf.conversion.convert import convert_nanochat, export_nanochat, nanochat_state_to_akshara  # noqa: E402
 from akshara_hf.errors import AksharaError  # noqa: E402
-from akshara_hf.modeling_akshara import AksharaCache  # noqa: E402
+from akshara_hf.model.modeling_akshara import AksharaCache  # noqa: E402
 
 
 def model_2026(state=None, **overrides):
@@ -253,7 +253,7 @@ def test_a_new_2026_model_gets_nanochat_2026s_init():
 
 def test_tiny_2026_recipe_trains_a_new_2026_model_with_its_groups_and_schedule(run_2026, tmp_path, capsys):
     """training/recipes/tiny-sft-2026.yaml: a new nanochat 2026 model (depth 4) from model_config, a few SFT steps."""
-    from akshara_hf.run import main as run_main
+    from akshara_hf.training.run import main as run_main
 
     base, checkpoints, _ = run_2026
     tokenizer = convert_nanochat(checkpoints, tmp_path / "tokenizer_source")

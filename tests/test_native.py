@@ -8,7 +8,7 @@ from model_fixtures import tiny_akshara
 from transformers import AutoModelForCausalLM, NanoChatForCausalLM
 
 from akshara_hf import AksharaForCausalLM
-from akshara_hf.convert import export_native, import_native
+from akshara_hf.conversion.convert import export_native, import_native
 from akshara_hf.errors import AksharaError
 
 # Measured on the tiny model below (random weights, 60 positions): native's fp32 rotary tables against the bf16 ones
@@ -78,7 +78,7 @@ def test_export_of_a_folder_without_chat_template_gets_nanochats(converted_folde
 
     from transformers import AutoTokenizer
 
-    from akshara_hf.chat import load_chat_template
+    from akshara_hf.tokenization.chat import load_chat_template
 
     source = tmp_path / "no-template"
     shutil.copytree(converted_folder, source)

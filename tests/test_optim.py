@@ -1,4 +1,4 @@
-"""akshara_hf.optim: nanochat's parameter split, the Muon + AdamW wrapper and the schedules."""
+"""akshara_hf.training.optim: nanochat's parameter split, the Muon + AdamW wrapper and the schedules."""
 
 import io
 
@@ -8,7 +8,7 @@ from torch import nn
 
 from akshara_hf import AksharaConfig, AksharaForCausalLM
 from akshara_hf.errors import AksharaError
-from akshara_hf.optim import (
+from akshara_hf.training.optim import (
     MuonAdamW,
     mid_lr_multiplier,
     muon_momentum,
@@ -278,7 +278,7 @@ def test_nanochat_2026_model_refuses_a_parameter_outside_its_groups():
 
 
 def test_sft_2026_schedule_is_constant_then_linear_warmdown_over_the_last_half():
-    from akshara_hf.optim import warmdown_lr_multiplier
+    from akshara_hf.training.optim import warmdown_lr_multiplier
 
     assert [warmdown_lr_multiplier(s, 100) for s in (0, 25, 50)] == [1.0, 1.0, 1.0]
     assert warmdown_lr_multiplier(75, 100) == pytest.approx(0.5)

@@ -11,10 +11,10 @@ from peft import AutoPeftModelForCausalLM, LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from akshara_hf import AksharaForCausalLM
-from akshara_hf.adapters import AksharaPeftArguments, peft_config
+from akshara_hf.training.adapters import AksharaPeftArguments, peft_config
 from akshara_hf.errors import AksharaError
-from akshara_hf.optim import MuonAdamW, split_parameters
-from akshara_hf.trainer import MuonSFTTrainer
+from akshara_hf.training.optim import MuonAdamW, split_parameters
+from akshara_hf.training.trainer import MuonSFTTrainer
 
 REPO = Path(__file__).resolve().parents[1]
 IDS = torch.tensor([[3, 17, 250, 9, 44, 101, 7, 300]])
@@ -133,7 +133,7 @@ def test_recipe_peft_keys_are_trls():
 
 
 def test_sft_recipe_with_use_peft_saves_an_adapter(converted_folder, tmp_path, capsys):
-    from akshara_hf.run import train
+    from akshara_hf.training.run import train
 
     out = train([
         "--config", str(REPO / "training" / "recipes" / "tiny-sft.yaml"), "--model_name_or_path", str(converted_folder),

@@ -10,8 +10,8 @@ from huggingface_hub import ModelCard
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from akshara_hf.data.mixture import build_mixture
-from akshara_hf.evaluation import evaluate_loss
-from akshara_hf.run import main as run_main
+from akshara_hf.evaluation.evaluate import evaluate_loss
+from akshara_hf.training.run import main as run_main
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "training" / "recipes"
@@ -116,7 +116,7 @@ def test_evaluate_the_tiny_trained_model(demo, tmp_path):
 def test_sft_rows_without_targets_within_max_length_are_dropped_and_counted(demo, capsys):
     from datasets import Dataset
 
-    from akshara_hf.run import _tokenize
+    from akshara_hf.training.run import _tokenize
 
     root, _ = demo
     tokenizer = AutoTokenizer.from_pretrained(root / "sft")

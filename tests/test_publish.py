@@ -11,8 +11,8 @@ import torch
 from huggingface_hub import HfApi, ModelCard
 
 import model_card.publish as publish
-from akshara_hf.convert import convert_nanochat
-from akshara_hf.tokenizer import SPECIAL_TOKENS, SPLIT_PATTERN
+from akshara_hf.conversion.convert import convert_nanochat
+from akshara_hf.tokenization.tokenizer import SPECIAL_TOKENS, SPLIT_PATTERN
 from model_card import write_model_card
 from model_fixtures import TINY_NANOCHAT
 from reference_nanochat import random_nanochat_state

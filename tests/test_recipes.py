@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from akshara_hf.errors import AksharaError
-from akshara_hf.run import AksharaRunArguments
-from akshara_hf.trainer import parse_config
+from akshara_hf.training.run import AksharaRunArguments
+from akshara_hf.training.trainer import parse_config
 
 RECIPES = Path(__file__).parents[1] / "training" / "recipes"
 MID_PARENT = "nanochat-telugu-d20-mid-smoltalk-100k"
@@ -85,7 +85,7 @@ def test_seed_recipe_runs_end_to_end_at_tiny_scale(name, tmp_path, mixture_dir):
     from model_fixtures import make_nanochat_run
     from transformers import AutoModelForCausalLM
 
-    from akshara_hf.run import train
+    from akshara_hf.training.run import train
 
     _, checkpoints, _ = make_nanochat_run(tmp_path / "nanochat")
     stage = SEED_RUNS[name][0]
@@ -111,7 +111,7 @@ def test_sft_recipe_with_padding_free_cuts_rows_and_trains(tmp_path, mixture_dir
     (TRL refuses padding_free with a max_length it would not enforce), and every micro-batch is one padding-free row."""
     from model_fixtures import make_nanochat_run
 
-    from akshara_hf.run import train
+    from akshara_hf.training.run import train
 
     _, checkpoints, _ = make_nanochat_run(tmp_path / "nanochat")
     out = train([

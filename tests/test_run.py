@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from akshara_hf.run import train
+from akshara_hf.training.run import train
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "training" / "recipes"
@@ -132,7 +132,7 @@ def test_run_facts_record_and_the_card_schema_agree():
     """Every field the trainer writes is one the card reads (the card refuses unknown fields)."""
     import dataclasses
 
-    from akshara_hf.training_log import RunFacts
+    from akshara_hf.training.training_log import RunFacts
     from model_card import RUN_FACTS_FIELDS, validate_run_facts
 
     names = [field.name for field in dataclasses.fields(RunFacts)]

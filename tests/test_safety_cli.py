@@ -179,7 +179,7 @@ def test_history_past_the_context_drops_old_turns_with_a_notice(converted_folder
     """The tiny model's context is 64 tokens: the third long message no longer fits beside the first two."""
     from io import StringIO
 
-    from akshara_hf.chat_cli import chat
+    from akshara_hf.cli.chat import chat
 
     long = "తెలుగు " * 6
     stdout, stderr = StringIO(), StringIO()
@@ -201,7 +201,7 @@ def test_greedy_chat_prints_no_warnings(converted_folder):
 
 
 def test_top_k_and_top_p_reach_generate(converted_folder):
-    from akshara_hf.chat_cli import generation_overrides
+    from akshara_hf.cli.chat import generation_overrides
     from akshara_hf.loading import load_model
 
     config = load_model(str(converted_folder)).generation_config

@@ -11,9 +11,9 @@ import yaml
 from model_fixtures import make_nanochat_run
 from nanochat_fixtures import corpus, make_nanochat_tokenizer_dir
 
-from akshara_hf import convert
+from akshara_hf.conversion import convert
 from akshara_hf.cli import main as cli
-from akshara_hf.convert import convert_nanochat, export_native
+from akshara_hf.conversion.convert import convert_nanochat, export_native
 from akshara_hf.data.mixture import build_mixture
 from akshara_hf.errors import AksharaError
 from akshara_hf.folders import MARKER, STAGING_INFIX, STAGING_MARKER, output_marker, staged_output

@@ -15,9 +15,9 @@ from model_fixtures import make_nanochat_run
 from nanochat_fixtures import make_nanochat_tokenizer_dir
 
 from akshara_hf.cli import main as cli
-from akshara_hf.convert import find_tokenizer_dir
+from akshara_hf.conversion.convert import find_tokenizer_dir
 from akshara_hf.errors import AksharaError
-from akshara_hf.tokenizer import load_tiktoken_encoding
+from akshara_hf.tokenization.tokenizer import load_tiktoken_encoding
 
 
 class _System:

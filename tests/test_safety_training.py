@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from akshara_hf.run import main
+from akshara_hf.training.run import main
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "training" / "recipes"

@@ -21,9 +21,9 @@ import torch
 from openai import BadRequestError, OpenAI
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
-from akshara_hf.chat import render_conversation
+from akshara_hf.tokenization.chat import render_conversation
 from akshara_hf.cli import main
-from akshara_hf.convert import export_native
+from akshara_hf.conversion.convert import export_native
 
 QUESTION = [{"role": "user", "content": "మీరు ఎవరు?"}]
 REPLY = "నమస్కారం! నేను అక్షర."
@@ -175,7 +175,7 @@ def test_shim_resolves_the_akshara_class_and_leaves_native_names(converted_folde
     import transformers
 
     from akshara_hf import AksharaForCausalLM
-    from akshara_hf.serve_cli import expose_architecture
+    from akshara_hf.cli.serve import expose_architecture
 
     assert not hasattr(transformers, "AksharaForCausalLM") or transformers.AksharaForCausalLM is AutoModelForCausalLM
     try:

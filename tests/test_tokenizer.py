@@ -13,7 +13,7 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 import akshara_hf.cli as cli
 from akshara_hf.errors import AksharaError
-from akshara_hf.tokenizer import (
+from akshara_hf.tokenization.tokenizer import (
     SPECIAL_TOKENS,
     SPLIT_PATTERN,
     encode_ordinary,
@@ -237,12 +237,12 @@ def test_fixture_is_fast_and_deterministic(tmp_path):
 @pytest.fixture
 def run_cli(monkeypatch):
     # Only our subcommands: other command modules are written in parallel and need not import here.
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("akshara_hf.tokenizer",))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("akshara_hf.tokenization.tokenizer",))
     return cli.main
 
 
 def test_cli_registers_tokenizer_commands():
-    assert "akshara_hf.tokenizer" in cli.COMMAND_MODULES
+    assert "akshara_hf.tokenization.tokenizer" in cli.COMMAND_MODULES
 
 
 def test_cli_train_tokenizer_from_txt_jsonl_parquet(tmp_path, run_cli):

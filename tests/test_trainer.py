@@ -1,4 +1,4 @@
-"""akshara_hf.trainer: MuonSFTTrainer / AksharaSFTConfig on CPU with the tiny model (builders in dist_train_script)."""
+"""akshara_hf.training.trainer: MuonSFTTrainer / AksharaSFTConfig on CPU with the tiny model (builders in dist_train_script)."""
 
 import json
 import os
@@ -21,8 +21,8 @@ from dist_train_script import (
 from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
 
 from akshara_hf.errors import AksharaError
-from akshara_hf.optim import MuonAdamW, mid_lr_multiplier, muon_momentum, sft_lr_multiplier, warmdown_lr_multiplier
-from akshara_hf.trainer import AksharaSFTConfig, MuonSFTTrainer, parse_config
+from akshara_hf.training.optim import MuonAdamW, mid_lr_multiplier, muon_momentum, sft_lr_multiplier, warmdown_lr_multiplier
+from akshara_hf.training.trainer import AksharaSFTConfig, MuonSFTTrainer, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -364,7 +364,7 @@ def test_default_config_trains_conversations_as_nanochats_chat_sft(tmp_path, con
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from akshara_hf.chat import render_conversation
+    from akshara_hf.tokenization.chat import render_conversation
 
     tokenizer = AutoTokenizer.from_pretrained(converted_folder)
     words = "రాముడు అడవికి వెళ్ళాడు సీత ఇంటికి వచ్చింది The river flows children go to school".split()

@@ -8,7 +8,7 @@ bits-per-byte. Runs recipes with `stage: mid` or `stage: base` (sft.py runs `sta
 
 import sys
 
-from akshara_hf.run import main
+from akshara_hf.training.run import main
 from model_card import write_model_card
 
 if __name__ == "__main__":

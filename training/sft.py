@@ -7,7 +7,7 @@ with `stage: sft` (others are refused: mid_train.py runs them).
 
 import sys
 
-from akshara_hf.run import main
+from akshara_hf.training.run import main
 from model_card import write_model_card
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Akshara training data: one converter per source kind (`sources`; nanochat's conversation rule is
-`akshara_hf.chat.conversation_problem`), the seed write-ups' prompts (`prompts`) and recipe-driven mixtures (`mixture`).
+`akshara_hf.tokenization.chat.conversation_problem`), the seed write-ups' prompts (`prompts`) and recipe-driven mixtures (`mixture`).
 
 Names are resolved lazily so that `akshara-hf --help` does not import `datasets`.
 """

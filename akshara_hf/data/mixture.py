@@ -28,8 +28,8 @@ from typing import Any
 
 import yaml
 
-from ..errors import AksharaError
-from ..folders import add_overwrite_flag, check_output, staged_output
+from akshara_hf.errors import AksharaError
+from akshara_hf.folders import add_overwrite_flag, check_output, staged_output
 
 DATA_KEYS = ("seed", "on_bad_row", "validation_fraction", "sources")
 SOURCE_KEYS = ("kind", "path", "split", "config", "revision", "validation_path", "validation_split", "limit",
@@ -127,7 +127,7 @@ def load_data_section(recipe_path: str | os.PathLike) -> DataSection:
 
 def parse_data_section(data: Any, origin: Path | str, base: Path | None = None) -> DataSection:
     """Check a data section (a mapping) key by key; relative paths resolve against `base` (default: cwd)."""
-    from .sources import KINDS, is_hub_id
+    from akshara_hf.data.sources import KINDS, is_hub_id
 
     if not isinstance(data, dict):
         raise AksharaError(f"{origin}: data must be a mapping with `sources`, got {type(data).__name__}")
@@ -200,7 +200,7 @@ def derive_seed(seed: int, *purpose: Any) -> int:
 
 def count_tokens(messages: list[dict], tokenizer: Any) -> int:
     """Tokens the model trains on for one conversation (nanochat layout, truncated as in training)."""
-    from ..chat import render_conversation  # lazy: chat.py is the model side's, and pulls in the tokenizer stack
+    from akshara_hf.tokenization.chat import render_conversation  # lazy: chat.py is the model side's, and pulls in the tokenizer stack
 
     ids, _mask = render_conversation(messages, tokenizer)
     return len(ids)
@@ -223,7 +223,7 @@ def _measure(dataset, tokenizer: Any) -> int:
 def _validation_split(location: str, spec: SourceSpec, train_split: str | None, config: str | None = None,
                       revision: str | None = None):
     """Which split of `location` validates: the explicit one, else its own `validation` split if any."""
-    from .sources import available_splits
+    from akshara_hf.data.sources import available_splits
 
     explicit = spec.validation_split
     splits = available_splits(location, config, revision)
@@ -239,7 +239,7 @@ def _validation_split(location: str, spec: SourceSpec, train_split: str | None, 
 def _build_source(section: DataSection, spec: SourceSpec, cache: Path, tokenizer: Any):
     from datasets import concatenate_datasets
 
-    from .sources import convert_source
+    from akshara_hf.data.sources import convert_source
 
     hub = {"config": spec.config, "revision": spec.revision}
     options = {"on_bad_row": section.on_bad_row, "cache_dir": cache}

@@ -24,9 +24,9 @@ from typing import Any, Callable, Iterator
 import datasets
 from datasets import Dataset, DatasetDict, Features, List, Value
 
-from ..chat import conversation_problem
-from ..errors import AksharaError
-from .prompts import PARAPHRASE_PROMPTS, SUMMARY_PROMPTS
+from akshara_hf.tokenization.chat import conversation_problem
+from akshara_hf.errors import AksharaError
+from akshara_hf.data.prompts import PARAPHRASE_PROMPTS, SUMMARY_PROMPTS
 
 MESSAGES_FEATURE = List({"role": Value("string"), "content": Value("string")})
 FEATURES = Features({"messages": MESSAGES_FEATURE, "source": Value("string")})

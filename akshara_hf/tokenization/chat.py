@@ -29,15 +29,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from importlib import resources
 
-from .errors import AksharaError
-from .tokenizer import SPECIAL_TOKENS, encode_ordinary
+from akshara_hf.errors import AksharaError
+from akshara_hf.tokenization.tokenizer import SPECIAL_TOKENS, encode_ordinary
 
 PART_TYPES = ("text", "python", "python_output")
 
 
 def load_chat_template() -> str:
     """The Jinja template shipped with the package (package data), attached to every tokenizer we build."""
-    return resources.files("akshara_hf").joinpath("chat_template.jinja").read_text(encoding="utf-8")
+    return resources.files("akshara_hf.tokenization").joinpath("chat_template.jinja").read_text(encoding="utf-8")
 
 
 ROLES = ("system", "user", "assistant")

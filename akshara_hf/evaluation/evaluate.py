@@ -15,8 +15,8 @@ import json
 import math
 from pathlib import Path
 
-from .errors import AksharaError, one_line
-from .tokenizer import encode_ordinary
+from akshara_hf.errors import AksharaError, one_line
+from akshara_hf.tokenization.tokenizer import encode_ordinary
 
 def _no_grad(function):
     """`torch.no_grad()` as a decorator, importing torch only when called (`akshara-hf --help` loads no torch)."""
@@ -33,7 +33,7 @@ TASK_SOURCES = {"summarization": ("tesum", "xlsum"), "paraphrase": ("paraphrase"
 
 
 def _rows_for_loss(dataset, tokenizer, all_tokens: bool, max_tokens: int):
-    from .chat import render_conversation, special_token_ids
+    from akshara_hf.tokenization.chat import render_conversation, special_token_ids
 
     bos = special_token_ids(tokenizer)["<|bos|>"]
     for index, example in enumerate(dataset):
@@ -58,8 +58,8 @@ def evaluate_loss(model, tokenizer, dataset, batch_size: int = 4, all_tokens: bo
     import torch
     import torch.nn.functional as F
 
-    from .metrics import bits_per_byte, bpb_from_losses
-    from .packing import token_byte_lengths
+    from akshara_hf.evaluation.metrics import bits_per_byte, bpb_from_losses
+    from akshara_hf.data.packing import token_byte_lengths
 
     token_bytes = torch.as_tensor(token_byte_lengths(tokenizer))
     device = next(model.parameters()).device
@@ -100,7 +100,7 @@ def generate_replies(model, tokenizer, prompts: list[list[dict]], batch_size: in
     """Batched greedy replies to chat prompts, left-padded, rendered as nanochat renders them."""
     import torch
 
-    from .chat import generation_config_kwargs, render_for_generation
+    from akshara_hf.tokenization.chat import generation_config_kwargs, render_for_generation
 
     special = generation_config_kwargs(tokenizer)
     device = next(model.parameters()).device
@@ -133,7 +133,7 @@ def _content_text(content) -> str:
 def evaluate_tasks(model, tokenizer, dataset, tasks=("summarization", "paraphrase"), limit: int | None = None,
                    batch_size: int = 8, max_new_tokens: int = 128) -> dict:
     """Per task: ROUGE-1/2/L F1 and chrF (0..100) of greedy replies against the held-out references."""
-    from .metrics import score_pairs
+    from akshara_hf.evaluation.metrics import score_pairs
 
     unknown = sorted(set(tasks) - set(TASK_SOURCES))
     if unknown:
@@ -233,8 +233,8 @@ def _load_eval_data(path: Path, split: str, kinds: dict):
 
 def evaluate(model_path, data, split="validation", tasks=("summarization", "paraphrase"), loss=True, all_tokens=False,
              limit=None, batch_size=8, max_new_tokens=128, output_dir=None, overwrite=False) -> dict:
-    from .folders import check_output, staged_output
-    from .loading import load_model_and_tokenizer
+    from akshara_hf.folders import check_output, staged_output
+    from akshara_hf.loading import load_model_and_tokenizer
 
     if output_dir is not None:  # refused before the (long) evaluation, checked again when writing
         check_output(output_dir, "evaluate", overwrite=overwrite, inputs=[model_path, data])

@@ -21,9 +21,9 @@ from transformers.trainer_utils import SchedulerType
 from transformers.utils import logging
 from trl import SFTConfig, SFTTrainer
 
-from .errors import AksharaError
-from .metrics import bits_per_byte, bpb_from_losses
-from .optim import (
+from akshara_hf.errors import AksharaError
+from akshara_hf.evaluation.metrics import bits_per_byte, bpb_from_losses
+from akshara_hf.training.optim import (
     MuonAdamW,
     mid_lr_multiplier,
     muon_momentum,
@@ -31,8 +31,8 @@ from .optim import (
     split_parameters,
     warmdown_lr_multiplier,
 )
-from .packing import token_byte_lengths
-from .recipe import parse_config  # noqa: F401  (re-exported: recipes parse into AksharaSFTConfig)
+from akshara_hf.data.packing import token_byte_lengths
+from akshara_hf.training.recipe import parse_config  # noqa: F401  (re-exported: recipes parse into AksharaSFTConfig)
 
 logger = logging.get_logger(__name__)
 

@@ -2,7 +2,7 @@
 
 A recipe is one YAML file: `AksharaSFTConfig` fields (TRL's `SFTConfig` plus nanochat's optimizer fields and
 `stage`), the `AksharaRunArguments` below, and the `data:` section (`DataSection`, paths relative to the recipe),
-all parsed by `akshara_hf.recipe.RecipeParser` (TRL's `TrlParser`). Flags override the YAML, every key included
+all parsed by `akshara_hf.training.recipe.RecipeParser` (TRL's `TrlParser`). Flags override the YAML, every key included
 (`--config RECIPE --max_steps 10`, `--data '{sources: [...]}'`). Stages (`stage:` decides the schedule too):
   - "sft": conversations rendered with nanochat's mask, pad-to-longest batches (or TRL's padding-free/packing);
   - "mid": conversations rendered and concatenated into rows of `max_seq_len + 1`, every token a target;
@@ -18,9 +18,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .adapters import AksharaPeftArguments
-from .data.mixture import DataSection
-from .errors import AksharaError, one_line
+from akshara_hf.training.adapters import AksharaPeftArguments
+from akshara_hf.data.mixture import DataSection
+from akshara_hf.errors import AksharaError, one_line
 
 STAGES = ("base", "mid", "sft")
 SCRIPT_STAGES = {"sft.py": ("sft",), "mid_train.py": ("mid", "base")}
@@ -79,7 +79,7 @@ def check_model_source(name: str, key: str) -> None:
     one the Hub (or, offline, its cache) has: asked once with a timeout, so a folder that does not exist yet
     (`runs/tiny-base` on a fresh clone, no `runs/` here either) is one line in about a second instead of
     transformers' minute of Hub retries and a traceback about connecting."""
-    from .loading import is_hub_id
+    from akshara_hf.loading import is_hub_id
 
     path = Path(name).expanduser()
     if path.is_dir():
@@ -148,10 +148,10 @@ def _check_output_dir(output: Path) -> None:
 
 
 def _load_model_and_tokenizer(run, output_dir: Path):
-    from .configuration_akshara import AksharaConfig, nanochat_2026_fields
-    from .convert import convert_nanochat
-    from .loading import load_model, load_tokenizer
-    from .modeling_akshara import AksharaForCausalLM
+    from akshara_hf.model.configuration_akshara import AksharaConfig, nanochat_2026_fields
+    from akshara_hf.conversion.convert import convert_nanochat
+    from akshara_hf.loading import load_model, load_tokenizer
+    from akshara_hf.model.modeling_akshara import AksharaForCausalLM
 
     source = run.model_name_or_path
     if source and Path(source).is_dir() and any(Path(source).glob("model_*.pt")):
@@ -179,7 +179,7 @@ def _mixture(run, output_dir: Path, tokenizer):
     """(the DatasetDict, the folder holding it and its report)."""
     from datasets import load_from_disk
 
-    from .data.mixture import build_mixture
+    from akshara_hf.data.mixture import build_mixture
 
     if run.mixture_dir:
         try:
@@ -209,8 +209,8 @@ def _documents(conversations):
 
 
 def _tokenize(stage: str, split, tokenizer, max_seq_len: int, max_length: int | None, assistant_only: bool = True):
-    from .chat import render_conversation
-    from .packing import pack_conversations, pack_documents
+    from akshara_hf.tokenization.chat import render_conversation
+    from akshara_hf.data.packing import pack_conversations, pack_documents
 
     if stage == "sft":
         def render(example):
@@ -236,7 +236,7 @@ def _tokenize(stage: str, split, tokenizer, max_seq_len: int, max_length: int | 
 def parse_recipe(argv: list[str] | None = None, script: str | None = None):
     """(trainer config, run arguments) of a recipe and flags, checked; `script` ("sft.py" / "mid_train.py") names
     the command in errors and `--help` and limits the stages it runs."""
-    from .recipe import parse_config
+    from akshara_hf.training.recipe import parse_config
 
     stages = SCRIPT_STAGES.get(script, STAGES)
     description = (f"Train an Akshara model from a recipe (stage {' or '.join(stages)}). "
@@ -258,10 +258,10 @@ def train(argv: list[str] | None = None, script: str | None = None, card_writer=
     import torch
     from transformers import GenerationConfig, set_seed
 
-    from .adapters import peft_config
-    from .chat import generation_config_kwargs
-    from .trainer import MuonSFTTrainer, check_akshara_model
-    from .training_log import JsonlLogCallback, RunClock, run_facts
+    from akshara_hf.training.adapters import peft_config
+    from akshara_hf.tokenization.chat import generation_config_kwargs
+    from akshara_hf.training.trainer import MuonSFTTrainer, check_akshara_model
+    from akshara_hf.training.training_log import JsonlLogCallback, RunClock, run_facts
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args, run = parse_recipe(argv, script)

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import numpy as np
 from datasets import Dataset, Features, Sequence, Value
 
-from .errors import AksharaError
-from .tokenizer import encode_ordinary
+from akshara_hf.errors import AksharaError
+from akshara_hf.tokenization.tokenizer import encode_ordinary
 
 
 def token_byte_lengths(tokenizer) -> np.ndarray:
@@ -69,7 +69,7 @@ class _RenderConversation:
         self.tokenizer = tokenizer
 
     def __call__(self, example) -> list[int]:
-        from .chat import render_conversation
+        from akshara_hf.tokenization.chat import render_conversation
 
         return render_conversation(example["messages"], self.tokenizer)[0]
 
@@ -78,7 +78,7 @@ class _RenderDocument:
     """`<|bos|>` + the text as ordinary tokens (special-token text stays text, as tiktoken's encode_ordinary)."""
 
     def __init__(self, tokenizer):
-        from .chat import special_token_ids
+        from akshara_hf.tokenization.chat import special_token_ids
 
         self.tokenizer, self.bos = tokenizer, special_token_ids(tokenizer)["<|bos|>"]
 

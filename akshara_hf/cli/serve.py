@@ -13,7 +13,7 @@ chat template and `generation_config` (stop at `<|assistant_end|>`). Everything 
 import json
 from pathlib import Path
 
-from .errors import AksharaError
+from akshara_hf.errors import AksharaError
 
 
 def expose_architecture(folder: str, trust_remote_code: bool = False) -> str:
@@ -23,7 +23,7 @@ def expose_architecture(folder: str, trust_remote_code: bool = False) -> str:
     import transformers
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from . import modeling_akshara  # noqa: F401  registers the installed Akshara classes with the Auto classes
+    from akshara_hf.model import modeling_akshara  # noqa: F401  registers the installed Akshara classes with the Auto classes
 
     if Path(folder).exists():  # a local folder: check it here, with the file named in the error
         config_file = Path(folder) / "config.json"
@@ -34,7 +34,7 @@ def expose_architecture(folder: str, trust_remote_code: bool = False) -> str:
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
             raise AksharaError(f"{config_file}: not a JSON object ({error})") from None
     else:  # a Hub repo id
-        from .loading import resolve_model
+        from akshara_hf.loading import resolve_model
 
         resolve_model(folder)  # a local-looking path that does not exist fails here, without ~30 s of Hub retries
         config_file = folder

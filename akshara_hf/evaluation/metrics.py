@@ -21,7 +21,7 @@ from functools import lru_cache
 import torch
 from rouge_score.scoring import Score
 
-from .errors import AksharaError
+from akshara_hf.errors import AksharaError
 
 __all__ = [
     "Score",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from .errors import AksharaError
+from akshara_hf.errors import AksharaError
 
 
 def _from_mapping_type(annotation):
@@ -80,7 +80,7 @@ class RecipeParser(TrlParser):
             del args[index:index + 2]
             if "--config" in args:
                 raise AksharaError("--config given twice")
-            from .data.mixture import read_recipe
+            from akshara_hf.data.mixture import read_recipe
 
             config = read_recipe(self.recipe)
             env = config.pop("env", {})
@@ -109,7 +109,7 @@ class RecipeParser(TrlParser):
 def parse_config(args: list[str] | None = None, *extra_dataclasses, prog: str | None = None,
                  description: str | None = None) -> tuple:
     """`AksharaSFTConfig` (and `extra_dataclasses`) from `--config recipe.yaml` and flags; returns the instances."""
-    from .trainer import AksharaSFTConfig
+    from akshara_hf.training.trainer import AksharaSFTConfig
 
     not_inputs = ("learning_rate", "gradient_checkpointing", "ddp_find_unused_parameters")
     own = [name for name in AksharaSFTConfig.__annotations__ if name not in not_inputs]

@@ -12,7 +12,7 @@ refused. For an OpenAI-compatible server use `akshara-hf serve` instead (see the
 import sys
 from threading import Thread
 
-from .errors import AksharaError, one_line
+from akshara_hf.errors import AksharaError, one_line
 
 
 def generation_overrides(generation_config, max_new_tokens=None, temperature=None, top_k=None, top_p=None):
@@ -38,7 +38,7 @@ def generation_overrides(generation_config, max_new_tokens=None, temperature=Non
 def fit_to_context(history: list[dict], tokenizer, context: int | None, notice) -> tuple[list[dict], list[int]]:
     """The prompt ids for `history`, dropping its oldest user/assistant turns (never the system message) until one
     new token fits in `context`; AksharaError if the last message alone does not fit."""
-    from .chat import render_for_generation
+    from akshara_hf.tokenization.chat import render_for_generation
 
     offset = 1 if history[0]["role"] == "system" else 0
     dropped = 0
@@ -95,8 +95,8 @@ def _reply(model, tokenizer, ids: list[int], stream) -> str:
 def chat(folder: str, system: str | None = None, prompt: str | None = None, max_new_tokens: int | None = None,
          temperature: float | None = None, seed: int | None = None, stdin=None, stdout=None, stderr=None,
          top_k: int | None = None, top_p: float | None = None) -> int:
-    from .chat import CONTROL_MARKERS
-    from .loading import load_model_and_tokenizer
+    from akshara_hf.tokenization.chat import CONTROL_MARKERS
+    from akshara_hf.loading import load_model_and_tokenizer
 
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     if temperature is not None and temperature < 0:
@@ -108,7 +108,7 @@ def chat(folder: str, system: str | None = None, prompt: str | None = None, max_
     if max_new_tokens is not None and max_new_tokens < 1:
         raise AksharaError(f"--max-new-tokens {max_new_tokens}: must be >= 1")
     if system is not None:
-        from .chat import conversation_problem
+        from akshara_hf.tokenization.chat import conversation_problem
 
         problem = conversation_problem([{"role": "system", "content": system}, {"role": "user", "content": "."}], 1)
         if problem is not None:  # else every message of the session would be refused

@@ -10,7 +10,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from .flops import flops_per_token
+from akshara_hf.training.flops import flops_per_token
 
 
 class JsonlLogCallback(TrainerCallback):
@@ -129,7 +129,7 @@ def _mixture_table(mixture, report: dict | None) -> list[dict]:
 
 def _sources_used(section, report: dict | None) -> tuple[list[str], list[str]]:
     """(Hub ids, "kind: path" of every source) from the parsed data section, else the prebuilt mixture's report."""
-    from .data.sources import is_hub_id
+    from akshara_hf.data.sources import is_hub_id
 
     if section is not None:
         entries = [(s.kind, s.location if s.is_hub else s.path, s.is_hub) for s in section.sources]

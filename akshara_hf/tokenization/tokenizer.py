@@ -3,7 +3,7 @@
 nanochat encodes with tiktoken (a pickled `tiktoken.Encoding`: byte-level BPE ranks, a split regex, 9 special
 tokens after the ranks). The HF tokenizer built here gives the same ids: `tokenizer(text, split_special_tokens=True)`
 equals `encode_ordinary(text)` and plain `tokenizer(text)` equals `encode(text, allowed_special="all")`. It adds no
-special tokens by itself; bos comes from the chat rendering (`akshara_hf.chat`), as in nanochat.
+special tokens by itself; bos comes from the chat rendering (`akshara_hf.tokenization.chat`), as in nanochat.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pickle
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .errors import AksharaError
-from .folders import add_overwrite_flag, check_output, staged_output
+from akshara_hf.errors import AksharaError
+from akshara_hf.folders import add_overwrite_flag, check_output, staged_output
 
 SPECIAL_TOKENS = (
     "<|bos|>",
@@ -177,7 +177,7 @@ def tiktoken_to_fast(encoding):
     """
     from transformers import PreTrainedTokenizerFast
 
-    from .chat import load_chat_template
+    from akshara_hf.tokenization.chat import load_chat_template
 
     backend = _converter(encoding).converted()
     tokenizer = PreTrainedTokenizerFast(

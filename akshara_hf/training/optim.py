@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .errors import AksharaError
+from akshara_hf.errors import AksharaError
 
 logger = logging.getLogger(__name__)
 

@@ -8,16 +8,16 @@ import argparse
 import importlib
 import sys
 
-from .errors import AksharaError, one_line
+from akshara_hf.errors import AksharaError, one_line
 
 COMMAND_MODULES = (
-    "akshara_hf.convert",
+    "akshara_hf.conversion.convert",
     "akshara_hf.data.mixture",
-    "akshara_hf.tokenizer",
-    "akshara_hf.evaluation",
-    "akshara_hf.chat_cli",
-    "akshara_hf.serve_cli",
-    "akshara_hf.demo",
+    "akshara_hf.tokenization.tokenizer",
+    "akshara_hf.evaluation.evaluate",
+    "akshara_hf.cli.chat",
+    "akshara_hf.cli.serve",
+    "akshara_hf.cli.demo",
 )
 PLUGIN_GROUP = "akshara_hf.commands"
 
@@ -49,6 +49,3 @@ def main(argv: list[str] | None = None, modules: tuple[str, ...] | None = None) 
         print(f"akshara-hf {args.command}: error: {one_line(error, limit=2000)}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())

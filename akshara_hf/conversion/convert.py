@@ -19,9 +19,9 @@ import re
 import sys
 from pathlib import Path
 
-from .errors import AksharaError
-from .folders import add_overwrite_flag, check_output, staged_output
-from .lazy import lazy_import
+from akshara_hf.errors import AksharaError
+from akshara_hf.folders import add_overwrite_flag, check_output, staged_output
+from akshara_hf.lazy import lazy_import
 
 torch = lazy_import("torch")  # loaded by the first converter that runs, not by `akshara-hf --help`
 
@@ -132,7 +132,7 @@ def load_nanochat_state(model_path: Path) -> dict[str, torch.Tensor]:
 def split_nanochat_state(state: dict[str, torch.Tensor], config, source: str = "checkpoint") -> tuple[dict, dict]:
     """Check the keys exactly (nanochat names, `_orig_mod.` already stripped) and split nanochat's vocab padding rows
     off: `(our state dict, {nanochat key: padding rows})`. The padding rows are never indexed (logits are sliced)."""
-    from .modeling_akshara import AksharaForCausalLM
+    from akshara_hf.model.modeling_akshara import AksharaForCausalLM
 
     with torch.device("meta"):
         expected = AksharaForCausalLM(config).state_dict()
@@ -197,7 +197,7 @@ def save_with_tokenizer(model, tokenizer, output_dir: Path) -> None:
     """Weights, config, remote code, tokenizer, chat template and generation config: what Auto*/pipeline load."""
     from transformers import GenerationConfig
 
-    from .chat import generation_config_kwargs
+    from akshara_hf.tokenization.chat import generation_config_kwargs
 
     special = generation_config_kwargs(tokenizer)
     model.config.bos_token_id = special["bos_token_id"]
@@ -218,9 +218,9 @@ def convert_nanochat(
     """A nanochat checkpoint directory -> an HF folder loadable by AutoModelForCausalLM/AutoTokenizer/pipeline.
 
     `overwrite` replaces an earlier convert-nanochat output; any other existing folder is refused."""
-    from .configuration_akshara import AksharaConfig
-    from .modeling_akshara import AksharaForCausalLM
-    from .tokenizer import load_tiktoken_encoding, tiktoken_to_fast
+    from akshara_hf.model.configuration_akshara import AksharaConfig
+    from akshara_hf.model.modeling_akshara import AksharaForCausalLM
+    from akshara_hf.tokenization.tokenizer import load_tiktoken_encoding, tiktoken_to_fast
 
     checkpoint_dir = Path(checkpoint_dir)
     model_path, meta_path, step = find_checkpoint(checkpoint_dir, step)
@@ -318,8 +318,8 @@ def akshara_to_native(model):
 
 def native_to_akshara(native, source: str = "model"):
     """In memory: transformers' `NanoChatForCausalLM` -> `AksharaForCausalLM`; refuses settings Akshara lacks."""
-    from .configuration_akshara import SUPPORTED_ROPE_TYPES, AksharaConfig
-    from .modeling_akshara import AksharaForCausalLM
+    from akshara_hf.model.configuration_akshara import SUPPORTED_ROPE_TYPES, AksharaConfig
+    from akshara_hf.model.modeling_akshara import AksharaForCausalLM
 
     nc = native.config
     rope = dict(nc.rope_parameters or {"rope_type": "default", "rope_theta": 10000.0})
@@ -352,7 +352,7 @@ def _tokenizer_of(folder):
 
     from transformers import AutoTokenizer
 
-    from .chat import load_chat_template, special_token_ids
+    from akshara_hf.tokenization.chat import load_chat_template, special_token_ids
 
     if not (Path(folder) / "tokenizer.json").is_file():
         return None
@@ -380,7 +380,7 @@ def _save_converted(model, folder, output_dir, command: str, overwrite: bool) ->
 
 def export_native(folder: str | Path, output_dir: str | Path, overwrite: bool = False) -> Path:
     """An Akshara folder -> a folder of transformers' native `nanochat` type (loads without remote code)."""
-    from .loading import load_model, resolve_model
+    from akshara_hf.loading import load_model, resolve_model
 
     check_output(output_dir, "export-native", overwrite=overwrite, inputs=[folder])
     model = load_model(resolve_model(folder, tokenizer=False), trust_remote_code=False)
@@ -391,7 +391,7 @@ def export_native(folder: str | Path, output_dir: str | Path, overwrite: bool = 
 
 def import_native(folder: str | Path, output_dir: str | Path, overwrite: bool = False) -> Path:
     """A folder of transformers' native `nanochat` type -> an Akshara folder."""
-    from .loading import load_model, resolve_model
+    from akshara_hf.loading import load_model, resolve_model
 
     check_output(output_dir, "import-native", overwrite=overwrite, inputs=[folder])
     native = load_model(resolve_model(folder, tokenizer=False), trust_remote_code=False)
@@ -405,7 +405,7 @@ def import_native(folder: str | Path, output_dir: str | Path, overwrite: bool = 
 
 
 def _same_nanochat_model(first: dict, second: dict) -> bool:
-    from .configuration_akshara import AksharaConfig
+    from akshara_hf.model.configuration_akshara import AksharaConfig
 
     try:
         return AksharaConfig.from_nanochat(first).to_nanochat() == AksharaConfig.from_nanochat(second).to_nanochat()
@@ -423,8 +423,8 @@ def export_nanochat(folder: str | Path, output_dir: str | Path, step: int | None
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
-    from .loading import load_model, resolve_model
-    from .tokenizer import save_nanochat_tokenizer
+    from akshara_hf.loading import load_model, resolve_model
+    from akshara_hf.tokenization.tokenizer import save_nanochat_tokenizer
 
     check_output(output_dir, "export-nanochat", overwrite=overwrite, inputs=[folder])
     folder = Path(resolve_model(folder, tokenizer=False))

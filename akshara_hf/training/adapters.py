@@ -10,13 +10,13 @@ types and meaning, and `peft_config` hands them to TRL's `get_peft_config`, so a
     lora_target_modules: all-linear
 
 exactly as a TRL script's command line would. The trainer then puts the adapter weights on AdamW at `adapter_lr`
-(`akshara_hf.optim.MuonAdamW` says why not Muon) and saves the adapter (`adapter_config.json`,
+(`akshara_hf.training.optim.MuonAdamW` says why not Muon) and saves the adapter (`adapter_config.json`,
 `adapter_model.safetensors`); `merge_and_unload()` gives back a plain Akshara model.
 """
 
 from dataclasses import dataclass, field
 
-from .errors import AksharaError
+from akshara_hf.errors import AksharaError
 
 # Akshara is not in PEFT's per-architecture table of default LoRA targets: without a choice, PEFT would refuse.
 DEFAULT_TARGET_MODULES = "all-linear"

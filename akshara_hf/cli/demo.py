@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import AksharaError
+from akshara_hf.errors import AksharaError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "training" / "recipes"
 SCRIPTS = {"base": "mid_train.py", "mid": "mid_train.py", "sft": "sft.py"}
 DEMO_PROMPT = "తెలుగు భాష గురించి ఒక వాక్యం రాయండి"
@@ -46,7 +46,7 @@ def _fmt(loss) -> str:
 
 
 def _stage_of(recipe: Path) -> str:
-    from .data.mixture import read_recipe
+    from akshara_hf.data.mixture import read_recipe
 
     stage = read_recipe(recipe).get("stage", "sft")
     if stage not in SCRIPTS:
@@ -87,7 +87,7 @@ def _prepare_output(root: Path, overwrite: bool) -> Path:
     """The project's output rule (akshara_hf.folders): an earlier demo run is replaced only with --overwrite, a folder
     the demo did not write never. The marker goes in first, so even an interrupted run can be replaced later. (Not
     staged like the one-shot commands: the stages write into it for minutes, and the user watches them do so.)"""
-    from .folders import MARKER, check_output
+    from akshara_hf.folders import MARKER, check_output
 
     root = check_output(root, "demo", overwrite=overwrite)
     if root.exists() and any(root.iterdir()):
@@ -98,8 +98,8 @@ def _prepare_output(root: Path, overwrite: bool) -> Path:
 
 
 def _train_tokenizer(root: Path, vocab_size: int) -> Path:
-    from .data.mixture import build_mixture
-    from .tokenizer import train_tokenizer
+    from akshara_hf.data.mixture import build_mixture
+    from akshara_hf.tokenization.tokenizer import train_tokenizer
 
     mixture = build_mixture(RECIPES / "tiny-mid.yaml", root / "tokenizer_corpus", overwrite=True)  # the demo's own
 
@@ -171,7 +171,7 @@ Try next:
 
 
 def register(subparsers) -> None:
-    from .folders import add_overwrite_flag
+    from akshara_hf.folders import add_overwrite_flag
 
     p = subparsers.add_parser("demo", help="the whole pipeline on the shipped samples (or run one recipe)")
     p.add_argument("recipe", nargs="?", default=None, help="run this recipe instead of the tiny pipeline")

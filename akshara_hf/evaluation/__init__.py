@@ -1,0 +1,1 @@
+"""Metrics (ROUGE, chrF, bits per byte) and `akshara-hf evaluate`."""

@@ -1,0 +1,1 @@
+"""The fast tokenizer, the chat template and nanochat's conversation layout."""

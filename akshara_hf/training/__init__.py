@@ -1,0 +1,1 @@
+"""Recipe parsing, Muon + AdamW and nanochat's schedules, the TRL trainer, the recipe runner and run facts."""
