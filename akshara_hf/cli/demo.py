@@ -25,7 +25,7 @@ SCRIPTS = {"base": "mid_train.py", "mid": "mid_train.py", "sft": "sft.py"}
 DEMO_PROMPT = "తెలుగు భాష గురించి ఒక వాక్యం రాయండి"
 STEPS = 6
 # Measured with `time bash scripts/demo.sh` on the 2-core development machine (see README.md).
-EXPECTED = ("about 2 minutes on an idle 2-core CPU; 40 minutes when that machine is busy (measured with other "
+EXPECTED = ("about 1.5 minutes on an idle 2-core CPU (67 s measured); 40 minutes when that machine is busy (measured with other "
             "test runs beside it, load average 9-15: base 19 min, mid 12 min, SFT 9 min)")
 QUIET = {"HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1",
          "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
