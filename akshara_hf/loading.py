@@ -32,14 +32,21 @@ def is_hub_id(argument: str) -> bool:
     return not Path(argument.split("/")[0]).exists()
 
 
+def read_json(path: str | Path):
+    """A JSON file's value; AksharaError naming the file when it is missing or not JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AksharaError(f"{path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise AksharaError(f"{path}: not valid JSON ({one_line(error)})") from None
+
+
 def read_config_json(config: Path) -> dict:
     """A folder's config.json as a dict; AksharaError naming the file when it is missing or not a JSON object."""
     if not config.is_file():
         raise AksharaError(f"{config}: missing (not a model folder)")
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise AksharaError(f"{config}: not valid JSON ({one_line(error)})") from None
+    data = read_json(config)
     if not isinstance(data, dict):
         raise AksharaError(f"{config}: not a JSON object")
     return data

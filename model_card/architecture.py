@@ -8,7 +8,7 @@ from pathlib import Path
 
 from akshara_hf.errors import AksharaError
 
-from .facts import read_json
+from akshara_hf.loading import read_json
 
 SIZE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
 # Config keys that only nanochat's 2026 architecture has (value embeddings, sliding windows, smear/backout).

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from akshara_hf.errors import AksharaError
+from akshara_hf.loading import read_json
 
 from .architecture import architecture_from_config
-from .facts import RUN_FACTS_FILE, load_run_facts, read_json, validate_run_facts
+from .facts import RUN_FACTS_FILE, load_run_facts, validate_run_facts
 from .nanochat_meta import NANOCHAT_META_FILE, facts_from_nanochat_meta
 from .plot import LOSS_CURVE_FILE, plot_loss_curve
 from .sources import describe, hub_datasets

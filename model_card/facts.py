@@ -7,12 +7,12 @@ row out). Unknown keys are refused, so a misspelt field is an error instead of a
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from akshara_hf.errors import AksharaError
+from akshara_hf.loading import read_json
 
 RUN_FACTS_FILE = "run_facts.json"
 STAGES = ("base", "mid", "sft")
@@ -136,15 +136,6 @@ def validate_run_facts(facts: Any, source: str = RUN_FACTS_FILE) -> dict:
     if out["trainer"] is None:
         out["trainer"] = "trl"
     return out
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AksharaError(f"{path}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise AksharaError(f"{path}: not valid JSON ({error})") from None
 
 
 def load_run_facts(path: str | Path) -> dict:
