@@ -148,6 +148,7 @@ def test_each_checkpoint_and_the_final_folder_carry_our_card_of_their_step(strai
     the output folder's the finished run's (final step, final evaluation)."""
     from huggingface_hub import ModelCard
 
+    from model_card import write_model_card
     from model_card.card import _num
 
     final = straight_sft
@@ -170,6 +171,9 @@ def test_each_checkpoint_and_the_final_folder_carry_our_card_of_their_step(strai
         assert f"| Last validation loss | {_num(evaluations[step])} |" in text
         assert "| Steps | 4 |" not in text and "Final validation loss" not in text
         assert (folder / "loss_curve.png").is_file()
+        saved = json.loads((folder / "run_facts.json").read_text())  # what the card was rendered from
+        assert (saved["num_steps"], saved["in_progress"], saved["planned_steps"]) == (step, True, 4)
+        assert saved["tokens_seen"] == state["num_input_tokens_seen"]
     assert json.loads((final / "checkpoint-2" / "trainer_state.json").read_text())["num_input_tokens_seen"] < facts["tokens_seen"]
     card = ModelCard.load(final / "README.md")
     assert card.data.model_name == final.name and "sft" in card.data.tags
@@ -177,6 +181,10 @@ def test_each_checkpoint_and_the_final_folder_carry_our_card_of_their_step(strai
     assert f"| Final validation loss | {_num(facts['final_val_loss'])} |" in card.text
     assert f"| Tokens seen | {_num(facts['tokens_seen'])} |" in card.text
     assert facts["final_val_loss"] == evaluations[4]
+    # A checkpoint's card can be rendered again for the Hub from the facts it keeps.
+    again = ModelCard.load(write_model_card(final / "checkpoint-2", repo_id="akshara-org/tiny-sft-step2"))
+    assert "| Steps (so far of 4 planned; training in progress) | 2 |" in again.text
+    assert 'from_pretrained("akshara-org/tiny-sft-step2"' in again.text
 
 
 def test_run_facts_record_and_the_card_schema_agree():

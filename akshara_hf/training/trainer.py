@@ -320,8 +320,9 @@ class MuonSFTTrainer(SFTTrainer):
     `model_card.write_model_card`) and `card_facts(trainer)` (the run's facts so far: a `RunFacts` or its dict), every
     card the Trainer writes is that card, rendered from the facts at the current step: the one TRL writes into
     `output_dir` at each checkpoint (`create_model_card`, which `push_to_hub` also calls, so the Hub gets it) and one in
-    each folder the Trainer saves (`checkpoint-N`, the final `save_model`). While training, the facts say so
-    (`in_progress`, the steps so far of those planned). The Trainer's folders are its own: their README.md is replaced
+    each folder the Trainer saves (`checkpoint-N`, the final `save_model`; with the facts as `run_facts.json` when
+    `card_facts` gives a `RunFacts`). While training, the facts say so (`in_progress`, the steps so far of those
+    planned). The Trainer's folders are its own: their README.md is replaced
     (as TRL does). Without a card writer, or for a PEFT adapter (which keeps PEFT's README), TRL's card as ever.
     """
 
@@ -403,7 +404,7 @@ class MuonSFTTrainer(SFTTrainer):
         super()._save(output_dir, state_dict)
         # Every folder the Trainer saves (checkpoint-N, the final save_model) carries the card of its own step.
         if self.args.should_save and self._writes_own_card():
-            self._write_card(self.args.output_dir if output_dir is None else output_dir)
+            self._write_card(self.args.output_dir if output_dir is None else output_dir, keep_facts=True)
 
     def _writes_own_card(self) -> bool:
         if self.card_writer is None:
@@ -414,8 +415,12 @@ class MuonSFTTrainer(SFTTrainer):
             return not isinstance(self.accelerator.unwrap_model(self.model), PeftModel)
         return True
 
-    def _write_card(self, folder: str) -> None:
+    def _write_card(self, folder: str, keep_facts: bool = False) -> None:
         facts = self.card_facts(self)
+        if keep_facts and hasattr(facts, "write"):
+            # A saved folder keeps the facts its card was rendered from (`RunFacts.write`: run_facts.json), so
+            # `akshara-hf model-card FOLDER --repo-id ...` can render it again, e.g. to publish a checkpoint.
+            facts.write(folder)
         facts = facts.to_dict() if hasattr(facts, "to_dict") else dict(facts)
         os.makedirs(folder, exist_ok=True)
         config = self.accelerator.unwrap_model(self.model).config.to_dict()  # the folder may not hold config.json yet
