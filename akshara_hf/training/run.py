@@ -16,6 +16,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from akshara_hf.training.adapters import AksharaPeftArguments
@@ -291,8 +292,9 @@ def parse_recipe(argv: list[str] | None = None, script: str | None = None):
 
 
 def train(argv: list[str] | None = None, script: str | None = None, card_writer=None) -> Path:
-    """Run one recipe; returns the output folder. `card_writer(output_dir, facts=...)` writes its model card: the
-    training scripts pass `model_card.write_model_card` (this package does not import model_card, which imports it)."""
+    """Run one recipe; returns the output folder. `card_writer` writes the model cards (the trainer's card hook calls
+    it at every checkpoint and the final save): the training scripts pass `model_card.write_model_card` (this package
+    does not import model_card, which imports it)."""
     import torch
     from transformers import GenerationConfig, set_seed
 
@@ -341,6 +343,8 @@ def train(argv: list[str] | None = None, script: str | None = None, card_writer=
     args.include_num_input_tokens_seen = "non_padding" if padded else "all"
 
     clock = RunClock()
+    facts_so_far = partial(run_facts, run=run, mixture=mixture, torch=torch, seq_len=seq_len,
+                           mixture_folder=mixture_folder, clock=clock)
     trainer = MuonSFTTrainer(
         model,
         args=args,
@@ -349,17 +353,19 @@ def train(argv: list[str] | None = None, script: str | None = None, card_writer=
         processing_class=tokenizer,
         callbacks=[JsonlLogCallback(output_dir / "log.jsonl"), clock],
         peft_config=peft_config(run),  # TRL's PEFT keys (use_peft, lora_r, ...): the folder holds the adapter
+        # The trainer's card hook writes our card, from the facts at each save, into output_dir and every checkpoint
+        # (the run owns their README.md). A PEFT run's folder is an adapter, with PEFT's own README.
+        card_writer=None if run.use_peft else card_writer,
+        card_facts=facts_so_far,
     )
-    output = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    final_eval = _final_evaluation(trainer) if len(eval_rows) else {}
-    trainer.save_model(str(output_dir))
-    facts = run_facts(trainer, run, mixture, output, final_eval, torch, seq_len, mixture_folder, clock.seconds_before)
-    facts.write(output_dir)
-    if run.use_peft:  # the folder is an adapter, with PEFT's own README; our card describes whole models
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    if len(eval_rows):
+        _final_evaluation(trainer)  # logged: the facts' final validation figures are the last evaluation's
+    trainer.save_model(str(output_dir))  # with the final card (the trainer's card hook)
+    facts_so_far(trainer).write(output_dir)
+    if run.use_peft:
         print(f"LoRA adapter saved in {output_dir} (base: {model.name_or_path}); merge it with "
               "AutoPeftModelForCausalLM.from_pretrained(FOLDER).merge_and_unload()", file=sys.stderr)
-    elif card_writer is not None:
-        card_writer(output_dir, facts=facts.to_dict(), overwrite=True)  # the run's own folder (TRL's README)
     return output_dir
 
 
