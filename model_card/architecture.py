@@ -40,10 +40,11 @@ def _build_meta_model(config_path: Path, config_dict: dict):
         raise AksharaError(f"{config_path}: not a loadable config ({type(error).__name__}: {reason})") from None
 
 
-def architecture_from_config(config_path: str | Path) -> dict:
-    """Sizes from config.json and the parameter counts of the model it describes."""
+def architecture_from_config(config_path: str | Path, config: dict | None = None) -> dict:
+    """Sizes from config.json and the parameter counts of the model it describes. `config`: the configuration itself
+    (`PretrainedConfig.to_dict()`), for a model not saved yet; `config_path` then only names it in errors."""
     config_path = Path(config_path)
-    config = read_json(config_path)
+    config = read_json(config_path) if config is None else config
     if not isinstance(config, dict):
         raise AksharaError(f"{config_path}: must be a JSON object")
     model_type = config.get("model_type")

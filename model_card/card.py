@@ -165,7 +165,11 @@ def _training_rows(facts: dict, architecture: dict) -> list[tuple[str, str]]:
     add("Trainer", trainer, str)
     rows.append(("Optimizer", "Muon (block matrices) + AdamW (embedding, lm_head)"))
     add("Precision", f["dtype"], str)
-    add("Steps", f["num_steps"])
+    if f["in_progress"] and f["num_steps"] is not None:
+        planned = f" of {_num(f['planned_steps'])} planned" if f["planned_steps"] is not None else ""
+        rows.append((f"Steps (so far{planned}; training in progress)", _num(f["num_steps"])))
+    else:
+        add("Steps", f["num_steps"])
     add("Training time", f["train_time_seconds"], _duration)
     add("Device batch size", f["device_batch_size"])
     add("Examples per step", f["examples_per_step"])
@@ -191,10 +195,11 @@ def _training_rows(facts: dict, architecture: dict) -> list[tuple[str, str]]:
     add("Epochs", f["num_epochs"])
     add("Validation every (steps)", f["eval_every"])
     add("Validation tokens", f["eval_tokens"])
-    add("Final LR multiplier", f["final_lrm"])
-    add("Final training loss", f["final_train_loss"])
-    add("Final validation loss", f["final_val_loss"])
-    add("Final validation bpb", f["final_val_bpb"])
+    last = "Last" if f["in_progress"] else "Final"  # a checkpoint's figures are not the run's final ones
+    add(f"{last} LR multiplier", f["final_lrm"])
+    add(f"{last} training loss", f["final_train_loss"])
+    add(f"{last} validation loss", f["final_val_loss"])
+    add(f"{last} validation bpb", f["final_val_bpb"])
     add("FLOPs per token (estimate)", f["flops_per_token"], _flops)
     add("Total training FLOPs", f["total_flops"], _flops)
     if f["total_flops"] is not None and f["train_time_seconds"]:
@@ -274,13 +279,16 @@ def render_model_card(facts: dict, architecture: dict, model_id: str, license: s
 
 
 def write_model_card(folder: str | Path, facts: dict | None = None, repo_id: str | None = None,
-                     license: str = "mit", eval_results: str | Path | None = None, overwrite: bool = False) -> Path:
+                     license: str = "mit", eval_results: str | Path | None = None, overwrite: bool = False,
+                     config: dict | None = None) -> Path:
     """Write README.md (and loss_curve.png when the facts hold a loss log) into a saved model folder.
 
     Facts default to the folder's run_facts.json, else its nanochat_meta.json. `repo_id` goes into the usage
     snippets; without it they load the folder by its own name (`./NAME`), so pass it for a card you will publish.
     `eval_results`: an `akshara-hf evaluate --output DIR` eval_results.json whose figures join the model-index.
-    An existing README.md is replaced only when this function wrote it, or with `overwrite`.
+    An existing README.md is replaced only when this function wrote it, or with `overwrite`. `config`: the model's
+    configuration (`config.to_dict()`) instead of the folder's config.json: the trainer's card hook writes the card
+    of a run's output folder before the model is saved there.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -295,7 +303,7 @@ def write_model_card(folder: str | Path, facts: dict | None = None, repo_id: str
         facts = {**facts, "eval_results": facts["eval_results"] + eval_results_from_file(eval_results)}
     if repo_id is not None and not is_hub_id(repo_id):
         raise AksharaError(f"--repo-id {repo_id!r}: not a Hub repo id (ORG/NAME)")
-    architecture = architecture_from_config(folder / "config.json")
+    architecture = architecture_from_config(folder / "config.json", config)
     curve = plot_loss_curve(facts["log_history"], folder / LOSS_CURVE_FILE, facts["run_name"]) if facts["log_history"] else None
     model_id = repo_id or f"./{folder.resolve().name}"
     card = render_model_card(facts, architecture, model_id, license, loss_curve=curve is not None)

@@ -23,7 +23,9 @@ RUN_FACTS_FIELDS: dict[str, tuple[str, str]] = {
     "base_model": ("str", "parent checkpoint: Hub repo id 'owner/name' (also written as YAML base_model) or a name"),
     "trainer": ("str", "'trl' (this project's trainer, the default) or 'nanochat' (nanochat's own scripts)"),
     "hardware": ("str", "e.g. '1 × NVIDIA A30'"),
-    "num_steps": ("int", "optimizer steps"),
+    "num_steps": ("int", "optimizer steps (of a card written during training: the steps taken so far)"),
+    "in_progress": ("bool", "true on a card written while the run trains (a checkpoint's): figures up to num_steps"),
+    "planned_steps": ("int", "optimizer steps the run was set to take (recorded while it is in progress)"),
     "train_time_seconds": ("num", "wall-clock training time in seconds"),
     "dtype": ("str", "training precision, e.g. 'bfloat16'"),
     "device_batch_size": ("int", "rows or conversations per device micro-batch"),
@@ -72,6 +74,10 @@ def _check_value(kind: str, value: Any, where: str) -> Any:
     if kind == "stage":
         if value not in STAGES:
             raise AksharaError(f"{where}: must be one of {list(STAGES)}, got {value!r}")
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise AksharaError(f"{where}: must be true or false, got {value!r}")
         return value
     if kind == "int":
         if isinstance(value, float) and value.is_integer():

@@ -254,6 +254,7 @@ def test_nanochat_meta_folder(folder):
         ({"log_history": [{"step": 1, "loss": 2.0, "lr": 0.1}]}, "log_history[0]: unknown keys ['lr']"),
         ({"eval_results": [{"task": "t", "dataset": "d", "metric": "m"}]}, "eval_results[0].value: required"),
         ({"run_name": None}, "run_name: required"),
+        ({"in_progress": "yes"}, "in_progress: must be true or false"),
     ],
 )
 def test_bad_facts_are_refused_naming_the_field(overrides, fragment):
@@ -303,6 +304,26 @@ def test_a_hand_written_readme_is_never_overwritten_silently(folder, capsys):
     with pytest.raises(AksharaError, match="not a regular file"):
         write_model_card(folder, facts=run_facts(), overwrite=True)
     assert json.loads((folder / "config.json").read_text())  # the link's target is untouched
+
+
+def test_a_card_written_while_training_says_so_and_needs_no_config_json_yet(d20_folder, tmp_path):
+    """The trainer's card hook writes the output folder's card before the model is saved there (from the model's
+    config); a checkpoint's figures are the steps so far, never labelled final."""
+    config = json.loads((d20_folder / "config.json").read_text())
+    empty = tmp_path / "run"
+    empty.mkdir()
+    with pytest.raises(AksharaError, match=r"config\.json"):
+        write_model_card(empty, facts=run_facts())
+    facts = run_facts(num_steps=4, in_progress=True, planned_steps=6)
+    card = ModelCard.load(write_model_card(empty, facts=facts, config=config))
+    assert card.data.model_name == "akshara-tiny-sft" and "sft" in card.data.tags
+    assert "| Layers | 20 |" in card.text and not (empty / "config.json").exists()
+    assert "This card was written at step 4 of the\n> 6 planned" in card.text
+    assert "| Steps (so far of 6 planned; training in progress) | 4 |" in card.text
+    assert "| Last training loss | 5.25 |" in card.text and "Final" not in card.text
+    finished = ModelCard.load(write_model_card(empty, facts=run_facts(num_steps=6), config=config)).text
+    assert "| Steps | 6 |" in finished and "| Final training loss | 5.25 |" in finished
+    assert "in progress" not in finished
 
 
 # ----------------------------------------------------------------------------- the card tells the truth

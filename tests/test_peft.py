@@ -8,6 +8,7 @@ import pytest
 import torch
 from dist_train_script import conversations, tiny_config, tiny_model, tiny_tokenizer
 from peft import AutoPeftModelForCausalLM, LoraConfig, get_peft_model
+from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM
 
 from akshara_hf import AksharaForCausalLM
@@ -15,6 +16,7 @@ from akshara_hf.training.adapters import AksharaPeftArguments, peft_config
 from akshara_hf.errors import AksharaError
 from akshara_hf.training.optim import MuonAdamW, split_parameters
 from akshara_hf.training.trainer import MuonSFTTrainer
+from model_card import write_model_card
 
 REPO = Path(__file__).resolve().parents[1]
 IDS = torch.tensor([[3, 17, 250, 9, 44, 101, 7, 300]])
@@ -33,6 +35,7 @@ def lora_run(tmp_path_factory):
     trainer = MuonSFTTrainer(
         model, args, train_dataset=conversations(8), processing_class=tiny_tokenizer(),
         peft_config=LoraConfig(target_modules="all-linear", r=4, lora_alpha=8, lora_dropout=0.0),
+        card_writer=write_model_card, card_facts=lambda trainer: {"run_name": "lora", "stage": "sft"},
     )  # fmt: skip
     trainer.train()
     trainer.save_model(str(root / "adapter"))
@@ -54,6 +57,12 @@ def test_lora_trains_with_adapters_on_adamw_and_the_base_frozen(lora_run):
         if "lora_" not in name:
             key = name.replace(".base_layer", "")
             assert torch.equal(value, base_state[key]), name  # base weights untouched
+
+
+def test_an_adapter_keeps_pefts_card_even_with_a_card_writer(lora_run):
+    root, _, _ = lora_run
+    card = ModelCard.load(root / "adapter" / "README.md")  # PEFT's: our card describes whole models
+    assert card.data.library_name == "peft" and "akshara-hf model-card" not in card.text
 
 
 def test_adapter_saves_reloads_and_merges_to_the_same_logits(lora_run, tmp_path):
@@ -140,7 +149,8 @@ def test_sft_recipe_with_use_peft_saves_an_adapter(converted_folder, tmp_path, c
         "--output_dir", str(tmp_path / "run"), "--max_steps", "2", "--eval_strategy", "no", "--save_strategy", "no",
         "--disable_tqdm", "true", "--max_length", "96", "--use_peft", "true", "--lora_r", "4",
         "--lora_target_modules", "c_q", "c_v",
-    ], script="sft.py")  # fmt: skip
+    ], script="sft.py", card_writer=write_model_card)  # fmt: skip
+    assert ModelCard.load(out / "README.md").data.library_name == "peft"  # the adapter keeps PEFT's README
     config = json.loads((out / "adapter_config.json").read_text())
     assert (config["r"], set(config["target_modules"])) == (4, {"c_q", "c_v"})
     assert json.loads((out / "run_facts.json").read_text())["num_steps"] == 2

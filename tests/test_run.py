@@ -105,16 +105,31 @@ def test_data_on_the_command_line_replaces_the_recipes(readme_runs, tmp_path, mo
     assert report["sources"][0]["validation_rows"] == 4  # 20 rows x 0.2
 
 
-def test_run_facts_after_a_resume_count_the_whole_run(readme_runs, tmp_path, monkeypatch):
+# SFT for 4 steps, a checkpoint and an evaluation every 2.
+SFT_CHECKPOINTS = ["--config", "training/recipes/tiny-sft.yaml", *TINY, "--max_steps", "4", "--save_steps", "2",
+                   "--save_total_limit", "2", "--eval_steps", "2", "--per_device_eval_batch_size", "8",
+                   "--mixture_dir", "runs/tiny-sft/mixture"]
+
+
+@pytest.fixture(scope="module")
+def straight_sft(readme_runs, tmp_path_factory):
+    """`SFT_CHECKPOINTS` in one session, with the training scripts' card writer: the output folder."""
+    from model_card import write_model_card
+
+    root, _ = readme_runs
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        return train([*SFT_CHECKPOINTS, "--output_dir", str(tmp_path_factory.mktemp("straight"))], script="sft.py",
+                     card_writer=write_model_card)
+
+
+def test_run_facts_after_a_resume_count_the_whole_run(readme_runs, straight_sft, tmp_path, monkeypatch):
     """SFT 4 steps straight vs 2 steps, then resumed from checkpoint-2 in another session: the same steps, tokens and
     FLOPs (the whole run's, not the resumed session's), and the time includes the first session's."""
     root, _ = readme_runs
     monkeypatch.chdir(root)
-    settings = ["--config", "training/recipes/tiny-sft.yaml", *TINY, "--max_steps", "4", "--save_steps", "2",
-                "--save_total_limit", "2", "--eval_steps", "2", "--per_device_eval_batch_size", "8",
-                "--mixture_dir", "runs/tiny-sft/mixture"]
-    straight = train([*settings, "--output_dir", str(tmp_path / "straight")], script="sft.py")
-    resumed = train([*settings, "--output_dir", str(tmp_path / "resumed"),
+    straight = straight_sft
+    resumed = train([*SFT_CHECKPOINTS, "--output_dir", str(tmp_path / "resumed"),
                      "--resume_from_checkpoint", str(straight / "checkpoint-2")], script="sft.py")
     full, after = (json.loads((o / "run_facts.json").read_text()) for o in (straight, resumed))
     assert after["num_steps"] == full["num_steps"] == 4
@@ -126,6 +141,50 @@ def test_run_facts_after_a_resume_count_the_whole_run(readme_runs, tmp_path, mon
     assert after["final_val_loss"] == pytest.approx(full["final_val_loss"], rel=1e-5)
     steps = [entry[0] for entry in losses(straight) if entry[2] is not None]
     assert steps == [2, 4]  # the last evaluation is the Trainer's own at step 4, not repeated
+
+
+def test_each_checkpoint_and_the_final_folder_carry_our_card_of_their_step(straight_sft):
+    """The trainer's card hook: checkpoint-N/README.md is the card of step N (marked in progress, its own figures),
+    the output folder's the finished run's (final step, final evaluation)."""
+    from huggingface_hub import ModelCard
+
+    from model_card import write_model_card
+    from model_card.card import _num
+
+    final = straight_sft
+    facts = json.loads((final / "run_facts.json").read_text())
+    assert (facts["num_steps"], facts["in_progress"], facts["planned_steps"]) == (4, False, None)
+    evaluations = {step: loss for step, _, loss in losses(final) if loss is not None}
+    for step in (2, 4):
+        folder = final / f"checkpoint-{step}"
+        card = ModelCard.load(folder / "README.md")
+        data = card.data
+        assert (data.model_name, data.language, data.library_name, data.pipeline_tag) == (
+            final.name, "te", "transformers", "text-generation")
+        assert {"akshara", "sft", "trl"} <= set(data.tags) and data.datasets is None and data.base_model is None
+        assert data.eval_results is None  # no `akshara-hf evaluate` results in a training run
+        state = json.loads((folder / "trainer_state.json").read_text())
+        text = card.text
+        assert f"| Steps (so far of 4 planned; training in progress) | {step} |" in text
+        assert f"This card was written at step {step} of the\n> 4 planned" in text
+        assert f"| Tokens seen | {_num(state['num_input_tokens_seen'])} |" in text
+        assert f"| Last validation loss | {_num(evaluations[step])} |" in text
+        assert "| Steps | 4 |" not in text and "Final validation loss" not in text
+        assert (folder / "loss_curve.png").is_file()
+        saved = json.loads((folder / "run_facts.json").read_text())  # what the card was rendered from
+        assert (saved["num_steps"], saved["in_progress"], saved["planned_steps"]) == (step, True, 4)
+        assert saved["tokens_seen"] == state["num_input_tokens_seen"]
+    assert json.loads((final / "checkpoint-2" / "trainer_state.json").read_text())["num_input_tokens_seen"] < facts["tokens_seen"]
+    card = ModelCard.load(final / "README.md")
+    assert card.data.model_name == final.name and "sft" in card.data.tags
+    assert "| Steps | 4 |" in card.text and "training in progress" not in card.text.lower()
+    assert f"| Final validation loss | {_num(facts['final_val_loss'])} |" in card.text
+    assert f"| Tokens seen | {_num(facts['tokens_seen'])} |" in card.text
+    assert facts["final_val_loss"] == evaluations[4]
+    # A checkpoint's card can be rendered again for the Hub from the facts it keeps.
+    again = ModelCard.load(write_model_card(final / "checkpoint-2", repo_id="akshara-org/tiny-sft-step2"))
+    assert "| Steps (so far of 4 planned; training in progress) | 2 |" in again.text
+    assert 'from_pretrained("akshara-org/tiny-sft-step2"' in again.text
 
 
 def test_run_facts_record_and_the_card_schema_agree():

@@ -282,3 +282,58 @@ def test_a_damaged_mixture_dir_is_one_line(capsys, monkeypatch, tmp_path, conver
     code, line = run_script("sft.py", [*base, "--mixture_dir", str(texts), "--output_dir", str(tmp_path / "c")],
                             capsys, monkeypatch)
     assert code == 2 and "needs a `messages` column in train and validation" in line
+
+
+def test_resuming_from_another_models_checkpoint_is_one_line(capsys, monkeypatch, tmp_path, converted_folder):
+    """Before the Trainer's `load_state_dict` traceback (after the data was built): the first tensor that differs."""
+    import torch
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    checkpoint = tmp_path / "checkpoint-3"
+    checkpoint.mkdir()
+    (checkpoint / "trainer_state.json").write_text("{}")
+    base = ["--config", str(TINY_SFT), "--model_name_or_path", str(converted_folder), "--max_length", "128",
+            "--resume_from_checkpoint", str(checkpoint)]
+
+    def attempt(out: str) -> str:
+        code, line = run_script("sft.py", [*base, "--output_dir", str(tmp_path / out)], capsys, monkeypatch)
+        assert code == 2
+        assert [p.name for p in (tmp_path / out).iterdir()] == [".akshara-hf.json"]  # no data built, nothing else
+        return line
+
+    assert "checkpoint-3: no model.safetensors" in attempt("a")
+    (checkpoint / "model.safetensors").write_bytes(b"\x00" * 64)
+    assert "model.safetensors: not a readable safetensors file" in attempt("b")
+    from safetensors import safe_open
+
+    with safe_open(str(converted_folder / "model.safetensors"), framework="pt") as file:
+        state = {name: file.get_tensor(name) for name in file.keys()}
+    wrong = dict(state, **{"transformer.wte.weight": torch.zeros(3, 3)})
+    save_file(wrong, str(checkpoint / "model.safetensors"))
+    line = attempt("c")
+    assert "transformer.wte.weight is [3, 3], this run's model has [" in line and "checkpoint is of another model" in line
+    save_file({k: v for k, v in state.items() if k != "lm_head.weight"}, str(checkpoint / "model.safetensors"))
+    assert "has no lm_head.weight" in attempt("d")
+    save_file(dict(state, extra=torch.zeros(1)), str(checkpoint / "model.safetensors"))
+    assert "extra is not in this run's model" in attempt("e")
+
+
+def test_a_run_that_failed_early_can_run_again_in_its_folder(capsys, monkeypatch, tmp_path, converted_folder):
+    """The output folder is marked as a training run's from the start: a run stopped before its first save (here:
+    refused after the folder was made) does not leave a folder the next attempt refuses. Another command's marked
+    output is still refused."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "out"
+    base = ["--config", str(TINY_SFT), "--model_name_or_path", str(converted_folder), "--output_dir", str(out)]
+    code, line = run_script("sft.py", [*base, "--max_length", "1000"], capsys, monkeypatch)
+    assert code == 2 and "exceed the model's" in line and out.is_dir()
+    (out / "mixture").mkdir()  # what a run interrupted while training leaves besides the marker
+    code, line = run_script("sft.py", [*base, "--max_length", "1000"], capsys, monkeypatch)
+    assert code == 2 and "exceed the model's" in line  # the folder was accepted: the same check refuses again
+    other = tmp_path / "converted"
+    other.mkdir()
+    (other / ".akshara-hf.json").write_text('{"command": "convert-nanochat", "written_by": "akshara-hf"}')
+    (other / "config.json").write_text("{}")
+    code, line = run_script("sft.py", [*base[:-1], str(other)], capsys, monkeypatch)
+    assert code == 2 and "is an `akshara-hf convert-nanochat` output, not a training run's" in line

@@ -312,6 +312,66 @@ def test_resumed_run_continues_with_identical_losses_and_momentum(tmp_path):
         assert torch.equal(param, resumed_param), name
     for a, b in zip(full.optimizer.optimizer.muon.state.values(), resumed.optimizer.optimizer.muon.state.values()):
         assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
+    # Without a card writer the model card is TRL's, as SFTTrainer writes it: into output_dir at each checkpoint.
+    card = (tmp_path / "full" / "out" / "README.md").read_text(encoding="utf-8")
+    assert "[TRL](https://github.com/huggingface/trl)" in card and "akshara-hf model-card" not in card
+    assert not (checkpoint / "README.md").exists()
+
+
+# ---- model card -------------------------------------------------------------------------------------------------
+
+
+class CardsAtSave(TrainerCallback):
+    """The output folder's and the new checkpoint's README.md as they are right after each checkpoint is saved."""
+
+    def __init__(self, output_dir: Path):
+        self.output_dir, self.cards = output_dir, {}
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = self.output_dir / f"checkpoint-{state.global_step}"
+        self.cards[state.global_step] = [(path / "README.md").read_text(encoding="utf-8")
+                                         for path in (self.output_dir, folder)]
+
+
+def test_the_card_hook_writes_our_card_of_each_step(tmp_path):
+    """With a card writer every card the Trainer writes is ours, from the facts at that step: output_dir's (TRL's
+    create_model_card, before any config.json is there), each checkpoint's, the final save's and push_to_hub's."""
+    from huggingface_hub import ModelCard
+
+    from model_card import write_model_card
+
+    def facts(trainer):
+        state = trainer.state
+        return {"run_name": "tiny-card", "stage": "sft", "num_steps": state.global_step, "in_progress": trainer.is_in_train,
+                "planned_steps": state.max_steps if trainer.is_in_train else None,
+                "log_history": [{"step": e["step"], "loss": e["loss"]} for e in state.log_history if "loss" in e]}
+
+    out = tmp_path / "out"
+    cards = CardsAtSave(out)
+    args = tiny_config(out, max_steps=2, save_strategy="steps", save_steps=1)
+    trainer = MuonSFTTrainer(tiny_model(), args, train_dataset=conversations(16), processing_class=tiny_tokenizer(),
+                             callbacks=[cards], card_writer=write_model_card, card_facts=facts)
+    trainer.train()
+    assert sorted(cards.cards) == [1, 2]
+    for step, texts in cards.cards.items():
+        for text in texts:
+            card = ModelCard(text)
+            assert (card.data.model_name, card.data.library_name, card.data.language) == ("tiny-card", "transformers", "te")
+            assert {"akshara", "sft", "trl"} <= set(card.data.tags)
+            assert f"| Steps (so far of 2 planned; training in progress) | {step} |" in card.text
+            assert f"This card was written at step {step} of the" in card.text
+            assert "| Steps | 2 |" not in card.text and "<!-- written by akshara-hf model-card -->" in card.text
+    assert (out / "checkpoint-1" / "loss_curve.png").is_file()
+    trainer.save_model()
+    final = ModelCard.load(out / "README.md")
+    assert "| Steps | 2 |" in final.text and "Training in progress" not in final.text
+    trainer.create_model_card(model_name="tiny-card")  # what push_to_hub calls before uploading output_dir
+    assert ModelCard.load(out / "README.md").text == final.text
+
+
+def test_a_card_writer_needs_the_facts(tmp_path):
+    with pytest.raises(AksharaError, match="card_writer needs card_facts"):
+        MuonSFTTrainer(tiny_model(), tiny_config(tmp_path), train_dataset=conversations(4), card_writer=print)
 
 
 def _launch_two_processes(tmp_path, *options: str, normalization: str = "nanochat") -> tuple[dict, str]:

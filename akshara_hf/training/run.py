@@ -16,11 +16,13 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from akshara_hf.training.adapters import AksharaPeftArguments
 from akshara_hf.data.mixture import DataSection
 from akshara_hf.errors import AksharaError, one_line
+from akshara_hf.folders import MARKER, output_marker
 
 STAGES = ("base", "mid", "sft")
 SCRIPT_STAGES = {"sft.py": ("sft",), "mid_train.py": ("mid", "base")}
@@ -133,6 +135,38 @@ def _check_before_work(args, run) -> None:
     _check_output_dir(Path(args.output_dir))
 
 
+def _check_checkpoint_shapes(model, checkpoint: Path) -> None:
+    """Resuming from another model's checkpoint is one line naming the first tensor that differs, before any data is
+    built, not the Trainer's `load_state_dict` traceback after it (the weights' shapes come from the safetensors
+    header; no tensor is read)."""
+    from safetensors import safe_open
+
+    weights = checkpoint / "model.safetensors"
+    if not weights.is_file():
+        raise AksharaError(f"resume_from_checkpoint {checkpoint}: no model.safetensors (a full-model checkpoint of "
+                           "this run's model is needed)")
+    try:
+        with safe_open(str(weights), framework="pt") as file:
+            saved = {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}
+    except Exception as error:  # safetensors raises its own error types for a damaged file
+        raise AksharaError(f"resume_from_checkpoint {weights}: not a readable safetensors file "
+                           f"({one_line(error)})") from None
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    for name, shape in expected.items():
+        if name not in saved:
+            raise AksharaError(f"resume_from_checkpoint {weights}: has no {name} (the checkpoint is of another "
+                               "model; resume with the recipe and model_config that wrote it)")
+        if saved[name] != shape:
+            raise AksharaError(f"resume_from_checkpoint {weights}: {name} is {list(saved[name])}, this run's model "
+                               f"has {list(shape)} (the checkpoint is of another model; resume with the recipe and "
+                               "model_config that wrote it)")
+    extra = sorted(set(saved) - set(expected))
+    if extra:
+        raise AksharaError(f"resume_from_checkpoint {weights}: {extra[0]} is not in this run's model (the checkpoint "
+                           "is of another model)")
+
+
+TRAIN_COMMAND = "train"  # the marker's command in a training run's output_dir
 RUN_FILES = ("run_facts.json", "log.jsonl", "trainer_state.json")
 
 
@@ -142,7 +176,12 @@ def _check_output_dir(output: Path) -> None:
     if output.exists() and not output.is_dir():
         raise AksharaError(f"output_dir {output}: exists and is not a folder")
     if output.is_dir() and any(output.iterdir()):
-        if not any((output / name).exists() for name in RUN_FILES) and not any(output.glob("checkpoint-*")):
+        marker = output_marker(output)
+        if marker is not None and marker["command"] != TRAIN_COMMAND:
+            raise AksharaError(f"output_dir {output}: is an `akshara-hf {marker['command']}` output, not a training "
+                               "run's; refusing to write into it (choose another --output_dir)")
+        if marker is None and not any((output / name).exists() for name in RUN_FILES) \
+                and not any(output.glob("checkpoint-*")):
             raise AksharaError(f"output_dir {output}: a non-empty folder that is not an earlier training run's "
                                "output; refusing to write into it (choose another --output_dir)")
 
@@ -253,8 +292,9 @@ def parse_recipe(argv: list[str] | None = None, script: str | None = None):
 
 
 def train(argv: list[str] | None = None, script: str | None = None, card_writer=None) -> Path:
-    """Run one recipe; returns the output folder. `card_writer(output_dir, facts=...)` writes its model card: the
-    training scripts pass `model_card.write_model_card` (this package does not import model_card, which imports it)."""
+    """Run one recipe; returns the output folder. `card_writer` writes the model cards (the trainer's card hook calls
+    it at every checkpoint and the final save): the training scripts pass `model_card.write_model_card` (this package
+    does not import model_card, which imports it)."""
     import torch
     from transformers import GenerationConfig, set_seed
 
@@ -267,10 +307,14 @@ def train(argv: list[str] | None = None, script: str | None = None, card_writer=
     args, run = parse_recipe(argv, script)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    if output_marker(output_dir) is None:  # ours from the start: a run that fails before its first save can rerun
+        (output_dir / MARKER).write_text(json.dumps({"command": TRAIN_COMMAND, "written_by": "akshara-hf"}) + "\n")
 
     set_seed(args.seed)  # before the model exists: a new model's weights are the recipe's seed's
     model, tokenizer = _load_model_and_tokenizer(run, output_dir)
     check_akshara_model(model)  # before any data is built
+    if args.resume_from_checkpoint is not None and not run.use_peft:
+        _check_checkpoint_shapes(model, Path(args.resume_from_checkpoint))
     row_length = run.max_seq_len + 1 if args.stage != "sft" else args.max_length or 2048
     positions = model.config.rotary_cache_factor * model.config.max_position_embeddings
     if row_length > positions:
@@ -299,6 +343,8 @@ def train(argv: list[str] | None = None, script: str | None = None, card_writer=
     args.include_num_input_tokens_seen = "non_padding" if padded else "all"
 
     clock = RunClock()
+    facts_so_far = partial(run_facts, run=run, mixture=mixture, torch=torch, seq_len=seq_len,
+                           mixture_folder=mixture_folder, clock=clock)
     trainer = MuonSFTTrainer(
         model,
         args=args,
@@ -307,17 +353,19 @@ def train(argv: list[str] | None = None, script: str | None = None, card_writer=
         processing_class=tokenizer,
         callbacks=[JsonlLogCallback(output_dir / "log.jsonl"), clock],
         peft_config=peft_config(run),  # TRL's PEFT keys (use_peft, lora_r, ...): the folder holds the adapter
+        # The trainer's card hook writes our card, from the facts at each save, into output_dir and every checkpoint
+        # (the run owns their README.md). A PEFT run's folder is an adapter, with PEFT's own README.
+        card_writer=None if run.use_peft else card_writer,
+        card_facts=facts_so_far,
     )
-    output = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    final_eval = _final_evaluation(trainer) if len(eval_rows) else {}
-    trainer.save_model(str(output_dir))
-    facts = run_facts(trainer, run, mixture, output, final_eval, torch, seq_len, mixture_folder, clock.seconds_before)
-    facts.write(output_dir)
-    if run.use_peft:  # the folder is an adapter, with PEFT's own README; our card describes whole models
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    if len(eval_rows):
+        _final_evaluation(trainer)  # logged: the facts' final validation figures are the last evaluation's
+    trainer.save_model(str(output_dir))  # with the final card (the trainer's card hook)
+    facts_so_far(trainer).write(output_dir)
+    if run.use_peft:
         print(f"LoRA adapter saved in {output_dir} (base: {model.name_or_path}); merge it with "
               "AutoPeftModelForCausalLM.from_pretrained(FOLDER).merge_and_unload()", file=sys.stderr)
-    elif card_writer is not None:
-        card_writer(output_dir, facts=facts.to_dict(), overwrite=True)  # the run's own folder (TRL's README)
     return output_dir
 
 

@@ -18,7 +18,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 from transformers.trainer_utils import SchedulerType
-from transformers.utils import logging
+from transformers.utils import is_peft_available, logging
 from trl import SFTConfig, SFTTrainer
 
 from akshara_hf.errors import AksharaError
@@ -315,11 +315,24 @@ class MuonSFTTrainer(SFTTrainer):
 
     LR logging: besides `learning_rate` (the Muon group), each log has `lrm` (the multiplier used by the step just
     taken), `lr/<group>` for every optimizer group and `muon_momentum`.
+
+    Model card: given `card_writer(folder, facts=..., overwrite=..., config=...)` (the training scripts pass
+    `model_card.write_model_card`) and `card_facts(trainer)` (the run's facts so far: a `RunFacts` or its dict), every
+    card the Trainer writes is that card, rendered from the facts at the current step: the one TRL writes into
+    `output_dir` at each checkpoint (`create_model_card`, which `push_to_hub` also calls, so the Hub gets it) and one in
+    each folder the Trainer saves (`checkpoint-N`, the final `save_model`; with the facts as `run_facts.json` when
+    `card_facts` gives a `RunFacts`). While training, the facts say so (`in_progress`, the steps so far of those
+    planned). The Trainer's folders are its own: their README.md is replaced
+    (as TRL does). Without a card writer, or for a PEFT adapter (which keeps PEFT's README), TRL's card as ever.
     """
 
-    def __init__(self, model, args: AksharaSFTConfig, **kwargs):
+    def __init__(self, model, args: AksharaSFTConfig, card_writer=None, card_facts=None, **kwargs):
         if not isinstance(args, AksharaSFTConfig):
             raise AksharaError(f"MuonSFTTrainer needs an AksharaSFTConfig, got {type(args).__name__}")
+        if card_writer is not None and card_facts is None:
+            raise AksharaError("card_writer needs card_facts: a function of the trainer giving the run's facts so far "
+                               "(akshara_hf.training.training_log.run_facts bound to the run)")
+        self.card_writer, self.card_facts = card_writer, card_facts
         if isinstance(model, nn.Module):
             check_akshara_model(model)
         tokenizer = kwargs.get("processing_class")
@@ -378,6 +391,40 @@ class MuonSFTTrainer(SFTTrainer):
         sums = torch.tensor([[nats, num_bytes]], dtype=torch.float64, device=outputs.loss.device)
         self._bpb_sums += self.accelerator.gather_for_metrics(sums).sum(0).cpu()
         return outputs.loss.detach(), None, None
+
+    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags=None):
+        # TRL calls this before each checkpoint for `output_dir` (what `push_to_hub` uploads; `push_to_hub` calls it
+        # too): with a card writer the card there is ours, of the run so far, even before the weights are saved.
+        if not self._writes_own_card():
+            return super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        if self.is_world_process_zero():
+            self._write_card(self.args.output_dir)
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        super()._save(output_dir, state_dict)
+        # Every folder the Trainer saves (checkpoint-N, the final save_model) carries the card of its own step.
+        if self.args.should_save and self._writes_own_card():
+            self._write_card(self.args.output_dir if output_dir is None else output_dir, keep_facts=True)
+
+    def _writes_own_card(self) -> bool:
+        if self.card_writer is None:
+            return False
+        if is_peft_available():
+            from peft import PeftModel
+
+            return not isinstance(self.accelerator.unwrap_model(self.model), PeftModel)
+        return True
+
+    def _write_card(self, folder: str, keep_facts: bool = False) -> None:
+        facts = self.card_facts(self)
+        if keep_facts and hasattr(facts, "write"):
+            # A saved folder keeps the facts its card was rendered from (`RunFacts.write`: run_facts.json), so
+            # `akshara-hf model-card FOLDER --repo-id ...` can render it again, e.g. to publish a checkpoint.
+            facts.write(folder)
+        facts = facts.to_dict() if hasattr(facts, "to_dict") else dict(facts)
+        os.makedirs(folder, exist_ok=True)
+        config = self.accelerator.unwrap_model(self.model).config.to_dict()  # the folder may not hold config.json yet
+        self.card_writer(folder, facts=facts, overwrite=True, config=config)
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         # Written by hand: no `lr_scheduler_type` equals nanochat's multipliers at every step ("linear" computes

@@ -27,22 +27,30 @@ class JsonlLogCallback(TrainerCallback):
 
 
 class RunClock(TrainerCallback, ExportableState):
-    """Training seconds of the sessions before a `resume_from_checkpoint`: the Trainer's `train_runtime` covers its
-    own session only, so each checkpoint's `trainer_state.json` carries the seconds trained up to it (the Trainer
-    saves an `ExportableState` callback's `state()` there) and a resumed session reads them back."""
+    """Training seconds of the whole run. The Trainer's `train_runtime` covers its own session only, so each
+    checkpoint's `trainer_state.json` carries the seconds trained up to it (the Trainer saves an `ExportableState`
+    callback's `state()` there) and a resumed session reads them back. Once the session ends its own time is the
+    Trainer's `train_runtime` (logged at the end of `train()`); until then, the time since it began."""
 
     def __init__(self):
         self.seconds_before = 0.0  # of the sessions before this one, up to the checkpoint resumed from
         self._started = None
+        self._session = None  # this session's train_runtime, once logged
 
     def on_train_begin(self, args, state, control, **kwargs):
         saved = (state.stateful_callbacks or {}).get(type(self).__name__, {})
         if isinstance(saved, list):
             saved = saved[0] if saved else {}
         self.seconds_before = float(saved.get("attributes", {}).get("seconds", 0.0)) if state.global_step else 0.0
-        self._started = time.perf_counter()
+        self._started, self._session = time.perf_counter(), None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "train_runtime" in logs:
+            self._session = float(logs["train_runtime"])
 
     def seconds(self) -> float:
+        if self._session is not None:
+            return self.seconds_before + self._session
         return self.seconds_before + (time.perf_counter() - self._started if self._started is not None else 0.0)
 
     def state(self) -> dict:
@@ -65,7 +73,8 @@ class RunFacts:
     """`run_facts.json`: what a run did, the model card's source (schema: `RUN_FACTS_FIELDS` in model_card/facts.py).
 
     Counts are of the whole run, resumed sessions included: steps and tokens from the Trainer's state (restored from
-    the checkpoint), time from `RunClock`.
+    the checkpoint), time from `RunClock`. Facts taken while the run trains (a checkpoint's card) are marked
+    `in_progress`, with the steps taken so far and the steps planned.
     """
 
     run_name: str
@@ -74,6 +83,8 @@ class RunFacts:
     trainer: str = "trl"  # this project's TRL trainer (the card's schema also knows "nanochat": nanochat's scripts)
     hardware: str | None = None
     num_steps: int | None = None
+    in_progress: bool = False
+    planned_steps: int | None = None
     train_time_seconds: float | None = None
     dtype: str | None = None
     device_batch_size: int | None = None
@@ -142,13 +153,16 @@ def _sources_used(section, report: dict | None) -> tuple[list[str], list[str]]:
     return hub, list(dict.fromkeys(f"{kind}: {path}" for kind, path, _ in entries))
 
 
-def run_facts(trainer, run, mixture, train_output, final_eval: dict, torch, seq_len: int, mixture_folder: Path,
-              seconds_before: float = 0.0) -> RunFacts:
-    """The facts of a finished run from the trainer's state, its `TrainOutput` and the recipe; `seq_len` is the rows'
-    length (mid/base: `max_seq_len`; SFT: the length conversations were cut to); `seconds_before`: training time of the
-    sessions before a resume (`RunClock`)."""
+def run_facts(trainer, run, mixture, torch, seq_len: int, mixture_folder: Path, clock: RunClock) -> RunFacts:
+    """The run's facts so far, from the trainer's state, the recipe and the run's `RunClock`: the finished run's after
+    `train()` (and its final evaluation, the last one logged), a snapshot at the current step while it trains (the
+    trainer's card hook calls this at each checkpoint). `seq_len` is the rows' length (mid/base: `max_seq_len`; SFT:
+    the length conversations were cut to)."""
     args, state, config = trainer.args, trainer.state, trainer.model.config
     history = state.log_history
+    evaluations = [entry for entry in history if "eval_loss" in entry]
+    final_eval = evaluations[-1] if evaluations else {}
+    in_progress = bool(trainer.is_in_train)
     per_token = flops_per_token(config, seq_len)
     world = args.world_size
     rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * world
@@ -163,7 +177,9 @@ def run_facts(trainer, run, mixture, train_output, final_eval: dict, torch, seq_
         base_model=run.base_model or run.model_name_or_path,
         hardware=run.hardware or _hardware(torch),
         num_steps=state.global_step,
-        train_time_seconds=round(seconds_before + train_output.metrics["train_runtime"], 2),
+        in_progress=in_progress,
+        planned_steps=state.max_steps if in_progress else None,
+        train_time_seconds=round(clock.seconds(), 2),
         dtype="bfloat16" if args.bf16 else "float32",
         device_batch_size=args.per_device_train_batch_size,
         examples_per_step=rows_per_step if args.stage == "sft" else None,
