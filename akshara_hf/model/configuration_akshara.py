@@ -1,3 +1,4 @@
+# Copyright 2026 The Akshara-HF authors. Licensed under the MIT License.
 """Akshara model configuration (published to the Hub as remote code: imports only transformers)."""
 
 import functools
@@ -64,6 +65,11 @@ class AksharaConfig(PreTrainedConfig):
             precomputes them (10x).
         final_logit_softcapping (`float`, *optional*, defaults to 15.0):
             `logits = c * tanh(logits / c)`, computed in fp32; `None` switches it off (0 is refused, not "off").
+        initializer_range (`float`, *optional*):
+            Unset: nanochat's init for new models (each block's output projections and the head start at zero, so
+            an untrained model's output depends on neither attention nor its input). A number: transformers'
+            convention instead, every matrix and embedding `normal(0, initializer_range)` (what transformers' test
+            suite and native NanoChat use). Loaded weights are never re-initialized either way.
         rms_norm_eps (`float`, *optional*):
             `None` reproduces nanochat's `F.rms_norm(x, (d,))`, i.e. torch's default eps, which is
             `finfo(float32).eps` for fp32 *and* bf16 inputs (torch uses the op-math type).
@@ -126,6 +132,7 @@ class AksharaConfig(PreTrainedConfig):
     rope_parameters: RopeParameters | dict | None = None
     rotary_cache_factor: int = 10
     final_logit_softcapping: float | int | None = 15.0
+    initializer_range: float | int | None = None
     rms_norm_eps: float | int | None = None
     attention_dropout: float | int = 0.0
     use_cache: bool = True
@@ -180,6 +187,9 @@ class AksharaConfig(PreTrainedConfig):
         eps = self.rms_norm_eps
         _require(eps is None or (math.isfinite(eps) and eps > 0), "rms_norm_eps",
                  "must be > 0, or null for torch's default", eps)  # fmt: skip
+        std = self.initializer_range
+        _require(std is None or (math.isfinite(std) and std > 0), "initializer_range",
+                 "must be > 0 and finite, or null for nanochat's init", std)  # fmt: skip
         _require(0 <= self.attention_dropout < 1, "attention_dropout", "must be in [0, 1)", self.attention_dropout)
         _require(not self.tie_word_embeddings, "tie_word_embeddings",
                  "must be false: Akshara has untied embeddings (wte and lm_head are separate)", True)  # fmt: skip

@@ -1,3 +1,4 @@
+# Copyright 2026 The Akshara-HF authors. Licensed under the MIT License.
 """Akshara: the nanochat GPT as a transformers model, both generations from one file.
 
 Late 2025 is the default. nanochat 2026's additions are config switches (`AksharaConfig`): value embeddings, per-layer
@@ -92,21 +93,32 @@ class AksharaRotaryEmbedding(nn.Module):
         super().__init__()
         self.config = config
         self.dynamic = config.rope_parameters["rope_type"] == "dynamic"
+        inv_freq, self.attention_scaling = rope_frequencies(config)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)  # transformers' name: what the tables hold
         cos, sin = compute_rotary_tables(config)
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
 
+    def reset_tables(self) -> None:
+        """Recompute the non-persistent buffers (`from_pretrained` leaves them empty; `_init_weights` calls this)."""
+        inv_freq, _ = rope_frequencies(self.config, device=self.inv_freq.device)
+        cos, sin = compute_rotary_tables(self.config, device=self.cos.device)
+        init.copy_(self.inv_freq, inv_freq)
+        init.copy_(self.cos, cos)
+        init.copy_(self.sin, sin)
+
     @torch.no_grad()
     def forward(self, x: torch.Tensor, position_ids: torch.LongTensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(cos, cos)` and `(sin, -sin)` of shape `(batch, 1, seq, head_dim)` in `x`'s dtype, built once per forward
-        for every layer. bf16 tables widen losslessly, and same-dtype products stay on the vectorised path."""
+        """`(cos, cos)` and `(sin, -sin)` of shape `(batch, seq, head_dim)` (transformers' layout) in `x`'s dtype,
+        built once per forward for every layer. bf16 tables widen losslessly, and same-dtype products stay on the
+        vectorised path."""
         if self.dynamic:
             inv_freq, scaling = rope_frequencies(self.config, x.device, seq_len=position_ids.max() + 1)
             cos, sin = rotary_tables(position_ids, inv_freq, scaling, self.config.rotary_dtype)
         else:
             cos, sin = self.cos[position_ids], self.sin[position_ids]
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-        return torch.cat((cos, cos), dim=-1).unsqueeze(1), torch.cat((sin, -sin), dim=-1).unsqueeze(1)
+        return torch.cat((cos, cos), dim=-1), torch.cat((sin, -sin), dim=-1)
 
     def check_positions(self, position_ids: torch.LongTensor, past_key_values: Cache | None) -> None:
         """A position beyond the tables is a clear error, not an index error deep in torch (a device-side assert on a
@@ -126,10 +138,12 @@ class AksharaRotaryEmbedding(nn.Module):
             )
 
 
-def apply_rotary_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def apply_rotary_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, unsqueeze_dim: int = 1) -> torch.Tensor:
     """nanochat's rotary (`y1 = x1 cos + x2 sin`, `y2 = x1 (-sin) + x2 cos` on the two halves of `head_dim`) on
-    `(batch, heads, seq, head_dim)`, as one product with the widened tables from `AksharaRotaryEmbedding`: the same
+    `(batch, heads, seq, head_dim)`, as one product with the widened `(batch, seq, head_dim)` tables from
+    `AksharaRotaryEmbedding` (broadcast over the heads at `unsqueeze_dim`, as in `modeling_llama.py`): the same
     products and sums, so the same bits, in fewer operations."""
+    cos, sin = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
     d = x.shape[-1] // 2
     return x * cos + torch.cat((x[..., d:], x[..., :d]), dim=-1) * sin
 
@@ -362,7 +376,13 @@ class AksharaPreTrainedModel(PreTrainedModel):
         two output projections and the head). Also restores the rotary tables, which `from_pretrained` leaves empty.
 
         The owners mark their projections when built, because transformers never calls this on them: for remote-code
-        models it skips every module without parameters of its own (`_initialize_weights`), i.e. all parents."""
+        models it skips every module without parameters of its own (`_initialize_weights`), i.e. all parents.
+
+        With `config.initializer_range` set, every matrix and embedding is `normal(0, initializer_range)` instead
+        (transformers' convention; the lambdas and tables are set as always)."""
+        if self.config.initializer_range is not None and isinstance(module, (nn.Linear, nn.Embedding)):
+            init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+            return
         if self.config.is_nanochat_2026:
             return self._init_weights_2026(module)
         if isinstance(module, nn.Linear):
@@ -374,9 +394,7 @@ class AksharaPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.Embedding):
             init.normal_(module.weight, mean=0.0, std=1.0)
         elif isinstance(module, AksharaRotaryEmbedding):
-            cos, sin = compute_rotary_tables(module.config, device=module.cos.device)
-            init.copy_(module.cos, cos)
-            init.copy_(module.sin, sin)
+            module.reset_tables()
 
     def _init_weights_2026(self, module: nn.Module) -> None:
         """nanochat 2026's `init_weights` (uniform block matrices, zero output projections, a tiny head, its lambdas)."""
@@ -411,9 +429,7 @@ class AksharaPreTrainedModel(PreTrainedModel):
             if module.backout_lambda is not None:
                 init.constant_(module.backout_lambda, 0.2)
         elif isinstance(module, AksharaRotaryEmbedding):
-            cos, sin = compute_rotary_tables(module.config, device=module.cos.device)
-            init.copy_(module.cos, cos)
-            init.copy_(module.sin, sin)
+            module.reset_tables()
 
     def _backbone(self) -> "AksharaModel":
         return getattr(self, self.base_model_prefix, self)

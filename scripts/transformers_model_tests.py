@@ -1,0 +1,201 @@
+"""Run transformers' own model test mixins on Akshara and on transformers' native NanoChat, side by side.
+
+transformers' test suite is not installed with the package (and this project ships none of its code): pass a tree
+that holds it, `--transformers-tests PATH`, where `PATH/tests/test_modeling_common.py` and
+`PATH/tests/causal_lm_tester.py` exist (a transformers checkout of the installed version; docs/transformers-tests.md
+says how to assemble one). Akshara's tester below is written like native NanoChat's
+(`tests/models/nanochat/test_modeling_nanochat.py`): `CausalLMModelTester` with the default tiny config (hidden 32,
+2 layers, 2 heads, vocabulary 99) and `CausalLMModelTest`, i.e. `ModelTesterMixin` + `GenerationTesterMixin` +
+`PipelineTesterMixin`. Native NanoChat's own test file from the tree runs in the same pytest session.
+
+Prints passed / failed / skipped per model, the Akshara failures, and the tests skipped on Akshara that run on native
+NanoChat (the target: none). Exit status 0 only when Akshara has no failure and that set is empty.
+
+Usage: python scripts/transformers_model_tests.py --transformers-tests PATH [-k EXPR] [--verbose]
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NATIVE_TEST_FILE = Path("tests/models/nanochat/test_modeling_nanochat.py")
+AKSHARA_CLASS, NATIVE_CLASS = "AksharaModelTest", "NanoChatModelTest"
+
+# The generated pytest module: the transformers tree first on sys.path (its `tests` package, not ours), then the
+# Akshara test case built by `akshara_test_case` below.
+STUB = """\
+import sys
+sys.path[:0] = [{tree!r}, {scripts!r}, {root!r}]
+if "tests" in sys.modules and {tree!r} + "/tests" not in list(getattr(sys.modules["tests"], "__path__", [])):
+    for name in [name for name in sys.modules if name == "tests" or name.startswith("tests.")]:
+        del sys.modules[name]  # our own tests package, imported before: not the tree's
+from transformers_model_tests import akshara_test_case
+{cls} = akshara_test_case()
+"""
+
+
+def register_akshara_names():
+    """Put Akshara in the name tables transformers' own models are listed in.
+
+    `ModelTesterMixin` decides what a class is by looking its name up in `MODEL_MAPPING_NAMES` (base models: the
+    RoPE scaling tests), `MODEL_FOR_CAUSAL_LM_MAPPING_NAMES` (causal LMs: labels in `_prepare_for_class`, training
+    tests), ... — tables of the library's own models. A remote-code model is registered with the Auto classes
+    instead (`AutoModel.register`, which `akshara_hf.model` does); adding the same two entries here is what merging
+    the model into transformers would do, so the tests treat Akshara as they treat NanoChat.
+    """
+    from transformers.models.auto import modeling_auto
+
+    modeling_auto.MODEL_MAPPING_NAMES.setdefault("akshara", "AksharaModel")
+    modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.setdefault("akshara", "AksharaForCausalLM")
+
+
+def akshara_test_case():
+    """Akshara's tester, written like native NanoChat's (imports the transformers tree's `tests` package)."""
+    import unittest
+
+    from tests.causal_lm_tester import CausalLMModelTest, CausalLMModelTester
+    from transformers.testing_utils import require_torch
+
+    from akshara_hf.model.configuration_akshara import AksharaConfig
+    from akshara_hf.model.modeling_akshara import AksharaForCausalLM, AksharaModel
+
+    register_akshara_names()
+
+    class AksharaModelTester(CausalLMModelTester):
+        config_class = AksharaConfig
+        base_model_class = AksharaModel
+        causal_lm_class = AksharaForCausalLM
+
+        def __init__(self, parent, **kwargs):
+            super().__init__(parent, **kwargs)
+            # Config fields the tester passes on by name (like NanoChat's). `initializer_range` (the tester's
+            # 0.02) is set already: nanochat's own init starts every output projection and the head at zero, under
+            # which an untrained model's output depends on neither attention nor the targets, so the RoPE and loss
+            # tests would compare constants. fp32 rotary tables (nanochat 2026's on CPU) instead of late-2025's
+            # bf16: test_model_rope_scaling_frequencies compares positions reached two ways at fp32 tolerance
+            # (1e-5), finer than bf16's 2^-9 steps; tests/test_modeling.py checks the bf16 tables against
+            # transformers' own to that rounding.
+            self.rotary_dtype = "float32"
+
+    @require_torch
+    class AksharaModelTest(CausalLMModelTest, unittest.TestCase):
+        model_tester_class = AksharaModelTester
+
+    return AksharaModelTest
+
+
+class Collector:
+    """pytest plugin: the outcome (and skip reason) of every test, by class and test name; a test with a failed
+    subtest counts as failed (pytest reports the test itself as passed then)."""
+
+    def __init__(self):
+        self.outcomes = {}  # (class, test) -> (outcome, reason)
+        self.subtest_failures = set()
+
+    @property
+    def results(self) -> dict:
+        return {key: ("failed", "a subtest failed") if key in self.subtest_failures and outcome == "passed"
+                else (outcome, reason) for key, (outcome, reason) in self.outcomes.items()}  # fmt: skip
+
+    def pytest_runtest_logreport(self, report):
+        parts = report.nodeid.split("::")
+        if len(parts) < 3:
+            return
+        key = (parts[-2], parts[-1])
+        if type(report).__name__ != "TestReport":  # a subtest's report
+            if report.failed:
+                self.subtest_failures.add(key)
+            return
+        if report.when == "call" or (report.when == "setup" and not report.passed):
+            reason = report.longrepr[2] if report.skipped and isinstance(report.longrepr, tuple) else ""
+            outcome = "failed" if report.failed else report.outcome
+            self.outcomes[key] = (outcome, str(reason).removeprefix("Skipped: "))
+        elif report.when == "teardown" and report.failed:
+            self.outcomes[key] = ("failed", "teardown")
+
+
+def check_tree(tree: Path) -> Path:
+    tree = tree.resolve()
+    if (tree / "test_modeling_common.py").is_file():  # given the tests folder itself
+        tree = tree.parent
+    for needed in ("tests/test_modeling_common.py", "tests/causal_lm_tester.py"):
+        if not (tree / needed).is_file():
+            raise SystemExit(f"transformers_model_tests.py: error: {tree}: no {needed} (not a transformers tests tree)")
+    return tree
+
+
+def run(tree: Path, keyword: str | None, verbose: bool) -> dict:
+    import pytest
+
+    collector = Collector()
+    with tempfile.TemporaryDirectory(prefix="akshara-mixin-") as tmp:
+        stub = Path(tmp) / "test_akshara_mixins.py"
+        stub.write_text(STUB.format(tree=str(tree), scripts=str(ROOT / "scripts"), root=str(ROOT), cls=AKSHARA_CLASS))
+        args = [str(stub), "-p", "no:cacheprovider", "-W", "ignore", "--rootdir", tmp, "-q" if not verbose else "-v"]
+        native = tree / NATIVE_TEST_FILE
+        if native.is_file():
+            args.insert(0, str(native))
+        if keyword:
+            args += ["-k", keyword]
+        os.chdir(tree)  # transformers' tests read some files relative to the working directory
+        pytest.main(args, plugins=[collector])
+    return collector.results
+
+
+def defining_mixin(test_case, name: str) -> str:
+    """The first class in the test case's MRO, from the base, that defines the test: the mixin it comes from."""
+    for klass in reversed(test_case.__mro__):
+        if name in vars(klass):
+            return klass.__name__
+    return "?"
+
+
+def report(results: dict) -> int:
+    by_class = {}
+    for (cls, test), value in results.items():
+        by_class.setdefault(cls, {})[test] = value
+    akshara, native = by_class.get(AKSHARA_CLASS, {}), by_class.get(NATIVE_CLASS, {})
+    try:
+        test_case = akshara_test_case()
+    except Exception:  # noqa: BLE001 - only used to label rows
+        test_case = None
+    print()
+    for label, tests in (("Akshara", akshara), ("native NanoChat", native)):
+        counts = Counter(outcome for outcome, _ in tests.values())
+        if tests:
+            print(f"{label:16s} passed {counts['passed']:4d}  failed {counts['failed']:4d}  skipped {counts['skipped']:4d}")
+        else:
+            print(f"{label:16s} not run")
+    failed = sorted(test for test, (outcome, _) in akshara.items() if outcome == "failed")
+    print(f"\nAkshara failures ({len(failed)}):")
+    for test in failed:
+        print(f"  {test}")
+    gap = sorted(test for test, (outcome, _) in akshara.items()
+                 if outcome == "skipped" and native.get(test, ("skipped",))[0] != "skipped")  # fmt: skip
+    print(f"\nSkipped on Akshara, run on native NanoChat ({len(gap)}; target: 0):")
+    for test in gap:
+        mixin = defining_mixin(test_case, test.split("[")[0]) if test_case else "?"
+        print(f"  {test} [{mixin}; native {native[test][0]}]: {akshara[test][1]}")
+    only_native = sorted(set(native) - set(akshara))
+    if only_native:
+        print(f"\nRun on native NanoChat only ({len(only_native)}): {', '.join(only_native)}")
+    return 0 if akshara and not failed and not gap else 1
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--transformers-tests", required=True, type=Path,
+                        help="a tree holding transformers' tests/ (tests/test_modeling_common.py, tests/causal_lm_tester.py)")  # fmt: skip
+    parser.add_argument("-k", dest="keyword", help="pytest -k expression, to run a subset")
+    parser.add_argument("--verbose", action="store_true", help="pytest -v")
+    args = parser.parse_args(argv)
+    tree = check_tree(args.transformers_tests)
+    return report(run(tree, args.keyword, args.verbose))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Akshara follows the conventions transformers' own model tests check (scripts/transformers_model_tests.py runs
+those tests; these are the project's own checks of the same behaviour, without transformers' test tree)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from akshara_hf import AksharaConfig, AksharaForCausalLM
+from akshara_hf.model.modeling_akshara import AksharaRotaryEmbedding, rope_frequencies
+
+TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=64)
+
+
+def new_model(**overrides) -> AksharaForCausalLM:
+    torch.manual_seed(0)
+    return AksharaForCausalLM(AksharaConfig(**{**TINY, **overrides})).eval()
+
+
+def test_initializer_range_unset_keeps_nanochat_zero_init():
+    model = new_model()
+    zeroed = [name for name, p in model.named_parameters() if p.ndim == 2 and not p.any()]
+    assert "lm_head.weight" in zeroed
+    assert sum(".c_proj." in name for name in zeroed) == 2 * TINY["num_hidden_layers"]  # attention and MLP
+    logits = model(torch.randint(0, 99, (2, 5))).logits
+    assert not logits.any()  # an untrained nanochat model predicts the uniform distribution
+
+
+def test_initializer_range_gives_transformers_init_everywhere():
+    model = new_model(initializer_range=0.02)
+    for name, p in model.named_parameters():
+        if p.ndim == 2:  # every matrix and embedding, the zero-init ones included
+            assert abs(p.std().item() - 0.02) < 0.006, name
+    logits = model(torch.randint(0, 99, (2, 5))).logits
+    assert logits.abs().max() > 0
+
+
+@pytest.mark.parametrize("bad", [0, -0.02, math.inf, math.nan, "0.02", True])
+def test_initializer_range_refuses_bad_values(bad):
+    with pytest.raises(ValueError, match="initializer_range") as error:
+        AksharaConfig(**TINY, initializer_range=bad)
+    assert "\n" not in str(error.value)
+
+
+def test_initializer_range_survives_save_and_load(tmp_path):
+    model = new_model(initializer_range=0.05)
+    model.save_pretrained(tmp_path)
+    loaded = AksharaForCausalLM.from_pretrained(tmp_path)
+    assert loaded.config.initializer_range == 0.05
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name  # loading never re-initializes
+
+
+def test_rotary_returns_transformers_layout_and_inv_freq():
+    config = AksharaConfig(**TINY)
+    rotary = AksharaRotaryEmbedding(config)
+    positions = torch.arange(7)[None].expand(3, 7)
+    cos, sin = rotary(torch.zeros(1, dtype=torch.float32), positions)
+    assert cos.shape == sin.shape == (3, 7, config.head_dim)  # (batch, seq, head_dim), like modeling_llama
+    assert torch.equal(rotary.inv_freq, rope_frequencies(config)[0])
+    short, _ = rotary(torch.zeros(1), torch.arange(3)[None])
+    assert torch.equal(short[0], cos[0, :3])  # a position's table does not depend on the length
+
+
+def test_rotary_buffers_are_rebuilt_after_loading(tmp_path):
+    model = new_model(rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 10000.0})
+    model.save_pretrained(tmp_path)
+    loaded = AksharaForCausalLM.from_pretrained(tmp_path)
+    fresh, reloaded = model.transformer.rotary_emb, loaded.transformer.rotary_emb
+    for name in ("inv_freq", "cos", "sin"):
+        assert torch.equal(getattr(fresh, name), getattr(reloaded, name)), name
+    assert torch.allclose(reloaded.inv_freq * 4, rope_frequencies(AksharaConfig(**TINY))[0])
+
+
+def test_linear_rope_scaling_maps_positions_with_fp32_tables():
+    """Position x under linear scaling by 10 sees the table of position x / 10 (fp32 tables: bf16 ones round)."""
+    plain = AksharaRotaryEmbedding(AksharaConfig(**TINY, rotary_dtype="float32"))
+    scaled = AksharaRotaryEmbedding(AksharaConfig(
+        **TINY, rotary_dtype="float32", rope_parameters={"rope_type": "linear", "factor": 10.0, "rope_theta": 10000.0}))  # fmt: skip
+    x = torch.zeros(1)
+    cos_plain, sin_plain = plain(x, torch.arange(10)[None])
+    cos_scaled, sin_scaled = scaled(x, torch.arange(0, 100, 10)[None])
+    torch.testing.assert_close(cos_scaled, cos_plain)
+    torch.testing.assert_close(sin_scaled, sin_plain)
+
+
+def test_loss_is_taken_against_shift_labels():
+    """Sequence/context parallel trainers pass already-shifted targets as `shift_labels`: the loss uses them as is."""
+    model = new_model(initializer_range=0.02)
+    ids = torch.randint(0, 99, (2, 6), generator=torch.Generator().manual_seed(1))
+    shift_labels = torch.randint(0, 99, (2, 6), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        out = model(ids, labels=ids, shift_labels=shift_labels)
+        other_labels = model(ids, labels=torch.zeros_like(ids), shift_labels=shift_labels).loss
+    expected = F.cross_entropy(out.logits.reshape(-1, 99), shift_labels.reshape(-1))
+    torch.testing.assert_close(out.loss, expected)
+    assert torch.equal(out.loss, other_labels)  # `labels` is ignored when `shift_labels` is given
+
+
+def test_transformers_tests_runner_refuses_a_tree_without_transformers_tests(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parent.parent / "scripts" / "transformers_model_tests.py"
+    (tmp_path / "tests").mkdir()
+    done = subprocess.run([sys.executable, str(script), "--transformers-tests", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        f"transformers_model_tests.py: error: {tmp_path}: no tests/test_modeling_common.py (not a transformers tests tree)"
+    ]
