@@ -149,8 +149,8 @@ def test_a_stage_mismatch_is_the_scripts_one_line(capsys):
 
 
 def _build_and_install(tmp: Path) -> tuple[Path, Path]:
-    """The wheel, built from a copy of the repository's tracked layout (no build/ or egg-info left in the tree), and
-    a bare folder it is installed into."""
+    """The wheel, built from a copy of the repository's layout (no build/ or egg-info left in the tree), and a bare
+    folder it is installed into."""
     source = tmp / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "runs", "*.egg-info", "build", "dist")
     for name in ("akshara_hf", "model_card", "training", "data/samples"):
@@ -159,7 +159,11 @@ def _build_and_install(tmp: Path) -> tuple[Path, Path]:
         shutil.copy2(REPO / name, source / name)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", "-q"]
     env = {**os.environ, "PIP_NO_INDEX": "1"}
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp / "dist"), str(source)],
+    # As `python -m build` does: the sdist first (it must carry the mapped folders), then the wheel from it.
+    sdist_code = f"from setuptools import build_meta; build_meta.build_sdist({str(tmp / 'sdist')!r})"
+    subprocess.run([sys.executable, "-c", sdist_code], cwd=source, check=True, capture_output=True, timeout=300)
+    sdist = next((tmp / "sdist").glob("akshara_hf-*.tar.gz"))
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp / "dist"), str(sdist)],
                    check=True, capture_output=True, timeout=300, env=env)
     wheel = next((tmp / "dist").glob("akshara_hf-*.whl"))
     # --target: a folder of its own (pip never touches the environment's installation with it)

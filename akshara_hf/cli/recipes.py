@@ -80,7 +80,8 @@ def register(subparsers) -> None:
         description="Without NAME: list the recipes shipped with akshara-hf. With NAME: print its file's path, or "
                     "with --copy-to write an editable copy (never over an existing file; its paths to the shipped "
                     "samples become absolute).", formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("name", nargs="?", metavar="NAME", help="a packaged recipe (tiny-sft, nanochat-telugu-d20-sft-v1, ...)")
+    p.add_argument("name", nargs="?", metavar="NAME",
+                   help="a packaged recipe (tiny-sft, nanochat-telugu-d20-sft-v1, ...)")
     p.add_argument("--copy-to", metavar="FILE", default=None, help="write a copy of NAME here (must not exist)")
     p.set_defaults(func=recipes_command)
 

@@ -60,8 +60,8 @@ def find_recipe(name: str | os.PathLike) -> Path:
     packaged = packaged_recipe(str(name))
     if packaged is not None:
         return packaged
-    raise AksharaError(f"{name}: no such recipe file, and not a packaged recipe (packaged: {', '.join(recipe_names())}; "
-                       "`akshara-hf recipes` lists them)")
+    raise AksharaError(f"{name}: no such recipe file, and not a packaged recipe (packaged: "
+                       f"{', '.join(recipe_names())}; `akshara-hf recipes` lists them)")
 
 
 def describe(path: Path) -> tuple[str, str]:
