@@ -4,6 +4,7 @@ bits-per-byte. Runs recipes with `stage: mid` or `stage: base` (sft.py runs `sta
 
     python training/mid_train.py --config training/recipes/tiny-mid.yaml [--max_steps 10 ...]
     accelerate launch --config_file training/accelerate_configs/single_gpu.yaml training/mid_train.py --config RECIPE
+    akshara-hf mid-train --config tiny-mid [...]   # the same script, from an installed package (recipe file or name)
 """
 
 import sys

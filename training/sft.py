@@ -3,6 +3,7 @@ with `stage: sft` (others are refused: mid_train.py runs them).
 
     python training/sft.py --config training/recipes/tiny-sft.yaml [--max_steps 10 ...]
     accelerate launch --config_file training/accelerate_configs/single_gpu.yaml training/sft.py --config RECIPE
+    akshara-hf sft --config tiny-sft [...]   # the same script, from an installed package (recipe file or name)
 """
 
 import sys

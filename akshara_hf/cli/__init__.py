@@ -18,6 +18,9 @@ COMMAND_MODULES = (
     "akshara_hf.cli.chat",
     "akshara_hf.cli.serve",
     "akshara_hf.cli.demo",
+    "akshara_hf.cli.recipes",
+    "akshara_hf.cli.sft",
+    "akshara_hf.cli.mid_train",
 )
 PLUGIN_GROUP = "akshara_hf.commands"
 
@@ -42,7 +45,12 @@ def build_parser(modules: tuple[str, ...] | None = None) -> argparse.ArgumentPar
 
 def main(argv: list[str] | None = None, modules: tuple[str, ...] | None = None) -> int:
     """Run a command; bad input is one line on stderr and exit status 2. `modules` narrows the commands loaded."""
-    args = build_parser(modules).parse_args(argv)
+    parser = build_parser(modules)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not hasattr(args, "recipe_flags"):  # only the training commands pass flags on (to the recipe)
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if hasattr(args, "recipe_flags"):
+        args.recipe_flags = unknown
     try:
         return args.func(args) or 0
     except (AksharaError, OSError) as error:  # bad input, or a file the command could not read or write

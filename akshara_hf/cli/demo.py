@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 
 from akshara_hf.errors import AksharaError
+from akshara_hf.training.shipped import find_recipe, recipes_dir, training_script  # the clone's, or the installed wheel's
 
-REPO = Path(__file__).resolve().parents[2]
-RECIPES = REPO / "training" / "recipes"
 SCRIPTS = {"base": "mid_train.py", "mid": "mid_train.py", "sft": "sft.py"}
 DEMO_PROMPT = "తెలుగు భాష గురించి ఒక వాక్యం రాయండి"
 STEPS = 6
@@ -72,7 +71,7 @@ def _done(started: float) -> None:
 
 
 def _run_stage(stage: str, recipe: Path, extra: list[str], launcher: list[str], step: int | None = None) -> None:
-    command = [*launcher, str(REPO / "training" / SCRIPTS[stage]), "--config", str(recipe), "--stage", stage, *extra]
+    command = [*launcher, str(training_script(SCRIPTS[stage])), "--config", str(recipe), "--stage", stage, *extra]
     started = _announce(step, f"{stage}: {' '.join(command)}") if step else time.time()
     if step is None:
         print(f"\n=== {stage}: {' '.join(command)}", flush=True)
@@ -101,7 +100,7 @@ def _train_tokenizer(root: Path, vocab_size: int) -> Path:
     from akshara_hf.data.mixture import build_mixture
     from akshara_hf.tokenization.tokenizer import train_tokenizer
 
-    mixture = build_mixture(RECIPES / "tiny-mid.yaml", root / "tokenizer_corpus", overwrite=True)  # the demo's own
+    mixture = build_mixture(recipes_dir() / "tiny-mid.yaml", root / "tokenizer_corpus", overwrite=True)  # the demo's own
 
     def texts():
         for messages in mixture["train"]["messages"]:
@@ -120,7 +119,7 @@ def run_demo(output: str | Path = "runs/demo", recipe: str | Path | None = None,
     steps = ["--max_steps", str(max_steps)] if max_steps else []
     _quiet()
     if recipe is not None:
-        recipe = Path(recipe)
+        recipe = find_recipe(recipe)  # a file, or a packaged recipe by name
         _run_stage(_stage_of(recipe), recipe, steps, launcher)
         return recipe
     root = _prepare_output(Path(output), overwrite)
@@ -130,11 +129,11 @@ def run_demo(output: str | Path = "runs/demo", recipe: str | Path | None = None,
     tokenizer = _train_tokenizer(root, vocab_size)
     _done(step)
     quiet = ["--disable_tqdm", "true", *steps]  # the Trainer prints each log as a line instead of a bar
-    _run_stage("base", RECIPES / "tiny-base.yaml",
+    _run_stage("base", recipes_dir() / "tiny-base.yaml",
                ["--tokenizer_name_or_path", str(tokenizer), "--output_dir", str(root / "base"), *quiet], launcher, 2)
-    _run_stage("mid", RECIPES / "tiny-mid.yaml",
+    _run_stage("mid", recipes_dir() / "tiny-mid.yaml",
                ["--model_name_or_path", str(root / "base"), "--output_dir", str(root / "mid"), *quiet], launcher, 3)
-    _run_stage("sft", RECIPES / "tiny-sft.yaml",
+    _run_stage("sft", recipes_dir() / "tiny-sft.yaml",
                ["--model_name_or_path", str(root / "mid"), "--output_dir", str(root / "sft"), *quiet], launcher, 4)
     step = _announce(5, "reload sft/ in a fresh process with its remote code only (as from the Hub) and ask "
                         "pipeline('text-generation') a Telugu question")

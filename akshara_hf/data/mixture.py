@@ -431,7 +431,8 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "build-mixture", help="build a recipe's training mixture (train/validation DatasetDict + report)",
         description="Convert the sources in RECIPE's `data:` section and write the shuffled mixture to OUTPUT_DIR.")
-    parser.add_argument("recipe", metavar="RECIPE", help="recipe YAML with a `data:` section")
+    parser.add_argument("recipe", metavar="RECIPE",
+                        help="recipe YAML with a `data:` section, or a packaged recipe's name (tiny-mid)")
     parser.add_argument("output_dir", metavar="OUTPUT_DIR", help="where the DatasetDict and report go")
     parser.add_argument("--tokenizer", metavar="PATH",
                         help="count tokens with this tokenizer (AutoTokenizer.from_pretrained) instead of bytes")
@@ -449,5 +450,7 @@ def _run(args) -> int:
         except Exception as error:  # transformers raises OSError/ValueError/... for a bad path
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise AksharaError(f"--tokenizer {args.tokenizer}: could not load a tokenizer ({first})") from None
-    build_mixture(args.recipe, args.output_dir, tokenizer=tokenizer, overwrite=args.overwrite)
+    from akshara_hf.training.shipped import find_recipe
+
+    build_mixture(find_recipe(args.recipe), args.output_dir, tokenizer=tokenizer, overwrite=args.overwrite)
     return 0

@@ -4,7 +4,8 @@ What `TrlParser` does not: every failure is one `AksharaError` line (a missing o
 unknown keys, a value of the wrong type, an abbreviated or unknown flag) instead of a traceback or argparse's
 800-option usage; a field typed as a dataclass with `from_mapping` (the `data:` section, `DataSection`) is built
 from its YAML mapping with paths relative to the recipe file, as TRL's `DatasetMixtureConfig` builds its
-`datasets:`; `--help` leads with the recipe's own options (`--help-all` lists every `TrainingArguments` field).
+`datasets:`; `--config` takes a file or a packaged recipe's name (`akshara_hf.training.shipped`), and a recipe's
+`./`/`../` model, tokenizer and mixture folders are relative to it too; `--help` leads with the recipe's own options (`--help-all` lists every `TrainingArguments` field).
 """
 
 import argparse
@@ -53,8 +54,9 @@ class RecipeParser(TrlParser):
         """The recipe's options first: `--config`, the run options, Akshara's trainer options."""
         short = argparse.ArgumentParser(prog=self.prog, description=self.description, add_help=False,
                                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        short.add_argument("--config", metavar="RECIPE", help="the recipe YAML (training/recipes/*.yaml); every key "
-                           "in it can be overridden by the flag of the same name")
+        short.add_argument("--config", metavar="RECIPE", help="the recipe YAML, or a packaged recipe's name (tiny-sft; "
+                           "`akshara-hf recipes` lists them); every key in it can be overridden by the flag of the "
+                           "same name")
         group = short.add_argument_group("recipe options")
         for action in self._actions:
             if action.dest in self.recipe_fields and action.option_strings[0] == f"--{action.dest}":
@@ -76,13 +78,18 @@ class RecipeParser(TrlParser):
             index = args.index("--config")
             if index + 1 >= len(args) or args[index + 1].startswith("--"):
                 raise AksharaError("--config: expected a recipe file")
-            self.recipe = Path(args[index + 1])
+            name = args[index + 1]
             del args[index:index + 2]
             if "--config" in args:
                 raise AksharaError("--config given twice")
             from akshara_hf.data.mixture import read_recipe
+            from akshara_hf.training.shipped import RELATIVE_KEYS, find_recipe, is_recipe_relative
 
+            self.recipe = find_recipe(name)  # a file, or a packaged recipe's name (`tiny-sft`)
             config = read_recipe(self.recipe)
+            for key in RELATIVE_KEYS:  # `./x`, `../x`: relative to the recipe, as the data: paths are
+                if is_recipe_relative(config.get(key)):
+                    config[key] = os.path.normpath(self.recipe.resolve().parent / config[key])
             env = config.pop("env", {})
             if not isinstance(env, dict):
                 raise AksharaError(f"{self.recipe}: env must be a mapping of environment variables")
@@ -98,6 +105,9 @@ class RecipeParser(TrlParser):
         self.set_defaults_with_config(**config)
         where = f"{self.recipe}: " if self.recipe else ""
         try:
+            unused = self.parse_known_args(args)[1]  # before the dataclasses, whose own checks would speak first
+            if unused:
+                raise AksharaError(f"unrecognized arguments: {' '.join(unused)} (see --help)")
             return tuple(self.parse_args_into_dataclasses(args=args, look_for_args_file=False))
         except AksharaError as error:
             raise AksharaError(f"{where}{error}") from None

@@ -284,7 +284,7 @@ def parse_recipe(argv: list[str] | None = None, script: str | None = None):
     if args.stage not in stages:
         other = next(name for name, allowed in SCRIPT_STAGES.items() if args.stage in allowed)
         raise AksharaError(f"stage {args.stage!r}: {script} runs stage {' or '.join(stages)}; run this recipe "
-                           f"with training/{other}")
+                           f"with training/{other} (akshara-hf {other[:-3].replace('_', '-')})")
     if args.stage in ("mid", "base"):
         args.max_length = run.max_seq_len + 1  # rows carry one extra token: the last target
     _check_before_work(args, run)
