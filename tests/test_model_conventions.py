@@ -129,3 +129,61 @@ def test_resize_token_embeddings_resizes_value_embeddings(new_size):
         assert table.weight.requires_grad
     logits = model(torch.tensor([[0, new_size - 1, 5]])).logits
     assert logits.shape == (1, 3, new_size) and torch.isfinite(logits).all()
+
+
+def _runner():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "scripts" / "transformers_model_tests.py"
+    spec = importlib.util.spec_from_file_location("transformers_model_tests", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_transformers_tests_runner_counts_and_finds_the_gap(capsys):
+    """The runner's bookkeeping on made-up pytest reports: a failed subtest fails its test, a test skipped on Akshara
+    but run on native is the gap (exit 1), a documented not-applicable skip is not, and a clean run exits 0."""
+    runner = _runner()
+
+    def make(kind, nodeid, when, outcome, reason=""):
+        cls = type(kind, (), {})
+        report = cls()
+        report.nodeid, report.when, report.outcome = nodeid, when, outcome
+        report.passed, report.failed, report.skipped = outcome == "passed", outcome == "failed", outcome == "skipped"
+        report.longrepr = ("f.py", 1, f"Skipped: {reason}") if outcome == "skipped" else None
+        return report
+
+    def collect(*rows):
+        collector = runner.Collector()
+        for kind, cls, test, when, outcome, *reason in rows:
+            collector.pytest_runtest_logreport(make(kind, f"x.py::{cls}::{test}", when, outcome, *reason))
+        return collector.results
+
+    native, late, new = "NanoChatModelTest", "AksharaModelTest", "Akshara2026ModelTest"
+    rows = [
+        ("TestReport", native, "test_a", "call", "passed"), ("TestReport", late, "test_a", "call", "passed"),
+        ("TestReport", new, "test_a", "call", "passed"),
+        ("TestReport", native, "test_b", "call", "passed"), ("TestReport", late, "test_b", "call", "passed"),
+        ("TestReport", new, "test_b", "call", "passed"),
+        ("TestReport", native, "test_inputs_embeds", "call", "passed"),
+        ("TestReport", late, "test_inputs_embeds", "call", "passed"),
+        ("TestReport", new, "test_inputs_embeds", "setup", "skipped", "value embeddings"),
+    ]  # fmt: skip
+    results = collect(*rows)
+    assert results[(late, "test_a")] == ("passed", "")
+    assert runner.report(results) == 0
+    assert "not applicable, skipped: test_inputs_embeds" in capsys.readouterr().out
+
+    gap = collect(*rows[:4], ("TestReport", late, "test_b", "setup", "skipped", "Model does not have a TP plan."),
+                  *rows[5:])  # fmt: skip
+    assert runner.report(gap) == 1
+    out = capsys.readouterr().out
+    assert "Akshara: skipped, but run on native NanoChat (1; target: 0):" in out
+    assert "test_b" in out and "Model does not have a TP plan." in out
+
+    subtest = collect(*rows, ("SubtestReport", late, "test_b", "call", "failed"))
+    assert subtest[(late, "test_b")] == ("failed", "a subtest failed")
+    assert runner.report(subtest) == 1
+    assert "Akshara failures (1):\n  test_b" in capsys.readouterr().out
