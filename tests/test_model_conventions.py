@@ -111,3 +111,21 @@ def test_transformers_tests_runner_refuses_a_tree_without_transformers_tests(tmp
     assert done.stderr.strip().splitlines() == [
         f"transformers_model_tests.py: error: {tmp_path}: no tests/test_modeling_common.py (not a transformers tests tree)"
     ]
+
+
+@pytest.mark.parametrize("new_size", [120, 64])
+def test_resize_token_embeddings_resizes_value_embeddings(new_size):
+    """nanochat 2026's value embeddings are tables over the vocabulary: resizing the vocabulary resizes them too, so
+    the new ids run (before, a new id raised an IndexError deep in torch) and the kept rows are unchanged."""
+    model = new_model(initializer_range=0.02, use_value_embeddings=True, num_hidden_layers=2)
+    before = {name: table.weight.detach().clone() for name, table in model.transformer.value_embeds.items()}
+    assert before  # the tiny config has a value embedding
+    model.resize_token_embeddings(new_size)
+    assert model.config.vocab_size == new_size
+    kept = min(new_size, 99)
+    for name, table in model.transformer.value_embeds.items():
+        assert table.weight.shape == (new_size, before[name].shape[1])
+        assert torch.equal(table.weight[:kept], before[name][:kept])
+        assert table.weight.requires_grad
+    logits = model(torch.tensor([[0, new_size - 1, 5]])).logits
+    assert logits.shape == (1, 3, new_size) and torch.isfinite(logits).all()

@@ -431,6 +431,16 @@ class AksharaPreTrainedModel(PreTrainedModel):
         elif isinstance(module, AksharaRotaryEmbedding):
             module.reset_tables()
 
+    def _resize_token_embeddings(self, new_num_tokens, pad_to_multiple_of=None, mean_resizing=True):
+        """transformers resizes the token embedding and the head; nanochat 2026's value embeddings are tables over the
+        same vocabulary, so they are resized with them (as transformers resizes the embedding)."""
+        embeddings = super()._resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        value_embeds = self._backbone().value_embeds
+        for name, table in (value_embeds or {}).items():
+            resized = self._get_resized_embeddings(table, embeddings.weight.shape[0], mean_resizing=mean_resizing)
+            value_embeds[name] = resized.requires_grad_(table.weight.requires_grad)
+        return embeddings
+
     def _backbone(self) -> "AksharaModel":
         return getattr(self, self.base_model_prefix, self)
 
