@@ -44,7 +44,8 @@ def test_find_recipe_file_first_then_packaged_name(tmp_path, monkeypatch):
     assert shipped.find_recipe("tiny-sft.yaml") == RECIPES / "tiny-sft.yaml"
     (tmp_path / "tiny-sft.yaml").write_text("stage: sft\n")
     assert shipped.find_recipe("tiny-sft.yaml") == Path("tiny-sft.yaml")  # a file here wins over the packaged one
-    for bad in ("nope", "nope.yaml", "training/recipes/tiny-sft.yaml", "../tiny-sft", "", "tiny-sft.json", "."):
+    for bad in ("nope", "nope.yaml", "training/recipes/tiny-sft.yaml", "../tiny-sft", "", "tiny-sft.json", ".",
+                "tiny\0sft", "tiny-sft\0.yaml", "x" * 5000, " ", "tiny-sft/"):
         if bad == ".":
             assert shipped.find_recipe(bad) == Path(".")  # exists: read_recipe says "is a folder"
             continue
@@ -104,7 +105,9 @@ def test_copy_never_overwrites(tmp_path, capsys):
     link = tmp_path / "link.yaml"
     link.symlink_to(tmp_path / "missing.yaml")  # a dangling link: writing through it would create the target
     for destination, fragment in ((target, "exists; refusing to overwrite"), (link, "exists; refusing to overwrite"),
-                                  (tmp_path / "no" / "x.yaml", "does not exist")):
+                                  (tmp_path / "no" / "x.yaml", "does not exist"),
+                                  (f"{tmp_path}/a\0b.yaml", "not a file name"), (tmp_path, "exists; refusing"),
+                                  (tmp_path / ("x" * 300), "File name too long")):
         code = cli_main(["recipes", "tiny-sft", "--copy-to", str(destination)])
         err = capsys.readouterr().err
         assert code == 2 and len(err.strip().splitlines()) == 1 and fragment in err, err

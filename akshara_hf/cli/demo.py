@@ -2,8 +2,9 @@
 
 tokenizer -> tiny Akshara -> base stage -> mid-training -> SFT with Muon -> HF folder with card and curves ->
 reload in a fresh process -> `pipeline("text-generation")` answers a Telugu prompt. Each training stage runs the
-user-facing script (`training/*.py --config training/recipes/tiny-*.yaml`) in its own process, as a user would.
-With a recipe argument it runs that recipe instead (e.g. a seed run on a GPU).
+user-facing script (`training/*.py --config training/recipes/tiny-*.yaml`) in its own process, as a user would: the
+clone's, or the installed wheel's (`akshara_hf.training.shipped`). With a recipe argument (a file or a packaged
+recipe's name) it runs that recipe instead (e.g. a seed run on a GPU).
 
 The log stays readable: no progress bars (dataset split generation, weight loading and the Trainer's bar would
 fill it with carriage returns for files of a few kilobytes); the Trainer prints each log line instead.
@@ -164,7 +165,8 @@ Try next:
   akshara-hf evaluate {root / 'sft'} --data {root / 'sft' / 'mixture'} --output {root / 'eval'}
   akshara-hf model-card {root / 'sft'} --repo-id YOU/akshara-tiny --eval-results {root / 'eval' / 'eval_results.json'}
   akshara-hf publish {root / 'sft'} --repo-id YOU/akshara-tiny --dry-run
-  bash scripts/demo.sh training/recipes/nanochat-telugu-d20-sft-v1.yaml   # a seed recipe, on a GPU
+  akshara-hf recipes                                   # every packaged recipe; a seed run on a GPU:
+  akshara-hf demo nanochat-telugu-d20-sft-v1           # (or: akshara-hf sft --config nanochat-telugu-d20-sft-v1)
 """)
     return root / "sft"
 
@@ -173,7 +175,8 @@ def register(subparsers) -> None:
     from akshara_hf.folders import add_overwrite_flag
 
     p = subparsers.add_parser("demo", help="the whole pipeline on the shipped samples (or run one recipe)")
-    p.add_argument("recipe", nargs="?", default=None, help="run this recipe instead of the tiny pipeline")
+    p.add_argument("recipe", nargs="?", default=None,
+                   help="run this recipe (a file, or a packaged recipe's name) instead of the tiny pipeline")
     p.add_argument("--output", default="runs/demo")
     p.add_argument("--vocab-size", type=int, default=1024)
     p.add_argument("--max-steps", type=int, default=None, help="cap every stage (quick checks)")

@@ -44,18 +44,25 @@ def recipe_names() -> list[str]:
 
 def packaged_recipe(name: str) -> Path | None:
     """The packaged recipe a bare name (`tiny-sft` or `tiny-sft.yaml`) means, if any."""
-    if not name or os.sep in name or "/" in name or name in (".", ".."):
+    if not name or os.sep in name or "/" in name or "\0" in name or name in (".", ".."):
         return None
     stem = name[: -len(suffix)] if (suffix := next((s for s in SUFFIXES if name.endswith(s)), "")) else name
-    matches = [recipes_dir() / f"{stem}{s}" for s in SUFFIXES if (recipes_dir() / f"{stem}{s}").is_file()]
-    return matches[0] if matches else None
+    return next((path for path in (recipes_dir() / f"{stem}{s}" for s in SUFFIXES) if _is(path, Path.is_file)), None)
+
+
+def _is(path: Path, test) -> bool:
+    """`path.exists()` / `is_file()`, False for a name no file can have (a NUL byte, too long for the filesystem)."""
+    try:
+        return test(path)
+    except (OSError, ValueError):
+        return False
 
 
 def find_recipe(name: str | os.PathLike) -> Path:
     """A recipe file: `name` itself when that path exists, else the packaged recipe of that name (with or without
     `.yaml`). Anything else is one line naming the packaged recipes."""
     path = Path(name)
-    if str(name).strip() and path.exists():  # Path("") is the current folder
+    if str(name).strip() and _is(path, Path.exists):  # Path("") is the current folder
         return path
     packaged = packaged_recipe(str(name))
     if packaged is not None:
@@ -102,13 +109,15 @@ def copy_recipe(name: str, destination: str | os.PathLike) -> tuple[Path, list[s
             raise AksharaError(f"{source}: could not make its relative paths absolute; copy the file by hand")
         text = (f"# Copied from akshara-hf's packaged recipe {source.stem}: relative paths to the shipped samples "
                 f"were made absolute.\n{text}")
-    if not destination.parent.is_dir():
+    if not _is(destination.parent, Path.is_dir):
         raise AksharaError(f"{destination}: folder {destination.parent} does not exist")
     try:
         with open(destination, "x", encoding="utf-8") as handle:  # "x": refuses anything there, a symlink included
             handle.write(text)
     except FileExistsError:
         raise AksharaError(f"{destination}: exists; refusing to overwrite it (choose another name)") from None
+    except ValueError as error:  # a NUL byte in the name
+        raise AksharaError(f"{destination!r}: not a file name ({error})") from None
     return destination, left
 
 
