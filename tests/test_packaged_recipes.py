@@ -206,6 +206,9 @@ def test_the_installed_wheel_runs_packaged_recipes(tmp_path):
                                     str(site / "akshara_hf" / "_shipped" / "training" / "recipes")], where.stderr
 
     listing = cli("recipes").stdout
+    script = subprocess.run([str(site / "bin" / "akshara-hf"), "recipes"], cwd=work, env=env, capture_output=True,
+                            text=True, timeout=60)  # the console script pip wrote from the wheel's entry points
+    assert script.returncode == 0 and script.stdout == listing, script.stderr[-2000:]
     assert [line.split()[0] for line in listing.splitlines() if line.startswith("  ")] == NAMES
     bad = cli("sft", "--config", "tiny-sfd", code=2).stderr.strip().splitlines()
     assert len(bad) == 1 and "not a packaged recipe (packaged: nanochat-telugu-d20-mid-smoltalk-100k" in bad[0]
