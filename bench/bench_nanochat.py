@@ -10,8 +10,9 @@ prefill cancels. Train: one forward + backward of the loss on `--train-batch x -
 Every contender runs once per round, rounds interleaved, so that load on a shared machine hits them alike; tables give
 medians over rounds and the range of the per-round ratios. `--clock process` (default) times the CPU seconds of
 this process (with `--threads 1`: the work done, insensitive to other users' load on a shared machine); `wall` times
-wall-clock seconds. `--compile` adds `torch.compile` rows (inductor): Akshara's static-cache compiled `generate`, and
-compiled training steps of all three models.
+wall-clock seconds. `--compile` adds `torch.compile` rows (inductor): Akshara's static-cache compiled `generate` (as
+transformers compiles it, and with the weights frozen and the GEMMs autotuned: inference only), and compiled training
+steps of all three models.
 
 Usage: python bench/bench_nanochat.py --nanochat-src PATH [--shape cpu|d20] [--prompt 32] [--new 64] [--batches 1,8]
            [--rounds 7] [--threads 1] [--clock process|wall] [--train-batch 4] [--train-seq 256] [--compile]
@@ -95,6 +96,11 @@ def main():
     engine = engine_module.Engine(gpt, NoSpecialTokens())
     compile_config = CompileConfig(fullgraph=True, dynamic=False)
     compile_config._compile_all_devices = True  # generate compiles only on accelerators unless told
+    # Weights frozen into the graph, GEMMs autotuned between ATen (MKL) and inductor's own CPU kernels (which need
+    # constant weights to pack): inference only; see AksharaForCausalLM.get_compiled_call.
+    frozen_config = CompileConfig(fullgraph=True, dynamic=False, mode=None, options={
+        "freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "ATEN,CPP"})
+    frozen_config._compile_all_devices = True
     env = {**environment(torch.float32, "cpu"), "clock": args.clock}
 
     def hf_generate(model, prompt, new, **kwargs):
@@ -114,6 +120,8 @@ def main():
     if args.compile:
         decoders["akshara generate, static cache, compiled"] = lambda p, n: hf_generate(
             akshara, p, n, cache_implementation="static", compile_config=compile_config)
+        decoders["akshara generate, static cache, compiled, frozen + max-autotune"] = lambda p, n: hf_generate(
+            akshara, p, n, cache_implementation="static", compile_config=frozen_config)
     rows = []
     with torch.inference_mode():
         for batch in (int(b) for b in args.batches.split(",")):

@@ -407,6 +407,31 @@ def test_static_cache_compiled_generate_equals_eager_greedy_with_left_padding(va
     assert torch.equal(compiled, eager)
 
 
+def test_frozen_compiled_decoding_equals_eager_through_new_caches():
+    """`CompileConfig(options={"freezing": True, ...})`: the weights become constants of the decoding graph, so that
+    inductor's own CPU GEMMs can pack them (bench/README.md). Freezing is decided when dynamo traces, and it would also
+    bake in transformers' StaticCache tensors (static addresses): a second `generate` with a new cache then wrote into
+    the first one (an index error in the kernel, or wrong tokens). Three new caches, one graph, eager's tokens."""
+    from transformers import StaticCache
+
+    model, _ = tiny_akshara()
+    # max-autotune (the bench's setting) left out: it only picks kernels, and its benchmarking takes a minute here
+    config = CompileConfig(fullgraph=True, dynamic=False, mode=None, options={"freezing": True})
+    config._compile_all_devices = True
+    kwargs = dict(max_new_tokens=12, min_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=1)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    for seed in range(3):
+        input_ids = torch.randint(2, 300, (1, 9), generator=torch.Generator().manual_seed(seed))
+        eager = model.generate(input_ids, **kwargs)
+        cache = StaticCache(config=model.config, max_cache_len=21)
+        assert torch.equal(model.generate(input_ids, past_key_values=cache, compile_config=config, **kwargs), eager)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # the same graph served each new cache
+    # dynamo traced with the weights frozen (a guarded static address), not as inputs as `options` alone gives
+    assert getattr(model.lm_head.weight, "_dynamo_static_input_type", None) == "guarded"
+    torch._dynamo.reset()
+
+
 def test_compiled_static_cache_generation_through_pipeline(converted_folder):
     chat = pipeline("text-generation", model=str(converted_folder))
     messages = [{"role": "user", "content": "తెలుగు గురించి చెప్పండి"}]

@@ -289,3 +289,16 @@ def test_evaluate_generation_past_the_rotary_tables_is_one_line(converted_folder
                          "--tasks", "summarization", "--max-new-tokens", "2"], capsys)
     errors = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(errors) == 1 and "evaluation failed" in errors[0] and "Traceback" not in err, err
+
+
+def test_output_piped_into_a_reader_that_left_ends_quietly():
+    """`akshara-hf recipes | head -1`: the reader closes the pipe; the command stops with status 0 and prints no
+    error (it printed "error: [Errno 32] Broken pipe")."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(cli.__file__).rsplit("/akshara_hf/", 1)[0],
+                                                                        os.environ.get("PYTHONPATH")])))
+    process = subprocess.Popen([sys.executable, "-m", "akshara_hf.cli", "recipes"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=env)
+    process.stdout.close()  # before the command writes: its first write meets a pipe with no reader
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 0, err
+    assert err == "", err

@@ -6,6 +6,7 @@ Commands of other installed packages join through the `akshara_hf.commands` entr
 
 import argparse
 import importlib
+import os
 import sys
 
 from akshara_hf.errors import AksharaError, one_line
@@ -53,6 +54,9 @@ def main(argv: list[str] | None = None, modules: tuple[str, ...] | None = None) 
         args.recipe_flags = unknown
     try:
         return args.func(args) or 0
+    except BrokenPipeError:  # `akshara-hf recipes | head`: the reader left; stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit would fail too
+        return 0
     except (AksharaError, OSError) as error:  # bad input, or a file the command could not read or write
         print(f"akshara-hf {args.command}: error: {one_line(error, limit=2000)}", file=sys.stderr)
         return 2

@@ -573,6 +573,14 @@ class AksharaModel(AksharaPreTrainedModel):
         return embeddings + torch.where(has_previous, gate * previous_tokens, torch.zeros_like(embeddings))
 
 
+def _keep_cache_as_graph_input(cache: Cache | None) -> None:
+    """Drop dynamo's static-address mark from a cache's tensors (see `AksharaForCausalLM.get_compiled_call`)."""
+    for layer in getattr(cache, "layers", ()):
+        for tensor in vars(layer).values():
+            if isinstance(tensor, torch.Tensor) and hasattr(tensor, "_dynamo_static_input_type"):
+                del tensor._dynamo_static_input_type
+
+
 class AksharaForCausalLM(AksharaPreTrainedModel, GenerationMixin):
     _tp_plan = {"lm_head": "colwise_gather_output"}
     _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
@@ -597,6 +605,28 @@ class AksharaForCausalLM(AksharaPreTrainedModel, GenerationMixin):
             if getattr(cache, "_is_assistant", False) or getattr(generation_config, "is_assistant", False):
                 replacement.activate_past_recording()
             model_kwargs["past_key_values"] = replacement
+
+    def get_compiled_call(self, compile_config):
+        """`CompileConfig(options={"freezing": True, ...})` compiles the decoding step with the weights as constants
+        (inference only). On a CPU, inductor's max-autotune can then pack them for its own GEMM kernels (measured in
+        bench/README.md). transformers hands the options to inductor only, but whether parameters are frozen is
+        decided when dynamo traces, from inductor's global config, so it is set around each call here. Under freezing,
+        dynamo also turns every static-address tensor into a constant of the graph, and transformers' StaticCache marks
+        its tensors so: the next `generate` with a new cache would read and write the first one (wrong tokens, no
+        error). Its tensors are unmarked here and stay inputs of the graph."""
+        compiled = super().get_compiled_call(compile_config)
+        config = compile_config or getattr(self.generation_config, "compile_config", None)
+        if not (getattr(config, "options", None) or {}).get("freezing"):
+            return compiled
+
+        def call(*args, **kwargs):
+            from torch._inductor import config as inductor_config
+
+            _keep_cache_as_graph_input(kwargs.get("past_key_values"))
+            with inductor_config.patch(freezing=True):
+                return compiled(*args, **kwargs)
+
+        return call
 
     def _validate_generated_length(self, generation_config, input_ids_length, has_default_max_length):
         """`generate`'s one look at the final length: refuse a `max_length` past the rotary tables here, once, so that
