@@ -2,6 +2,7 @@
 those tests; these are the project's own checks of the same behaviour, without transformers' test tree)."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -187,3 +188,39 @@ def test_transformers_tests_runner_counts_and_finds_the_gap(capsys):
     assert subtest[(late, "test_b")] == ("failed", "a subtest failed")
     assert runner.report(subtest) == 1
     assert "Akshara failures (1):\n  test_b" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("switches", [{}, {"use_value_embeddings": True, "use_smear": True}], ids=["2025", "2026"])
+def test_parallel_plans_name_existing_modules(switches):
+    """Every entry of the TP, FSDP and PP plans names modules of the model (transformers' default FSDP plan names
+    Llama's `embed_tokens` / `layers.*`, which Akshara does not have: the plan silently sharded nothing)."""
+    import re
+
+    model = new_model(**switches)
+    names = [name for name, _ in model.named_modules()]
+    for kind, plan in (("tp", model.tp_plan), ("fsdp", model.fsdp_plan), ("pp", model.pp_plan)):
+        assert plan, kind
+        for key in plan:
+            pattern = re.escape(key).replace(r"\*", r"\d+")
+            assert any(re.fullmatch(pattern, name) for name in names), (kind, key)
+    assert set(model.fsdp_plan) == {"lm_head", "transformer.wte", "transformer.h.*", "transformer.norm"}
+
+
+def test_auto_model_from_a_config_alone():
+    """A process holding only the config (a spawned FSDP worker unpickles just that) builds the model through the
+    Auto classes, as with transformers' own configs (before: "Unrecognized configuration class")."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "from akshara_hf.model.configuration_akshara import AksharaConfig\n"
+        "from transformers import AutoModel, AutoModelForCausalLM\n"
+        "config = AksharaConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2)\n"
+        "print(type(AutoModelForCausalLM.from_config(config)).__name__, type(AutoModel.from_config(config)).__name__)\n"
+    )
+    root = str(Path(__file__).parent.parent)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": root})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["AksharaForCausalLM", "AksharaModel"]

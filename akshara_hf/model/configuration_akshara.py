@@ -118,6 +118,10 @@ class AksharaConfig(PreTrainedConfig):
         "h.*.mlp.c_fc": "colwise",
         "h.*.mlp.c_proj": "rowwise",
     }
+    # FSDP2 (`DistributedConfig(dp_size=...)`): each block and the token embedding sharded on their own, their full
+    # weights freed after use; the final norm kept. (transformers' default names Llama's modules, none of which exist
+    # here: `embed_tokens`, `layers.*`.)
+    base_model_fsdp_plan = {"wte": "free_full_weight", "h.*": "free_full_weight", "norm": "keep_full_weight"}
     base_model_pp_plan = {
         "wte": (["input_ids"], ["inputs_embeds"]),
         "h": (["hidden_states", "attention_mask"], ["hidden_states"]),
@@ -371,5 +375,12 @@ if not __name__.startswith("transformers_modules"):  # the installed package, no
 
     AutoConfig.register(AksharaConfig.model_type, AksharaConfig, exist_ok=True)
     AksharaConfig.register_for_auto_class()  # save_pretrained copies this file and writes `auto_map`
+    # The model module registers the model classes with AutoModel / AutoModelForCausalLM: imported here too, so that
+    # a process that has only the config (unpickled in a spawned worker, `from akshara_hf import AksharaConfig`) can
+    # `AutoModelForCausalLM.from_config(config)`, as with transformers' own configs. (Imported first, the model
+    # module is already in `sys.modules` and this is a no-op.)
+    import importlib
+
+    importlib.import_module(".modeling_akshara", __package__)
 
 __all__ = ["AksharaConfig"]

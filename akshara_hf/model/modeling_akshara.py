@@ -584,6 +584,7 @@ def _keep_cache_as_graph_input(cache: Cache | None) -> None:
 class AksharaForCausalLM(AksharaPreTrainedModel, GenerationMixin):
     _tp_plan = {"lm_head": "colwise_gather_output"}
     _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
+    _fsdp_plan = {"lm_head": "keep_full_weight"}
 
     def __init__(self, config: AksharaConfig):
         super().__init__(config)
