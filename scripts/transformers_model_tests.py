@@ -6,12 +6,15 @@ that holds it, `--transformers-tests PATH`, where `PATH/tests/test_modeling_comm
 says how to assemble one). Akshara's tester below is written like native NanoChat's
 (`tests/models/nanochat/test_modeling_nanochat.py`): `CausalLMModelTester` with the default tiny config (hidden 32,
 2 layers, 2 heads, vocabulary 99) and `CausalLMModelTest`, i.e. `ModelTesterMixin` + `GenerationTesterMixin` +
-`PipelineTesterMixin`. Native NanoChat's own test file from the tree runs in the same pytest session.
+`PipelineTesterMixin`; a second case runs nanochat 2026's architecture. Native NanoChat's own test case from the tree
+runs in the same pytest session. The tree's `TrainingTesterMixin` and `TensorParallelTesterMixin` ("add to model test
+classes alongside ModelTesterMixin") are added to every case, native included, when `CausalLMModelTest` lacks them;
+`--all-tp` lifts their allowlist of model types for the multi-process tensor-parallel tests (CPU, gloo).
 
 Prints passed / failed / skipped per model, the Akshara failures, and the tests skipped on Akshara that run on native
 NanoChat (the target: none). Exit status 0 only when Akshara has no failure and that set is empty.
 
-Usage: python scripts/transformers_model_tests.py --transformers-tests PATH [-k EXPR] [--verbose]
+Usage: python scripts/transformers_model_tests.py --transformers-tests PATH [-k EXPR] [--all-tp] [--verbose]
 """
 
 import argparse
@@ -28,9 +31,12 @@ NATIVE_CLASS = "NanoChatModelTest"
 AKSHARA_CLASSES = {"AksharaModelTest": "Akshara", "Akshara2026ModelTest": "Akshara 2026"}
 # Tests overridden to skip because they do not apply to the architecture (listed apart, not counted as a gap).
 _NO_IDS = "value embeddings (nanochat 2026) are looked up from input_ids: inputs_embeds alone cannot drive the model"
+_UNTIED = "the tied-embeddings variant: Akshara's embedding and head are separate matrices (tying is refused)"
 NOT_APPLICABLE = {
-    "Akshara2026ModelTest": {"test_inputs_embeds": _NO_IDS, "test_inputs_embeds_matches_input_ids": _NO_IDS},
-}
+    "AksharaModelTest": {"test_tp_forward_1": _UNTIED},
+    "Akshara2026ModelTest": {"test_tp_forward_1": _UNTIED, "test_inputs_embeds": _NO_IDS,
+                             "test_inputs_embeds_matches_input_ids": _NO_IDS},
+}  # fmt: skip
 
 # The generated pytest module: the transformers tree first on sys.path (its `tests` package, not ours), then the
 # Akshara test cases built by `akshara_test_cases` below.
@@ -40,9 +46,52 @@ sys.path[:0] = [{tree!r}, {scripts!r}, {root!r}]
 if "tests" in sys.modules and {tree!r} + "/tests" not in list(getattr(sys.modules["tests"], "__path__", [])):
     for name in [name for name in sys.modules if name == "tests" or name.startswith("tests.")]:
         del sys.modules[name]  # our own tests package, imported before: not the tree's
-from transformers_model_tests import akshara_test_cases
-globals().update(akshara_test_cases())
+from transformers_model_tests import build_test_cases
+globals().update(build_test_cases(all_tp={all_tp!r}))
 """
+
+# Mixins of the tree added to every case when its `CausalLMModelTest` lacks them: (module, class).
+EXTRA_MIXINS = (("tests.test_training_mixin", "TrainingTesterMixin"),
+                ("tests.test_tensor_parallel_mixin", "TensorParallelTesterMixin"))  # fmt: skip
+
+
+def extra_mixins(all_tp: bool = False) -> tuple:
+    """The tree's extra mixins that its `CausalLMModelTest` does not already include."""
+    import importlib
+
+    from tests.causal_lm_tester import CausalLMModelTest
+
+    mixins = []
+    for module_name, class_name in EXTRA_MIXINS:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        if all_tp and hasattr(module, "TP_DISTRIBUTED_TEST_MODEL_TYPES"):
+            module.TP_DISTRIBUTED_TEST_MODEL_TYPES = None  # the module's own switch: "None to run all tests"
+        mixin = getattr(module, class_name)
+        if not issubclass(CausalLMModelTest, mixin):
+            mixins.append(mixin)
+    return tuple(mixins)
+
+
+def build_test_cases(all_tp: bool = False) -> dict:
+    """Every case of the run: Akshara's two and native NanoChat's (from the tree, when it has the file), each with
+    the same extra mixins."""
+    import importlib
+    import unittest
+
+    mixins = extra_mixins(all_tp)
+    cases = {name: type(name, (case, *mixins), {}) if mixins else case
+             for name, case in akshara_test_cases().items()}  # fmt: skip
+    try:
+        native = importlib.import_module(".".join(NATIVE_TEST_FILE.with_suffix("").parts)).NanoChatModelTest
+    except ImportError:
+        return cases
+    cases[NATIVE_CLASS] = type(NATIVE_CLASS, (native, *mixins), {}) if mixins else native
+    assert all(issubclass(case, unittest.TestCase) for case in cases.values())
+    return cases
+
 
 
 def register_akshara_names():
@@ -107,15 +156,18 @@ def akshara_test_cases() -> dict:
     class Akshara2026ModelTest(CausalLMModelTest, unittest.TestCase):
         model_tester_class = Akshara2026ModelTester
 
-        # Not applicable (NOT_APPLICABLE): nanochat 2026's value embeddings are looked up from token ids, so a model
-        # given `inputs_embeds` alone refuses with a one-line ValueError (tests/test_nanochat2026.py checks it).
-        def test_inputs_embeds(self):
-            self.skipTest(NOT_APPLICABLE["Akshara2026ModelTest"]["test_inputs_embeds"])
+    cases = {"AksharaModelTest": AksharaModelTest, "Akshara2026ModelTest": Akshara2026ModelTest}
+    for name, case in cases.items():  # the tests that do not apply skip, with the reason (see NOT_APPLICABLE)
+        for test, reason in NOT_APPLICABLE.get(name, {}).items():
+            setattr(case, test, _skipping(reason))
+    return cases
 
-        def test_inputs_embeds_matches_input_ids(self):
-            self.skipTest(NOT_APPLICABLE["Akshara2026ModelTest"]["test_inputs_embeds_matches_input_ids"])
 
-    return {"AksharaModelTest": AksharaModelTest, "Akshara2026ModelTest": Akshara2026ModelTest}
+def _skipping(reason: str):
+    def test(self):
+        self.skipTest(reason)
+
+    return test
 
 
 class Collector:
@@ -158,17 +210,14 @@ def check_tree(tree: Path) -> Path:
     return tree
 
 
-def run(tree: Path, keyword: str | None, verbose: bool) -> dict:
+def run(tree: Path, keyword: str | None, verbose: bool, all_tp: bool = False) -> dict:
     import pytest
 
     collector = Collector()
     with tempfile.TemporaryDirectory(prefix="akshara-mixin-") as tmp:
         stub = Path(tmp) / "test_akshara_mixins.py"
-        stub.write_text(STUB.format(tree=str(tree), scripts=str(ROOT / "scripts"), root=str(ROOT)))
+        stub.write_text(STUB.format(tree=str(tree), scripts=str(ROOT / "scripts"), root=str(ROOT), all_tp=all_tp))
         args = [str(stub), "-p", "no:cacheprovider", "-W", "ignore", "--rootdir", tmp, "-q" if not verbose else "-v"]
-        native = tree / NATIVE_TEST_FILE
-        if native.is_file():
-            args.insert(0, str(native))
         if keyword:
             args += ["-k", keyword]
         os.chdir(tree)  # transformers' tests read some files relative to the working directory
@@ -230,10 +279,12 @@ def main(argv=None) -> int:
     parser.add_argument("--transformers-tests", required=True, type=Path,
                         help="a tree holding transformers' tests/ (tests/test_modeling_common.py, tests/causal_lm_tester.py)")  # fmt: skip
     parser.add_argument("-k", dest="keyword", help="pytest -k expression, to run a subset")
+    parser.add_argument("--all-tp", action="store_true",
+                        help="run the multi-process tensor-parallel tests for every model type (their allowlist off)")  # fmt: skip
     parser.add_argument("--verbose", action="store_true", help="pytest -v")
     args = parser.parse_args(argv)
     tree = check_tree(args.transformers_tests)
-    return report(run(tree, args.keyword, args.verbose))
+    return report(run(tree, args.keyword, args.verbose, args.all_tp))
 
 
 if __name__ == "__main__":

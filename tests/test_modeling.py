@@ -449,16 +449,32 @@ def test_tp_plan_names_existing_linears_and_splits_heads():
     modules = dict(model.named_modules())
     for pattern, style in model.tp_plan.items():
         matches = [name for name in modules if re.fullmatch(pattern.replace(".", r"\.").replace("*", r"\d+"), name)]
-        assert matches and all(isinstance(modules[name], torch.nn.Linear) for name in matches), pattern
-        assert style in ("colwise", "rowwise", "colwise_gather_output")
+        kind = torch.nn.Embedding if style.startswith("embedding") else torch.nn.Linear
+        assert matches and all(isinstance(modules[name], kind) for name in matches), pattern
+        assert style in ("colwise", "rowwise", "colwise_gather_output", "embedding_rowwise")
     assert {"lm_head", "transformer.h.*.attn.c_q", "transformer.h.*.mlp.c_proj"} <= set(model.tp_plan)
     assert set(model.config.base_model_pp_plan) <= {name for name, _ in model.transformer.named_children()}
 
 
-def test_tensor_parallel_on_two_cpu_processes_gives_the_unsharded_logits(tmp_path):
+def _tiny_2026_for_tp():
+    torch.manual_seed(0)  # nanochat 2026 (value embeddings on layers 1 and 3), every weight random
+    config = AksharaConfig.from_nanochat(TINY_NANOCHAT_2026, initializer_range=0.05)
+    return AksharaForCausalLM(config).eval()
+
+
+# halves of c_q (64, 64), c_proj (64, 64), c_fc (256, 64) and of the 300-token vocabulary; nanochat 2026's attention
+# stays whole on every rank (its value embeddings are added to all value heads; see AksharaConfig.__post_init__)
+TP_SHARDS = {
+    "late-2025": {"c_q": (32, 64), "c_proj": (64, 32), "c_fc": (128, 64), "wte": (150, 64)},
+    "2026": {"c_q": (64, 64), "c_proj": (64, 64), "c_fc": (128, 64), "wte": (150, 64)},
+}
+
+
+@pytest.mark.parametrize("generation", ["late-2025", "2026"])
+def test_tensor_parallel_on_two_cpu_processes_gives_the_unsharded_logits(tmp_path, generation):
     """`from_pretrained(..., distributed_config=DistributedConfig(tp_plan="auto"))` (the current spelling of
-    `tp_plan="auto"`) on 2 gloo processes: heads and MLP columns split in half, same logits."""
-    model, _ = tiny_akshara()
+    `tp_plan="auto"`) on 2 gloo processes: heads, MLP columns and the vocabulary split in half, same logits."""
+    model = tiny_akshara()[0] if generation == "late-2025" else _tiny_2026_for_tp()
     model.save_pretrained(tmp_path / "model")
     out = tmp_path / "tp.pt"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
@@ -470,7 +486,7 @@ def test_tensor_parallel_on_two_cpu_processes_gives_the_unsharded_logits(tmp_pat
     assert result.returncode == 0 and out.exists(), result.stderr[-3000:]
     got = torch.load(out)
     assert got["world_size"] == 2
-    assert got["shards"] == {"c_q": (32, 64), "c_proj": (64, 32), "c_fc": (128, 64)}  # halves of (64, 64), (64, 256)
+    assert got["shards"] == TP_SHARDS[generation]
     idx = torch.randint(0, 300, (2, 20), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = model(idx).logits

@@ -18,7 +18,8 @@ with torch.no_grad():
     logits = model(idx).logits
 block = model.transformer.h[0]
 shards = {name: tuple(getattr(module.weight, "to_local", lambda: module.weight)().shape)
-          for name, module in (("c_q", block.attn.c_q), ("c_proj", block.attn.c_proj), ("c_fc", block.mlp.c_fc))}
+          for name, module in (("c_q", block.attn.c_q), ("c_proj", block.attn.c_proj), ("c_fc", block.mlp.c_fc),
+                               ("wte", model.transformer.wte))}
 if dist.get_rank() == 0:
     torch.save({"logits": logits, "shards": shards, "world_size": dist.get_world_size()}, out)
 sys.stdout.flush()

@@ -106,8 +106,11 @@ class AksharaConfig(PreTrainedConfig):
     model_type = "akshara"
     keys_to_ignore_at_inference = ["past_key_values"]
     # Tensor parallel (`from_pretrained(..., tp_plan="auto")`): heads split across ranks (q, k, v by output rows,
-    # c_proj by input columns), the MLP likewise. QK-norm and rotary act per head, so they need no communication.
+    # c_proj by input columns), the MLP likewise. QK-norm and rotary act per head, so they need no communication. The
+    # token embedding is split on the vocabulary (each rank looks up its rows, the partial lookups are summed), so no
+    # rank holds all of it. Models with value embeddings split less (see `__post_init__`).
     base_model_tp_plan = {
+        "wte": "embedding_rowwise",
         "h.*.attn.c_q": "colwise",
         "h.*.attn.c_k": "colwise",
         "h.*.attn.c_v": "colwise",
@@ -160,6 +163,14 @@ class AksharaConfig(PreTrainedConfig):
             self.head_dim = self.hidden_size // self.num_attention_heads
         if self.layer_types is None:  # transformers' convention (generation's mask and cache builders read it)
             self.layer_types = ["full_attention"] * self.num_hidden_layers
+        if self.use_value_embeddings:
+            # nanochat 2026's value embeddings (and their per-head gates) are added to the value heads, which
+            # transformers' styles cannot split alike (a split embedding table is gathered back to all heads), so
+            # attention stays whole on every rank; the MLP, the token embedding and the value-embedding tables split.
+            self.base_model_tp_plan = {
+                **{name: style for name, style in type(self).base_model_tp_plan.items() if ".attn." not in name},
+                "value_embeds.*": "embedding_rowwise",
+            }
         super().__post_init__(**kwargs)
 
     def validate_architecture(self):
