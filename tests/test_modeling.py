@@ -429,6 +429,12 @@ def test_frozen_compiled_decoding_equals_eager_through_new_caches():
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # the same graph served each new cache
     # dynamo traced with the weights frozen (a guarded static address), not as inputs as `options` alone gives
     assert getattr(model.lm_head.weight, "_dynamo_static_input_type", None) == "guarded"
+    # weights changed in place keep their addresses (no guard fails): the next generate compiles them again
+    with torch.no_grad():
+        model.lm_head.weight.mul_(-1.5)
+    eager = model.generate(input_ids, **kwargs)
+    cache = StaticCache(config=model.config, max_cache_len=21)
+    assert torch.equal(model.generate(input_ids, past_key_values=cache, compile_config=config, **kwargs), eager)
     torch._dynamo.reset()
 
 

@@ -614,11 +614,17 @@ class AksharaForCausalLM(AksharaPreTrainedModel, GenerationMixin):
         decided when dynamo traces, from inductor's global config, so it is set around each call here. Under freezing,
         dynamo also turns every static-address tensor into a constant of the graph, and transformers' StaticCache marks
         its tensors so: the next `generate` with a new cache would read and write the first one (wrong tokens, no
-        error). Its tensors are unmarked here and stay inputs of the graph."""
-        compiled = super().get_compiled_call(compile_config)
+        error). Its tensors are unmarked here and stay inputs of the graph. Dynamo guards the frozen weights' addresses,
+        not their values: weights changed in place since (an optimizer step, `load_state_dict`) are seen from their
+        version counters, once per `generate`, and everything is compiled again (`torch._dynamo.reset`)."""
         config = compile_config or getattr(self.generation_config, "compile_config", None)
         if not (getattr(config, "options", None) or {}).get("freezing"):
-            return compiled
+            return super().get_compiled_call(compile_config)
+        versions = tuple(parameter._version for parameter in self.parameters())
+        if getattr(self, "_frozen_weight_versions", versions) != versions:
+            torch._dynamo.reset()
+        self._frozen_weight_versions = versions
+        compiled = super().get_compiled_call(compile_config)
 
         def call(*args, **kwargs):
             from torch._inductor import config as inductor_config
