@@ -176,9 +176,12 @@ def test_bad_mixture_dir_and_checkpoint(refused, tmp_path):
 
 
 def test_bad_model_config(refused, tmp_path):
-    line = refused(["--model_config", "{depth: 4"], "model_config: not valid JSON", script="mid_train.py",
+    line = refused(["--model_config", "{depth: 4"], "model_config: not valid YAML or JSON at line 1", script="mid_train.py",
                    recipe=TINY_BASE, parent=False)
     assert "tokenizer" not in line
+    # YAML flow style, as the recipe writes it; a misspelt field would have built a default-sized model
+    refused(["--model_config", "{dpeth: 2}"], "model_config: unknown field(s) ['dpeth']", script="mid_train.py",
+            recipe=TINY_BASE, parent=False)
     refused(["--model_config", "5"], "model_config must be a mapping", script="mid_train.py", recipe=TINY_BASE,
             parent=False)
     refused([], "model_config needs tokenizer_name_or_path", script="mid_train.py", parent=False,

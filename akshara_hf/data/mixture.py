@@ -85,14 +85,14 @@ class DataSection:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as error:
-            raise AksharaError(f"{origin}: not valid YAML or JSON{_yaml_where(error)}") from None
+            raise AksharaError(f"{origin}: not valid YAML or JSON{yaml_where(error)}") from None
         return parse_data_section(data, origin, base)
 
 
 # --- recipe ---------------------------------------------------------------------------------------
 
 
-def _yaml_where(error: Exception) -> str:
+def yaml_where(error: Exception) -> str:
     mark = getattr(error, "problem_mark", None)
     where = f" at line {mark.line + 1}" if mark else ""
     return f"{where} ({getattr(error, 'problem', None) or 'parse error'})"
@@ -110,7 +110,7 @@ def read_recipe(recipe_path: str | os.PathLike) -> dict:
     except UnicodeDecodeError:
         raise AksharaError(f"{recipe}: not a UTF-8 text file") from None
     except yaml.YAMLError as error:
-        raise AksharaError(f"{recipe}: not valid YAML{_yaml_where(error)}") from None
+        raise AksharaError(f"{recipe}: not valid YAML{yaml_where(error)}") from None
     if not isinstance(document, dict):
         raise AksharaError(f"{recipe}: must be a YAML mapping of recipe keys, got {type(document).__name__}")
     return document

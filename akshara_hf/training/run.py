@@ -15,12 +15,14 @@ is one line and exit status 2. The output folder is an HF model folder (as is ev
 import json
 import os
 import sys
+
+import yaml
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 from akshara_hf.training.adapters import AksharaPeftArguments
-from akshara_hf.data.mixture import DataSection
+from akshara_hf.data.mixture import DataSection, yaml_where
 from akshara_hf.errors import AksharaError, one_line
 from akshara_hf.folders import MARKER, output_marker
 
@@ -59,13 +61,15 @@ class AksharaRunArguments(AksharaPeftArguments):
             self.data = DataSection.from_text(self.data, "--data")
         elif isinstance(self.data, dict):
             self.data = DataSection.from_mapping(self.data, "data")
-        if isinstance(self.model_config, str):
+        if isinstance(self.model_config, str):  # YAML or JSON, as `--data` and the recipe itself
             try:
-                self.model_config = json.loads(self.model_config)
-            except json.JSONDecodeError as error:
-                raise AksharaError(f"model_config: not valid JSON ({error})") from None
+                self.model_config = yaml.safe_load(self.model_config)
+            except yaml.YAMLError as error:
+                raise AksharaError(f"model_config: not valid YAML or JSON{yaml_where(error)}") from None
         if self.model_config is not None and not isinstance(self.model_config, dict):
             raise AksharaError(f"model_config must be a mapping of AksharaConfig fields, got {self.model_config!r}")
+        if self.model_config is not None:
+            _check_model_config_fields(self.model_config)
         for key in ("max_seq_len", "eval_tokens"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -74,6 +78,20 @@ class AksharaRunArguments(AksharaPeftArguments):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise AksharaError(f"{key} must be a non-empty string, got {value!r}")
+
+
+def _check_model_config_fields(spec: dict) -> None:
+    """A misspelt field is refused: `AksharaConfig(**spec)` keeps unknown keywords as attributes, so `{dpeth: 2}` would
+    build (and train) a default-sized model without a word."""
+    import dataclasses
+
+    from akshara_hf.model.configuration_akshara import AksharaConfig
+
+    known = {field.name for field in dataclasses.fields(AksharaConfig)} | {"depth", "window_pattern", "rope_theta"}
+    unknown = sorted(str(key) for key in spec if key not in known)
+    if unknown:
+        raise AksharaError(f"model_config: unknown field(s) {unknown}; give AksharaConfig fields, or depth (and "
+                           "window_pattern for nanochat 2026) for nanochat's shape at that depth")
 
 
 def check_model_source(name: str, key: str) -> None:
