@@ -40,7 +40,7 @@ class AksharaRunArguments(AksharaPeftArguments):
     )
     model_config: dict | str | None = field(
         default=None,
-        metadata={"help": "Train a new model: AksharaConfig fields, or {'depth': N} for nanochat's rule (JSON)."},
+        metadata={"help": "Train a new model: AksharaConfig fields, or {depth: N} for nanochat's rule (YAML or JSON)."},
     )
     tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "Default: the model's own tokenizer."})
     data: DataSection | str | None = field(
