@@ -22,6 +22,7 @@ from pathlib import Path
 from akshara_hf.errors import AksharaError
 from akshara_hf.folders import add_overwrite_flag, check_output, staged_output
 from akshara_hf.lazy import lazy_import
+from akshara_hf.progress import next_phase, with_phases
 
 torch = lazy_import("torch")  # loaded by the first converter that runs, not by `akshara-hf --help`
 
@@ -208,6 +209,7 @@ def save_with_tokenizer(model, tokenizer, output_dir: Path) -> None:
     tokenizer.save_pretrained(output_dir)
 
 
+@with_phases("convert-nanochat", "reading the checkpoint", "converting the weights", "writing the folder")
 def convert_nanochat(
     checkpoint_dir: str | Path,
     output_dir: str | Path,
@@ -231,6 +233,7 @@ def convert_nanochat(
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise AksharaError(f"{meta_path}: not a nanochat meta file with a model_config ({error})") from None
     raw = load_nanochat_state(model_path)
+    next_phase()
     if isinstance(model_config, dict) and "window_pattern" not in model_config and any(
         _top_level_2026(key) or ".attn.ve_gate." in key for key in raw
     ):  # nanochat 2026's loader reads a missing window_pattern as "L"
@@ -259,6 +262,7 @@ def convert_nanochat(
     model._init_weights(model.transformer.rotary_emb)
     model.config.dtype = dtype
     tokenizer = tiktoken_to_fast(encoding)
+    next_phase()
 
     def write(folder: Path) -> None:
         save_with_tokenizer(model, tokenizer, folder)
@@ -378,6 +382,7 @@ def _save_converted(model, folder, output_dir, command: str, overwrite: bool) ->
     return _write_atomically(output_dir, command, write, overwrite, [folder])
 
 
+@with_phases("export-native", "loading the model", "converting", "writing the folder")
 def export_native(folder: str | Path, output_dir: str | Path, overwrite: bool = False) -> Path:
     """An Akshara folder -> a folder of transformers' native `nanochat` type (loads without remote code)."""
     from akshara_hf.loading import load_model, resolve_model
@@ -386,9 +391,13 @@ def export_native(folder: str | Path, output_dir: str | Path, overwrite: bool = 
     model = load_model(resolve_model(folder, tokenizer=False), trust_remote_code=False)
     if model.config.model_type != "akshara":
         raise AksharaError(f"{folder}: model_type {model.config.model_type!r}, expected 'akshara'")
-    return _save_converted(akshara_to_native(model), folder, output_dir, "export-native", overwrite)
+    next_phase()
+    native = akshara_to_native(model)
+    next_phase()
+    return _save_converted(native, folder, output_dir, "export-native", overwrite)
 
 
+@with_phases("import-native", "loading the model", "converting", "writing the folder")
 def import_native(folder: str | Path, output_dir: str | Path, overwrite: bool = False) -> Path:
     """A folder of transformers' native `nanochat` type -> an Akshara folder."""
     from akshara_hf.loading import load_model, resolve_model
@@ -397,7 +406,10 @@ def import_native(folder: str | Path, output_dir: str | Path, overwrite: bool = 
     native = load_model(resolve_model(folder, tokenizer=False), trust_remote_code=False)
     if native.config.model_type != "nanochat":
         raise AksharaError(f"{folder}: model_type {native.config.model_type!r}, expected 'nanochat'")
-    return _save_converted(native_to_akshara(native, str(folder)), folder, output_dir, "import-native", overwrite)
+    next_phase()
+    model = native_to_akshara(native, str(folder))
+    next_phase()
+    return _save_converted(model, folder, output_dir, "import-native", overwrite)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -413,6 +425,7 @@ def _same_nanochat_model(first: dict, second: dict) -> bool:
         return False
 
 
+@with_phases("export-nanochat", "loading the model", "converting the weights", "writing the checkpoint")
 def export_nanochat(folder: str | Path, output_dir: str | Path, step: int | None = None,
                     overwrite: bool = False) -> Path:
     """An Akshara folder -> a nanochat checkpoint directory: `model_{step:06d}.pt`, `meta_{step:06d}.json` and the
@@ -431,6 +444,7 @@ def export_nanochat(folder: str | Path, output_dir: str | Path, step: int | None
     model = load_model(str(folder), trust_remote_code=False, dtype="auto")
     if model.config.model_type != "akshara":
         raise AksharaError(f"{folder}: model_type {model.config.model_type!r}, expected 'akshara'")
+    next_phase()
     meta_path = folder / NANOCHAT_META_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     extras = meta.pop("akshara", {})
@@ -450,6 +464,7 @@ def export_nanochat(folder: str | Path, output_dir: str | Path, step: int | None
     padding = load_file(folder / PADDING_FILE) if (folder / PADDING_FILE).is_file() else None
     state = akshara_state_to_nanochat(model.state_dict(), model.config.vocab_size, extras, padding)
     tokenizer = AutoTokenizer.from_pretrained(folder)
+    next_phase()
 
     def write(out: Path) -> None:
         torch.save(state, out / f"model_{step:06d}.pt")

@@ -30,6 +30,7 @@ import yaml
 
 from akshara_hf.errors import AksharaError
 from akshara_hf.folders import add_overwrite_flag, check_output, staged_output
+from akshara_hf.progress import progress
 
 DATA_KEYS = ("seed", "on_bad_row", "validation_fraction", "sources")
 SOURCE_KEYS = ("kind", "path", "split", "config", "revision", "validation_path", "validation_split", "limit",
@@ -308,14 +309,17 @@ def build_mixture(recipe_path: str | os.PathLike | DataSection, output_dir: str 
     _clean_legacy_staging(output)
     with staged_output(output, COMMAND, overwrite=overwrite, inputs=inputs) as staging:
         train_parts, validation_parts, entries = [], [], []
-        for spec in section.sources:
-            try:
-                train, validation, entry = _build_source(section, spec, staging.scratch / "cache", tokenizer)
-            except AksharaError as error:
-                raise AksharaError(f"{section.recipe}: data.sources[{spec.index}] ({spec.kind}): {error}") from None
-            train_parts.append(train)
-            validation_parts.append(validation)
-            entries.append(entry)
+        with progress(len(section.sources), f"{COMMAND}: sources", "source") as bar:
+            for spec in section.sources:
+                bar.set_postfix_str(spec.kind, refresh=False)
+                try:
+                    train, validation, entry = _build_source(section, spec, staging.scratch / "cache", tokenizer)
+                except AksharaError as error:
+                    raise AksharaError(f"{section.recipe}: data.sources[{spec.index}] ({spec.kind}): {error}") from None
+                train_parts.append(train)
+                validation_parts.append(validation)
+                entries.append(entry)
+                bar.update(1)
         validation = concatenate_datasets(validation_parts)
         if len(validation) == 0:
             raise AksharaError(f"{section.recipe}: the validation split is empty: raise data.validation_fraction "
