@@ -42,6 +42,7 @@ ALLOW_PATTERNS = [
     "loss_curve.png",
     "log.jsonl",
     "nanochat_meta.json",
+    "nanochat_padding.tensors",  # nanochat's vocab padding rows, for export-nanochat (akshara_hf/conversion/convert.py)
 ]
 # Top level only: huggingface_hub's `filter_repo_objects` matches with fnmatch, where "*" also crosses "/", so every
 # path inside a subfolder is ignored explicitly (on top of huggingface_hub's own defaults, .git and .cache/huggingface).
@@ -89,8 +90,10 @@ def _safetensors_files(folder: Path) -> list[Path]:
     """The weights, checked cheaply (header only) so a truncated file is named before any process starts."""
     from safetensors import safe_open
 
-    # Other *.safetensors files (a converted folder's `nanochat_padding.safetensors`) are not the model's weights.
+    # Loaders that read every *.safetensors of a repo as weights (vLLM) fail on any other one, e.g. the
+    # `nanochat_padding.safetensors` that convert-nanochat wrote before it became `nanochat_padding.tensors`.
     index = folder / "model.safetensors.index.json"
+    shards = {"model.safetensors"}
     if index.is_file():
         try:
             shards = set(json.loads(index.read_text())["weight_map"].values())
@@ -103,6 +106,11 @@ def _safetensors_files(folder: Path) -> list[Path]:
         raise AksharaError(f"{folder}: no model.safetensors weights (nor a model.safetensors.index.json)")
     files = sorted(folder.glob("*.safetensors"))
     for path in files:
+        if path.name not in shards:
+            hint = " (rename it to nanochat_padding.tensors: the same bytes, where export-nanochat reads them)" \
+                if path.name == "nanochat_padding.safetensors" else ""
+            raise AksharaError(f"{path}: not one of the model's weight files, but vLLM and other loaders would read "
+                               f"it as weights{hint}")
         try:  # safetensors reads the header and checks it against the file's length, without loading tensors
             with safe_open(path, framework="pt"):
                 pass

@@ -173,6 +173,11 @@ def _config_without_auto_map(folder):
         (_remove("model.safetensors"), "no model.safetensors weights"),
         (_write("model.safetensors", "abc"), "model.safetensors: not a safetensors file"),
         (_truncate_weights, "model.safetensors: not a safetensors file"),
+        # what convert-nanochat wrote before nanochat_padding.tensors: vLLM read its tensors as a second set of weights
+        (lambda folder: (folder / "nanochat_padding.safetensors").write_bytes((folder / "model.safetensors").read_bytes()),
+         "nanochat_padding.safetensors: not one of the model's weight files, but vLLM and other loaders would read it "
+         "as weights (rename it to nanochat_padding.tensors"),
+        (_write("extra.safetensors", "abc"), "extra.safetensors: not one of the model's weight files"),
         (_write("config.json", "{not json"), "config.json: not valid JSON"),
         (_remove("config.json"), "config.json: missing"),
         (_config_without_auto_map, "config.json: model_type 'akshara' without auto_map"),

@@ -8,12 +8,21 @@ them and tests can check them against nanochat's reported numbers.
 """
 
 import logging
+from collections import defaultdict
 from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from akshara_hf.errors import AksharaError
+from akshara_hf.training.muon_sharding import (
+    assign_owners,
+    broadcast_from_owners,
+    data_parallel_rank,
+    gather_states,
+    only_owned_gradients,
+)
 from akshara_hf.training.polar_muon import PolarExpressMuon
 
 logger = logging.getLogger(__name__)
@@ -198,6 +207,14 @@ class MuonAdamW(torch.optim.Optimizer):
         and its top-level 2026 tensors are ours under `transformer.` (e.g. `value_embeds.1.weight` ->
         `transformer.value_embeds.1.weight`). nanochat's LRs in such a file are those of the end of its run: keep ours.
 
+    Several processes (DDP; `shard`, default on): each Muon matrix has one owner rank (`muon_sharding`), which alone
+    orthogonalises it and keeps its state; the updated matrices are then broadcast from their owners. Each rank's
+    `state` holds only its own matrices' Muon state, so `state_dict()` needs the collective `consolidate_state_dict()`
+    on every rank first (it raises otherwise; `MuonSFTTrainer` does this when it saves) and then returns every
+    matrix's state, as one process would hold it. `load_state_dict` takes such a full state (from any number of
+    processes) and keeps the matrices this rank owns. Parameters sharded themselves (FSDP2's or tensor parallelism's
+    DTensors) are refused: Muon would orthogonalise each shard, not the matrix.
+
     PEFT adapters (group "adapter", LoRA's A and B included) go to AdamW, at `adapter_lr`. torch's Muon would
     orthogonalize each factor's update on its own, which is not Muon's steepest descent on the adapted weight
     W + B @ A: the step then depends on the arbitrary scale split between A and B (LoRA-Muon, Cesista et al., 2026,
@@ -217,10 +234,23 @@ class MuonAdamW(torch.optim.Optimizer):
         weight_decay: float = 0.0,
         muon_weight_decay: float = 0.0,
         muon: str = "late-2025",
+        shard: bool = True,
     ):
         if muon not in MUON_VARIANTS:
             raise AksharaError(f"muon must be one of {list(MUON_VARIANTS)}, got {muon!r}")
-        self.muon_variant = muon
+        for group in muon_groups:
+            for param in group["params"]:
+                param = param[1] if isinstance(param, tuple) else param
+                if isinstance(param, DTensor):
+                    raise AksharaError(
+                        f"Muon got a sharded matrix ({param.placements}, FSDP or tensor parallelism): it would "
+                        "orthogonalise each process's shard instead of the matrix. Train with DDP (one whole copy per "
+                        "process: accelerate's multi_gpu.yaml), where Muon's work is split by matrix instead"
+                    )
+        self.muon_variant, self.shard_muon = muon, shard
+        self._owners: tuple[int, list[int]] | None = None  # (world size, owner rank of each Muon matrix)
+        # Version of the Muon state (a step or a loaded state changes it), and the consolidated copy of that version.
+        self._state_version, self._consolidated = 0, None
         if not muon_groups:
             self.muon = None
         elif muon == "2026":
@@ -264,6 +294,7 @@ class MuonAdamW(torch.optim.Optimizer):
         scalar_lr: float = 0.5,
         adapter_lr: float = 2e-4,
         muon: str | None = None,
+        shard: bool = True,
     ) -> "MuonAdamW":
         """nanochat's `setup_optimizers` followed by its `lr *= init_lr_frac`.
 
@@ -276,7 +307,7 @@ class MuonAdamW(torch.optim.Optimizer):
         lambdas), betas and weight decays (`NANOCHAT_2026_ADAMW`); `weight_decay` is then Muon's, as there.
 
         `muon`: None = the model's generation (`config.nanochat_generation`: "2026" -> `PolarExpressMuon`, otherwise
-        torch's Muon); "late-2025" or "2026" to choose.
+        torch's Muon); "late-2025" or "2026" to choose. `shard`: split Muon by matrix across processes (see the class).
         """
         for key, value in (("matrix_lr", matrix_lr), ("embedding_lr", embedding_lr),
                            ("unembedding_lr", unembedding_lr), ("init_lr_frac", init_lr_frac),
@@ -302,7 +333,7 @@ class MuonAdamW(torch.optim.Optimizer):
                 param_groups["adapter"] = {"params": groups["adapter"], "lr": adapter_lr, "name": "adapter"}
             matrices = param_groups.pop("muon")
             return cls([matrices] if matrices["params"] else [], list(param_groups.values()),
-                       muon_weight_decay=weight_decay, muon=muon)
+                       muon_weight_decay=weight_decay, muon=muon, shard=shard)
         lrs = {
             "muon": matrix_lr,
             "embedding": embedding_lr * scale,
@@ -320,7 +351,26 @@ class MuonAdamW(torch.optim.Optimizer):
             [group for name, group in param_groups.items() if name != "muon"],
             weight_decay=weight_decay,
             muon=muon,
+            shard=shard,
         )
+
+    def _muon_params(self) -> list[torch.Tensor]:
+        return [param for group in self.muon.param_groups for param in group["params"]]
+
+    def _sharding(self) -> tuple[int, list[int]] | None:
+        """(this rank, owner of each Muon matrix) when the Muon work is split across processes, else None."""
+        where = data_parallel_rank() if self.shard_muon and self.muon is not None else None
+        if where is None:
+            return None
+        rank, world = where
+        if self._owners is None or self._owners[0] != world:
+            self._owners = (world, assign_owners([param.shape for param in self._muon_params()], world))
+        return rank, self._owners[1]
+
+    def _state_shapes(self, param: torch.Tensor) -> dict:
+        if isinstance(self.muon, PolarExpressMuon):
+            return self.muon.state_shapes(param)
+        return {"momentum_buffer": tuple(param.shape)}  # torch's Muon
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -328,13 +378,52 @@ class MuonAdamW(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for part in self._parts().values():
-            if part is not None:
-                part.step()
+        self._state_version += 1
+        sharding = self._sharding()
+        handles = []
+        if sharding is None:
+            if self.muon is not None:
+                self.muon.step()
+        else:
+            rank, owners = sharding
+            params = self._muon_params()
+            with only_owned_gradients(params, owners, rank):
+                self.muon.step()
+            handles = broadcast_from_owners(params, owners)
+        if self.adamw is not None:
+            self.adamw.step()  # while the matrices travel
+        for handle in handles:
+            handle.wait()
         return loss
 
+    def consolidate_state_dict(self) -> None:
+        """Collect every Muon matrix's state from its owner (a collective: call it on every rank), for the next
+        `state_dict()`. Nothing to do on one process."""
+        sharding = self._sharding()
+        if sharding is not None:
+            rank, owners = sharding
+            states = gather_states(self.muon.state, self._muon_params(), owners, rank, self._state_shapes)
+            self._consolidated = (self._state_version, states)
+
+    def release_consolidated_state(self) -> None:
+        """Drop the copy `consolidate_state_dict` made (it holds every matrix's state on every rank)."""
+        self._consolidated = None
+
     def state_dict(self) -> dict:
-        state = {key: None if part is None else part.state_dict() for key, part in self._parts().items()}
+        parts = self._parts()
+        if self._sharding() is not None and self._state_version:  # version 0: no Muon state on any rank yet
+            if self._consolidated is None or self._consolidated[0] != self._state_version:
+                raise AksharaError(
+                    "MuonAdamW splits the Muon state across processes: call consolidate_state_dict() on every "
+                    "process first (MuonSFTTrainer does when it saves a checkpoint)"
+                )
+            own, self.muon.state = self.muon.state, defaultdict(dict, self._consolidated[1])
+            try:
+                state = {key: None if part is None else part.state_dict() for key, part in parts.items()}
+            finally:
+                self.muon.state = own
+        else:
+            state = {key: None if part is None else part.state_dict() for key, part in parts.items()}
         state["muon_variant"] = self.muon_variant
         return state
 
@@ -358,9 +447,23 @@ class MuonAdamW(torch.optim.Optimizer):
                 )
         for key, part in self._parts().items():
             if part is not None:
-                part.load_state_dict(state_dict[key])
+                try:
+                    part.load_state_dict(state_dict[key])
+                except (ValueError, KeyError, TypeError) as error:  # torch's check of group sizes, or a foreign dict
+                    raise AksharaError(
+                        f"MuonAdamW state: its {key!r} part does not fit this optimizer's parameters ({error}); saved "
+                        "from a model with other trainable weights?"
+                    ) from None
         # torch's load_state_dict replaces the inner group dicts: share the new ones again.
         self.param_groups = self._shared_groups()
+        if state_dict["muon"] is not None and state_dict["muon"]["state"]:
+            self._state_version += 1
+        sharding = self._sharding()
+        if sharding is not None:  # keep only the matrices this rank owns
+            rank, owners = sharding
+            for param, owner in zip(self._muon_params(), owners):
+                if owner != rank:
+                    self.muon.state.pop(param, None)
 
 
 def sft_lr_multiplier(step: float, num_steps: float) -> float:

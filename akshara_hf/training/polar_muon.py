@@ -142,13 +142,18 @@ class PolarExpressMuon(torch.optim.Optimizer):
                 if param.ndim != 2:
                     raise ValueError(f"PolarExpressMuon takes 2-D parameters only, got shape {tuple(param.shape)}")
 
+    @staticmethod
+    def state_shapes(param: torch.Tensor) -> dict[str, tuple[int, ...]]:
+        """The shape of each state tensor of `param` (all in its dtype)."""
+        rows, cols = param.shape
+        moment_shape = (rows, 1) if second_moment_dim(param.shape) == -1 else (1, cols)
+        return {"momentum_buffer": (rows, cols), "second_momentum_buffer": moment_shape}
+
     def init_state(self, param: torch.Tensor) -> dict:
         state = self.state[param]
         if not state:
-            rows, cols = param.shape
-            moment_shape = (rows, 1) if second_moment_dim(param.shape) == -1 else (1, cols)
-            state["momentum_buffer"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-            state["second_momentum_buffer"] = torch.zeros(moment_shape, dtype=param.dtype, device=param.device)
+            for key, shape in self.state_shapes(param).items():
+                state[key] = torch.zeros(shape, dtype=param.dtype, device=param.device)
         return state
 
     @torch.no_grad()
