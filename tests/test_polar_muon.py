@@ -131,8 +131,10 @@ def test_one_sft_step_equals_nanochat_2026_chat_sft(tmp_path):
     model.load_state_dict(nanochat_state_to_akshara(state, config), strict=True)
     rows = [{"input_ids": ref[f"row/{i}/input_ids"].tolist(), "assistant_masks": ref[f"row/{i}/mask"].tolist()}
             for i in range(SETTINGS["sft_settings"]["rows"])]  # fmt: skip
+    # sft-2026 runs by data progress: the one step of this run ends it (progress 1, multiplier final_lr_frac), so
+    # final_lr_frac 1 gives the multiplier of a real run's first step, 1, as the reference step has.
     args = tiny_config(tmp_path, max_steps=1, per_device_train_batch_size=2, target_examples_per_step=4,
-                       schedule="sft-2026", **SETTINGS["sft_lrs"])  # fmt: skip
+                       schedule="sft-2026", final_lr_frac=1.0, **SETTINGS["sft_lrs"])  # fmt: skip
     assert (args.init_lr_frac, args.gradient_accumulation_steps) == (0.8, 2)
     from akshara_hf.training.trainer import MuonSFTTrainer
 
