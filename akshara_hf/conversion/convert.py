@@ -9,7 +9,8 @@ What the HF model cannot hold travels beside it in the converted folder, so that
 checkpoint's tensors bit for bit: the vocab padding rows (never read by the forward) in `nanochat_padding.tensors`
 (safetensors bytes under a name no weight loader globs: vLLM and others read every `*.safetensors` of a folder as
 weights, and these tensors are named like the model's), and each tensor's original dtype (the HF weights are in one dtype, the widest of the checkpoint's: a 2026 bf16 run's
-bf16 embeddings are widened to fp32 losslessly) under `"akshara"` in `nanochat_meta.json`.
+bf16 embeddings are widened to fp32 losslessly) under `"akshara"` in `nanochat_meta.json`. A nanochat 2026
+checkpoint's optimizer state travels too, for SFT's warm start (`optimizer_state`: `nanochat_optimizer.tensors`).
 """
 
 from __future__ import annotations
@@ -232,10 +233,13 @@ def convert_nanochat(
     tokenizer_dir: str | Path | None = None,
     step: int | None = None,
     overwrite: bool = False,
+    optimizer: bool = True,
 ) -> Path:
     """A nanochat checkpoint directory -> an HF folder loadable by AutoModelForCausalLM/AutoTokenizer/pipeline.
 
-    `overwrite` replaces an earlier convert-nanochat output; any other existing folder is refused."""
+    `overwrite` replaces an earlier convert-nanochat output; any other existing folder is refused. `optimizer`: carry a
+    nanochat 2026 checkpoint's optimizer state (`optim_{step}_rank*.pt`) into the folder for SFT's warm start
+    (`akshara_hf.conversion.optimizer_state`)."""
     from akshara_hf.model.configuration_akshara import AksharaConfig
     from akshara_hf.model.modeling_akshara import AksharaForCausalLM
     from akshara_hf.tokenization.tokenizer import load_tiktoken_encoding, tiktoken_to_fast
@@ -277,6 +281,7 @@ def convert_nanochat(
     model._init_weights(model.transformer.rotary_emb)
     model.config.dtype = dtype
     tokenizer = tiktoken_to_fast(encoding)
+    optimizer_state = _optimizer_state(checkpoint_dir, step, raw, config) if optimizer else None
 
     def write(folder: Path) -> None:
         save_with_tokenizer(model, tokenizer, folder)
@@ -287,9 +292,28 @@ def convert_nanochat(
             from safetensors.torch import save
 
             (folder / PADDING_FILE).write_bytes(save(padding))
+        if optimizer_state is not None:
+            from akshara_hf.conversion.optimizer_state import write_optimizer_state
+
+            write_optimizer_state(folder, *optimizer_state)
 
     inputs = [checkpoint_dir, tokenizer_dir]
     return _write_atomically(output_dir, "convert-nanochat", write, overwrite, inputs)
+
+
+def _optimizer_state(checkpoint_dir: Path, step: int, raw: dict, config):
+    """The checkpoint's optimizer state for the converted folder, or None (none saved, or not a 2026 model's)."""
+    from akshara_hf.conversion.optimizer_state import find_optimizer_files, read_nanochat_optimizer
+
+    files = find_optimizer_files(checkpoint_dir, step)
+    if not files:
+        return None
+    if config.nanochat_generation != "2026":
+        print(f"convert-nanochat: {files[0].name}: optimizer state is carried for nanochat 2026 checkpoints only",
+              file=sys.stderr)
+        return None
+    shapes = {key: tuple(tensor.shape) for key, tensor in raw.items()}
+    return read_nanochat_optimizer(files, shapes, config.vocab_size, nanochat_key_to_ours)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -487,9 +511,12 @@ def register(subparsers) -> None:
     p.add_argument("--tokenizer-dir", default=None,
                    help="folder with tokenizer.pkl (default: beside the checkpoint, else nanochat's BASE/tokenizer/)")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
+    p.add_argument("--no-optimizer", dest="optimizer", action="store_false",
+                   help="leave out the checkpoint's optimizer state (optim_STEP_rank*.pt; carried by default, for "
+                        "SFT's warm_start_optimizer)")
     add_overwrite_flag(p)
     p.set_defaults(func=lambda a: print(convert_nanochat(a.checkpoint_dir, a.output_dir, a.tokenizer_dir, a.step,
-                                                         overwrite=a.overwrite)))
+                                                         overwrite=a.overwrite, optimizer=a.optimizer)))
 
     p = subparsers.add_parser("export-nanochat", help="Akshara folder -> nanochat checkpoint dir (model, meta, tokenizer)")
     p.add_argument("folder")

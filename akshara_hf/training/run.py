@@ -147,10 +147,35 @@ def _check_before_work(args, run) -> None:
             raise AksharaError(f"mixture_dir {folder}: needs train and validation splits, has {splits}")
     elif run.data is None:
         raise AksharaError("no data: give the recipe a data: section (or --data, or mixture_dir)")
+    if args.warm_start_optimizer:
+        _check_warm_start(run)
     resume = args.resume_from_checkpoint
     if resume is not None and not (Path(resume) / "trainer_state.json").is_file():
         raise AksharaError(f"resume_from_checkpoint {resume}: not a checkpoint folder (no trainer_state.json)")
     _check_output_dir(Path(args.output_dir), run, resume)
+
+
+def _check_warm_start(run) -> None:
+    """`warm_start_optimizer` needs a model that comes with an optimizer state: a nanochat checkpoint directory with
+    its newest step's `optim_*_rank*.pt`, or a folder convert-nanochat wrote from one."""
+    from akshara_hf.conversion.convert import find_checkpoint
+    from akshara_hf.conversion.optimizer_state import OPTIMIZER_LAYOUT, find_optimizer_files
+
+    if run.model_config is not None:
+        raise AksharaError("warm_start_optimizer: a new model (model_config) has no optimizer state to start from; "
+                           "give model_name_or_path a nanochat 2026 checkpoint or the folder convert-nanochat made of it")
+    source = Path(run.model_name_or_path)
+    if not source.is_dir():
+        raise AksharaError(f"warm_start_optimizer: {source} is not a local folder; the optimizer state comes from a "
+                           "nanochat 2026 checkpoint directory or the folder convert-nanochat made of it")
+    if any(source.glob("model_*.pt")):
+        _, _, step = find_checkpoint(source)
+        if not find_optimizer_files(source, step):
+            raise AksharaError(f"warm_start_optimizer: {source} has no optim_{step:06d}_rank*.pt (the checkpoint was "
+                               "saved without its optimizer state)")
+    elif not (source / OPTIMIZER_LAYOUT).is_file():
+        raise AksharaError(f"warm_start_optimizer: {source} has no {OPTIMIZER_LAYOUT} (convert-nanochat writes it "
+                           "from a nanochat 2026 checkpoint's optim_*_rank*.pt)")
 
 
 def _check_checkpoint_shapes(model, checkpoint: Path) -> None:
