@@ -269,7 +269,7 @@ def test_a_symlink_is_never_uploaded_and_is_listed_as_skipped(folder, hub_calls,
     assert [path for path, _ in publish.files_to_upload(folder)] == regular
     assert "notes.py" not in "".join(line for line in out.splitlines() if not line.startswith("not uploaded"))
     assert "not uploaded (symbolic links, never followed): extra, loss_curve.png, notes.py" in out
-    monkeypatch.setattr(publish, "check_loads", lambda f: {"model_class": "stub", "prompt_tokens": 1})
+    monkeypatch.setattr(publish, "check_loads", lambda f, **_: {"model_class": "stub", "prompt_tokens": 1})
     assert publish.main_args(["publish", str(folder), "--repo-id", REPO_ID]) == 0
     (name, (_, operations), _), = [call for call in hub_calls if call[0] != "create_repo"]
     assert name == "create_commit"
@@ -301,7 +301,7 @@ def test_a_file_swapped_for_a_link_after_the_check_is_not_sent(folder, hub_calls
     secret = tmp_path / "secret"
     secret.write_text("secret")
 
-    def check_then_swap(f):
+    def check_then_swap(f, **_):
         (folder / "generation_config.json").unlink()
         (folder / "generation_config.json").symlink_to(secret)
         return {"model_class": "stub", "prompt_tokens": 1}
