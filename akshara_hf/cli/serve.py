@@ -205,9 +205,9 @@ def _model_manager_class():
     class PinnedModelManager(ModelManager):
         """transformers' ModelManager for one local folder or Hub repo, loaded through `akshara_hf.loading`."""
 
-        def __init__(self, source: str, trust_remote_code: bool = False, **kwargs):
-            self.source = source  # the hooks below load this, whatever name the server gives it
-            super().__init__(trust_remote_code=trust_remote_code, force_model=source, **kwargs)
+        def __init__(self, name: str, source: str, trust_remote_code: bool = False, **kwargs):
+            self.source = source  # the hooks below load this; `name` is the model id requests must give
+            super().__init__(trust_remote_code=trust_remote_code, force_model=name, **kwargs)
 
         def _load_processor(self, model_id_and_revision: str, gguf_file: str | None = None):
             from akshara_hf.loading import load_config, load_tokenizer
@@ -273,7 +273,8 @@ def load_pinned(folder: str, device: str = "auto", dtype: str = "auto", trust_re
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        return _model_manager_class()(source, trust_remote_code, device=device, dtype=dtype)
+        # pinned to FOLDER as written (`./akshara-tiny`, which a client repeats), loaded from the resolved path
+        return _model_manager_class()(str(folder), source, trust_remote_code, device=device, dtype=dtype)
     finally:
         quiet.setLevel(level)
 
