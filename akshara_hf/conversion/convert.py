@@ -24,6 +24,7 @@ from pathlib import Path
 from akshara_hf.errors import AksharaError
 from akshara_hf.folders import add_overwrite_flag, check_output, staged_output
 from akshara_hf.lazy import lazy_import
+from akshara_hf.loading import add_trust_flag
 
 torch = lazy_import("torch")  # loaded by the first converter that runs, not by `akshara-hf --help`
 
@@ -387,18 +388,17 @@ def native_to_akshara(native, source: str = "model"):
     return model
 
 
-def _tokenizer_of(folder):
+def _tokenizer_of(folder, trust_remote_code: bool = False):
     """The folder's tokenizer, or None for a weights-only folder. A tokenizer saved without a chat template gets the
     package's (nanochat's layout is the only one its special tokens encode), so the converted folder chats and serves."""
     import sys
 
-    from transformers import AutoTokenizer
-
+    from akshara_hf.loading import load_tokenizer
     from akshara_hf.tokenization.chat import load_chat_template, special_token_ids
 
     if not (Path(folder) / "tokenizer.json").is_file():
         return None
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer = load_tokenizer(str(folder), trust_remote_code)
     if not tokenizer.chat_template:
         try:
             special_token_ids(tokenizer)
@@ -409,8 +409,8 @@ def _tokenizer_of(folder):
     return tokenizer
 
 
-def _save_converted(model, folder, output_dir, command: str, overwrite: bool) -> Path:
-    tokenizer = _tokenizer_of(folder)
+def _save_converted(model, folder, output_dir, command: str, overwrite: bool, trust_remote_code: bool = False) -> Path:
+    tokenizer = _tokenizer_of(folder, trust_remote_code)
 
     def write(out: Path) -> None:
         model.save_pretrained(out)
@@ -420,26 +420,29 @@ def _save_converted(model, folder, output_dir, command: str, overwrite: bool) ->
     return _write_atomically(output_dir, command, write, overwrite, [folder])
 
 
-def export_native(folder: str | Path, output_dir: str | Path, overwrite: bool = False) -> Path:
+def export_native(folder: str | Path, output_dir: str | Path, overwrite: bool = False,
+                  trust_remote_code: bool = False) -> Path:
     """An Akshara folder -> a folder of transformers' native `nanochat` type (loads without remote code)."""
     from akshara_hf.loading import load_model, resolve_model
 
     check_output(output_dir, "export-native", overwrite=overwrite, inputs=[folder])
-    model = load_model(resolve_model(folder, tokenizer=False), trust_remote_code=False)
+    model = load_model(resolve_model(folder, tokenizer=False), trust_remote_code)
     if model.config.model_type != "akshara":
         raise AksharaError(f"{folder}: model_type {model.config.model_type!r}, expected 'akshara'")
-    return _save_converted(akshara_to_native(model), folder, output_dir, "export-native", overwrite)
+    return _save_converted(akshara_to_native(model), folder, output_dir, "export-native", overwrite, trust_remote_code)
 
 
-def import_native(folder: str | Path, output_dir: str | Path, overwrite: bool = False) -> Path:
+def import_native(folder: str | Path, output_dir: str | Path, overwrite: bool = False,
+                  trust_remote_code: bool = False) -> Path:
     """A folder of transformers' native `nanochat` type -> an Akshara folder."""
     from akshara_hf.loading import load_model, resolve_model
 
     check_output(output_dir, "import-native", overwrite=overwrite, inputs=[folder])
-    native = load_model(resolve_model(folder, tokenizer=False), trust_remote_code=False)
+    native = load_model(resolve_model(folder, tokenizer=False), trust_remote_code)
     if native.config.model_type != "nanochat":
         raise AksharaError(f"{folder}: model_type {native.config.model_type!r}, expected 'nanochat'")
-    return _save_converted(native_to_akshara(native, str(folder)), folder, output_dir, "import-native", overwrite)
+    return _save_converted(native_to_akshara(native, str(folder)), folder, output_dir, "import-native", overwrite,
+                           trust_remote_code)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -456,20 +459,18 @@ def _same_nanochat_model(first: dict, second: dict) -> bool:
 
 
 def export_nanochat(folder: str | Path, output_dir: str | Path, step: int | None = None,
-                    overwrite: bool = False) -> Path:
+                    overwrite: bool = False, trust_remote_code: bool = False) -> Path:
     """An Akshara folder -> a nanochat checkpoint directory: `model_{step:06d}.pt`, `meta_{step:06d}.json` and the
     tokenizer (`tokenizer.pkl`, `token_bytes.pt`) beside them, as nanochat's `load_checkpoint` and `get_tokenizer`
     read them (copy the two tokenizer files to nanochat's `BASE/tokenizer/`). A folder converted from nanochat gives
     back its checkpoint's tensors bit for bit (padding rows and dtypes from the files described above) and its meta;
     any other folder gets zero padding rows, its own dtypes and `step` (default 0)."""
-    from transformers import AutoTokenizer
-
-    from akshara_hf.loading import load_model, resolve_model
+    from akshara_hf.loading import load_model, load_tokenizer, resolve_model
     from akshara_hf.tokenization.tokenizer import save_nanochat_tokenizer
 
     check_output(output_dir, "export-nanochat", overwrite=overwrite, inputs=[folder])
     folder = Path(resolve_model(folder, tokenizer=False))
-    model = load_model(str(folder), trust_remote_code=False, dtype="auto")
+    model = load_model(str(folder), trust_remote_code, dtype="auto")
     if model.config.model_type != "akshara":
         raise AksharaError(f"{folder}: model_type {model.config.model_type!r}, expected 'akshara'")
     meta_path = folder / NANOCHAT_META_FILE
@@ -490,7 +491,7 @@ def export_nanochat(folder: str | Path, output_dir: str | Path, step: int | None
     meta = {**meta, "step": step, "model_config": model_config}
     padding = read_padding(folder)
     state = akshara_state_to_nanochat(model.state_dict(), model.config.vocab_size, extras, padding)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer = load_tokenizer(str(folder), trust_remote_code, config=model.config)
 
     def write(out: Path) -> None:
         torch.save(state, out / f"model_{step:06d}.pt")
@@ -523,16 +524,22 @@ def register(subparsers) -> None:
     p.add_argument("output_dir")
     p.add_argument("--step", type=int, default=None, help="step in the file names (default: the source's, else 0)")
     add_overwrite_flag(p)
-    p.set_defaults(func=lambda a: print(export_nanochat(a.folder, a.output_dir, a.step, overwrite=a.overwrite)))
+    add_trust_flag(p)
+    p.set_defaults(func=lambda a: print(export_nanochat(a.folder, a.output_dir, a.step, overwrite=a.overwrite,
+                                                        trust_remote_code=a.trust_remote_code)))
 
     p = subparsers.add_parser("export-native", help="Akshara folder -> transformers' native nanochat folder")
     p.add_argument("folder")
     p.add_argument("output_dir")
     add_overwrite_flag(p)
-    p.set_defaults(func=lambda a: print(export_native(a.folder, a.output_dir, overwrite=a.overwrite)))
+    add_trust_flag(p)
+    p.set_defaults(func=lambda a: print(export_native(a.folder, a.output_dir, overwrite=a.overwrite,
+                                                      trust_remote_code=a.trust_remote_code)))
 
     p = subparsers.add_parser("import-native", help="transformers' native nanochat folder -> Akshara folder")
     p.add_argument("folder")
     p.add_argument("output_dir")
     add_overwrite_flag(p)
-    p.set_defaults(func=lambda a: print(import_native(a.folder, a.output_dir, overwrite=a.overwrite)))
+    add_trust_flag(p)
+    p.set_defaults(func=lambda a: print(import_native(a.folder, a.output_dir, overwrite=a.overwrite,
+                                                      trust_remote_code=a.trust_remote_code)))

@@ -227,7 +227,11 @@ def _check_output_dir(output: Path, run, resume: str | None) -> None:
         raise AksharaError(f"output_dir {error}") from None
 
 
-def _load_model_and_tokenizer(run, output_dir: Path):
+# The recipe's `trust_remote_code` is TRL's SFTConfig field (default false), spelled as a recipe key or flag.
+TRUST_KEY = "trust_remote_code: true (recipe key, or --trust_remote_code true)"
+
+
+def _load_model_and_tokenizer(run, output_dir: Path, trust_remote_code: bool = False):
     from akshara_hf.model.configuration_akshara import AksharaConfig, nanochat_2026_fields
     from akshara_hf.conversion.convert import convert_nanochat
     from akshara_hf.loading import load_model, load_tokenizer
@@ -239,7 +243,7 @@ def _load_model_and_tokenizer(run, output_dir: Path):
         source = str(convert_nanochat(source, output_dir / "converted_base", run.tokenizer_name_or_path,
                                       overwrite=True))
     tokenizer_source = run.tokenizer_name_or_path if run.tokenizer_name_or_path and run.model_config else source
-    tokenizer = load_tokenizer(tokenizer_source)
+    tokenizer = load_tokenizer(tokenizer_source, trust_remote_code, flag=TRUST_KEY)
     if run.model_config is not None:
         spec = dict(run.model_config)
         spec.setdefault("vocab_size", len(tokenizer))
@@ -254,7 +258,7 @@ def _load_model_and_tokenizer(run, output_dir: Path):
         if config.vocab_size != len(tokenizer):
             raise AksharaError(f"model_config vocab_size {config.vocab_size} != tokenizer size {len(tokenizer)}")
         return AksharaForCausalLM(config), tokenizer
-    return load_model(source), tokenizer  # config checked, weights that do not fit refused, one line
+    return load_model(source, trust_remote_code, TRUST_KEY), tokenizer  # config checked, weights that do not fit refused
 
 
 def _mixture(run, output_dir: Path, tokenizer):
@@ -354,7 +358,7 @@ def train(argv: list[str] | None = None, script: str | None = None, card_writer=
         replace_file(output_dir / MARKER, json.dumps({"command": TRAIN_COMMAND, "written_by": "akshara-hf"}) + "\n")
 
     set_seed(args.seed)  # before the model exists: a new model's weights are the recipe's seed's
-    model, tokenizer = _load_model_and_tokenizer(run, output_dir)
+    model, tokenizer = _load_model_and_tokenizer(run, output_dir, args.trust_remote_code)
     check_akshara_model(model)  # before any data is built
     if args.resume_from_checkpoint is not None and not run.use_peft:
         _check_checkpoint_shapes(model, Path(args.resume_from_checkpoint))
