@@ -16,13 +16,13 @@ shared with other jobs that made the demo many times faster.
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from akshara_hf.errors import AksharaError
+from akshara_hf.folders import claim
 from akshara_hf.training.shipped import find_recipe, recipes_dir, training_script  # the clone's, or the installed wheel's
 
 SCRIPTS = {"base": "mid_train.py", "mid": "mid_train.py", "sft": "sft.py"}
@@ -34,6 +34,7 @@ EXPECTED = ("about 1.5 minutes on an idle 2-core CPU (67 s measured); 40 minutes
 QUIET = {"HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
          "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
 
+# Runs in a fresh process: the folder's own remote code, as a Hub user without this package meets it.
 PIPELINE_CHECK = """
 import sys, json
 sys.modules["akshara_hf"] = None  # the folder must stand on its own (remote code), as on the Hub
@@ -87,25 +88,62 @@ def _run_stage(stage: str, recipe: Path, extra: list[str], launcher: list[str], 
         _done(started)
 
 
+ENTRIES = ("tokenizer_corpus", "tokenizer", "base", "mid", "sft")  # what the demo writes into its folder
+
+
 def _prepare_output(root: Path, overwrite: bool) -> Path:
     """The project's output rule (akshara_hf.folders): an earlier demo run is replaced only with --overwrite, a folder
-    the demo did not write never. The marker goes in first, so even an interrupted run can be replaced later. (Not
-    staged like the one-shot commands: the stages write into it for minutes, and the user watches them do so.)"""
-    from akshara_hf.folders import MARKER, check_output
+    the demo did not write never, and --overwrite removes only the entries the demo's marker lists (`claim`): anything
+    else there (an `evaluate --output` the "try next" suggests, the user's notes) stays, and is reported. (Not staged
+    like the one-shot commands: the stages write into it for minutes, and the user watches them do so.)"""
+    from akshara_hf.folders import MARKER, check_output, output_marker, remove_claimed, replace_file
 
     root = check_output(root, "demo", overwrite=overwrite)
-    if root.exists() and any(root.iterdir()):
-        shutil.rmtree(root)  # check_output accepted it: our own earlier demo run, and --overwrite was given
+    if output_marker(root) is not None:  # check_output accepted it: our own earlier demo run, and --overwrite given
+        kept = remove_claimed(root)
+        if kept:
+            print(f"kept in {root} (not written by the demo): {', '.join(kept)}", flush=True)
+    for name in ENTRIES:  # in a folder that holds other things too, the demo's names must be free
+        if (root / name).exists() or (root / name).is_symlink():
+            raise AksharaError(f"{root / name}: not written by the demo (its marker does not list it); move it away "
+                               "or choose another --output")
     root.mkdir(parents=True, exist_ok=True)
-    (root / MARKER).write_text(json.dumps({"command": "demo", "written_by": "akshara-hf"}) + "\n")
+    if output_marker(root) is None:
+        replace_file(root / MARKER, json.dumps({"command": "demo", "written_by": "akshara-hf", "wrote": []}) + "\n")
     return root
+
+
+def pipeline_check(folder: Path, prompt: str = DEMO_PROMPT) -> dict:
+    """Step 5: `pipeline("text-generation")` on FOLDER in a fresh process without this package; the reply message.
+
+    The one place the demo runs a model folder's Python, announced in its step line: the folder it has just written,
+    and only while that Python is this package's own (`check_folder_code(own_files=True)`: the Akshara auto_map, the
+    installed files byte for byte, no tokenizer or generate code). The remote code goes to a temporary modules cache,
+    as publish's check does, so no stale copy answers for it."""
+    import tempfile
+
+    from akshara_hf.loading import check_folder_code
+
+    check_folder_code(str(folder), own_files=True, hint="the demo runs only the code it wrote itself")
+    with tempfile.TemporaryDirectory(prefix="akshara-demo-") as scratch:
+        env = {**os.environ, "HF_MODULES_CACHE": str(Path(scratch) / "modules"), "HF_HUB_OFFLINE": "1"}
+        result = subprocess.run([sys.executable, "-c", PIPELINE_CHECK, str(folder), prompt],
+                                capture_output=True, text=True, env=env, cwd=scratch)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        raise AksharaError(f"{folder}: the pipeline check failed: {lines[-1] if lines else result.returncode}")
+    reply = json.loads(result.stdout.strip().splitlines()[-1])
+    if reply.get("role") != "assistant":
+        raise AksharaError(f"pipeline returned {reply!r}, expected an assistant message")
+    return reply
 
 
 def _train_tokenizer(root: Path, vocab_size: int) -> Path:
     from akshara_hf.data.mixture import build_mixture
     from akshara_hf.tokenization.tokenizer import train_tokenizer
 
-    mixture = build_mixture(recipes_dir() / "tiny-mid.yaml", root / "tokenizer_corpus", overwrite=True)  # the demo's own
+    # The demo's own (listed in its marker before it is written).
+    mixture = build_mixture(recipes_dir() / "tiny-mid.yaml", claim(root, "tokenizer_corpus"), overwrite=True)
 
     def texts():
         for messages in mixture["train"]["messages"]:
@@ -114,7 +152,7 @@ def _train_tokenizer(root: Path, vocab_size: int) -> Path:
                 yield content if isinstance(content, str) else "".join(part["text"] for part in content)
 
     tokenizer = train_tokenizer(texts(), vocab_size=vocab_size)
-    tokenizer.save_pretrained(root / "tokenizer")
+    tokenizer.save_pretrained(claim(root, "tokenizer"))
     return root / "tokenizer"
 
 
@@ -134,21 +172,18 @@ def run_demo(output: str | Path = "runs/demo", recipe: str | Path | None = None,
     tokenizer = _train_tokenizer(root, vocab_size)
     _done(step)
     _run_stage("base", recipes_dir() / "tiny-base.yaml",
-               ["--tokenizer_name_or_path", str(tokenizer), "--output_dir", str(root / "base"), *steps], launcher, 2)
+               ["--tokenizer_name_or_path", str(tokenizer), "--output_dir", str(claim(root, "base")), *steps],
+               launcher, 2)
     _run_stage("mid", recipes_dir() / "tiny-mid.yaml",
-               ["--model_name_or_path", str(root / "base"), "--output_dir", str(root / "mid"), *steps], launcher, 3)
+               ["--model_name_or_path", str(root / "base"), "--output_dir", str(claim(root, "mid")), *steps],
+               launcher, 3)
     _run_stage("sft", recipes_dir() / "tiny-sft.yaml",
-               ["--model_name_or_path", str(root / "mid"), "--output_dir", str(root / "sft"), *steps], launcher, 4)
-    step = _announce(5, "reload sft/ in a fresh process with its remote code only (as from the Hub) and ask "
-                        "pipeline('text-generation') a Telugu question")
-    result = subprocess.run([sys.executable, "-c", PIPELINE_CHECK, str(root / "sft"), DEMO_PROMPT],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        raise AksharaError(f"{root / 'sft'}: the pipeline check failed: {lines[-1] if lines else result.returncode}")
-    reply = json.loads(result.stdout.strip().splitlines()[-1])
-    if reply.get("role") != "assistant":
-        raise AksharaError(f"pipeline returned {reply!r}, expected an assistant message")
+               ["--model_name_or_path", str(root / "mid"), "--output_dir", str(claim(root, "sft")), *steps],
+               launcher, 4)
+    step = _announce(5, "reload sft/ in a fresh process without akshara_hf (as from the Hub), trusting the remote code "
+                        "this demo just wrote there (configuration_akshara.py, modeling_akshara.py, checked identical "
+                        "to the installed package's), and ask pipeline('text-generation') a Telugu question")
+    reply = pipeline_check(root / "sft")
     _done(step)
     facts = json.loads((root / "sft" / "run_facts.json").read_text())
     _announce(6, "the answer")
