@@ -88,8 +88,8 @@ def _line_tqdm():
         def close(self):
             if getattr(self, "disable", True):
                 return super().close()
-            if self.leave is not False and getattr(self, "_shown_n", None) != self.n:
-                self.display()  # the last count, once (tqdm's own close shows only bars it has shown before)
+            if self.leave is not False and getattr(self, "_shown", None) != (self.n, self.postfix):
+                self.display()  # the last count (and loss), once; tqdm's own close shows only bars shown before
             self.leave = False  # tqdm's close would print the same count again
             super().close()
 
@@ -98,7 +98,7 @@ def _line_tqdm():
             if text:
                 self.fp.write(text.rstrip() + "\n")
                 self.fp.flush()
-                self._shown_n = self.n
+                self._shown = (self.n, self.postfix)
             return True
 
     return LineTqdm
