@@ -16,3 +16,24 @@ def converted_folder(tmp_path_factory):
 
     _, checkpoints, _ = make_nanochat_run(tmp_path_factory.mktemp("nanochat"))
     return convert_nanochat(checkpoints, tmp_path_factory.mktemp("converted") / "akshara-tiny")
+
+
+@pytest.fixture
+def network_calls(monkeypatch):
+    """Every attempt to reach another machine (a name lookup, a connection) in this process, recorded and refused:
+    a test asserts the list is empty where a command must not touch the network at all (a mistyped folder must be
+    one line at once, not Hub retries). It checks what happens, not how long it takes."""
+    import socket
+
+    calls = []
+
+    def refuse(kind):
+        def call(*args, **kwargs):
+            calls.append((kind, repr(args[-1] if kind == "connect" else args[:2])))
+            raise OSError(f"the network is off in this test ({kind})")
+        return call
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
+    monkeypatch.setattr(socket, "create_connection", refuse("create_connection"))
+    monkeypatch.setattr(socket.socket, "connect", refuse("connect"))
+    return calls
