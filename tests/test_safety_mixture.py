@@ -1,8 +1,11 @@
 """A mixture never trains on its own validation rows: one input listed twice (each copy would hold out other rows),
 or one entry's validation input being another's train input, is refused; `repeat` is the way to use a source twice."""
 
+import contextlib
 import json
 import os
+import shutil
+import signal
 from pathlib import Path
 
 import datasets
@@ -36,9 +39,14 @@ SMOLTALK = str(SAMPLES / "smoltalk" / "train.jsonl")
 
 
 def test_the_duplicate_mistake_really_leaks(tmp_path, monkeypatch):
-    """Guards the tests below: without the check, the two copies hold out different rows, which the other trains on."""
+    """Guards the tests below: without the path check and the content deduplication, the two copies hold out
+    different rows, which the other trains on; the deduplication alone already prevents it."""
     monkeypatch.setattr(mixture, "_check_distinct_sources", lambda section: None)
-    built = build_mixture(recipe(tmp_path, [{"kind": "smoltalk", "path": SMOLTALK}] * 2), tmp_path / "out")
+    twice = recipe(tmp_path, [{"kind": "smoltalk", "path": SMOLTALK}] * 2)
+    built = build_mixture(twice, tmp_path / "deduplicated")
+    assert rows(built["validation"]) and not set(rows(built["validation"])) & set(rows(built["train"]))
+    monkeypatch.setattr(mixture, "_drop_seen", lambda split, seen: (split, 0))
+    built = build_mixture(twice, tmp_path / "out")
     assert set(rows(built["validation"])) & set(rows(built["train"]))
 
 
@@ -104,7 +112,12 @@ def test_the_tiny_mid_mixture_has_no_validation_row_in_train(tmp_path):
 
 # --- bad text: each row named, never a traceback or a file-only message ----------------------------------------
 
-GOOD = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})
+def good(number: int = 0) -> str:
+    return json.dumps({"messages": [{"role": "user", "content": f"hi {number}"},
+                                    {"role": "assistant", "content": "yo"}]})
+
+
+GOOD = good()
 SURROGATE = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "\\udc80 x"}]}'
 DEEP = '{"messages": ' + "[" * 100_000 + "]" * 100_000 + "}"
 
@@ -113,7 +126,7 @@ DEEP = '{"messages": ' + "[" * 100_000 + "]" * 100_000 + "}"
                                          (DEEP, "JSON nested too deeply")], ids=["surrogate", "deep"])
 def test_bad_text_rows_name_the_file_and_row(tmp_path, bad, reason):
     source = tmp_path / "chats.jsonl"
-    source.write_text(f"{GOOD}\n{GOOD}\n{bad}\n{GOOD}\n", encoding="utf-8")
+    source.write_text(f"{good(1)}\n{good(2)}\n{bad}\n{good(3)}\n", encoding="utf-8")
     with pytest.raises(AksharaError) as error:
         build_mixture(recipe(tmp_path, [{"kind": "smoltalk", "path": str(source)}]), tmp_path / "out")
     assert f"{source}, row 3: {reason}" in str(error.value) and "\n" not in str(error.value)
@@ -140,3 +153,164 @@ def test_train_tokenizer_names_the_bad_line(tmp_path, capsys, bad, reason):
     assert cli(["train-tokenizer", str(source), "--vocab-size", "300", "--output", str(tmp_path / "tok")]) == 2
     err = capsys.readouterr().err.strip()
     assert f"{source}:2:" in err and reason in err and "\n" not in err
+
+
+# --- the same conversations under other names: deduplicated by content before the split ----------------------
+
+IDENTITY = SAMPLES / "identity"
+
+
+def contents(split) -> set[str]:
+    """Conversations by content (as `conversation_key` compares them: whitespace runs and Unicode form aside)."""
+    import unicodedata
+
+    return {json.dumps([[m["role"], " ".join(unicodedata.normalize("NFC", m["content"]).split())] for m in messages],
+                       ensure_ascii=False) for messages in split["messages"]}
+
+
+def respaced(line: str) -> str:
+    """The same conversation as another tool might write it: trailing whitespace, NFD, other JSON spacing."""
+    import unicodedata
+
+    record = json.loads(line)
+    for message in record["messages"]:
+        message["content"] = unicodedata.normalize("NFD", message["content"]) + "  \n"
+    return json.dumps(record, ensure_ascii=True, indent=1).replace("\n", " ")
+
+
+def leak_byte_copy(tmp_path):
+    copy = tmp_path / "copy.jsonl"
+    copy.write_bytes(Path(SMOLTALK).read_bytes())
+    return [{"kind": "smoltalk", "path": SMOLTALK}, {"kind": "smoltalk", "path": str(copy)}], 24
+
+
+def leak_json_beside_jsonl(tmp_path):
+    return [{"kind": "identity", "path": str(IDENTITY / "identity.json")},
+            {"kind": "identity", "path": str(IDENTITY / "identity.jsonl")}], 16
+
+
+def leak_repeated_rows(tmp_path):
+    lines = Path(SMOLTALK).read_text(encoding="utf-8").splitlines()
+    repeated = tmp_path / "repeated.jsonl"
+    repeated.write_text("\n".join(lines + lines[:10] + lines[:5]) + "\n", encoding="utf-8")
+    return [{"kind": "smoltalk", "path": str(repeated)}], 15
+
+
+def leak_respaced_copy(tmp_path):
+    lines = Path(SMOLTALK).read_text(encoding="utf-8").splitlines()
+    other = tmp_path / "other.jsonl"
+    other.write_text("\n".join(respaced(line) for line in lines[:12]) + "\n", encoding="utf-8")
+    return [{"kind": "smoltalk", "path": SMOLTALK}, {"kind": "stories", "path": str(other)}], 12
+
+
+def leak_validation_copy(tmp_path):
+    """One entry's validation file holds conversations another entry trains on: they stay validation rows."""
+    lines = Path(SMOLTALK).read_text(encoding="utf-8").splitlines()
+    validation = tmp_path / "validation.jsonl"
+    validation.write_text("\n".join(lines[:6]) + "\n", encoding="utf-8")
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(good(number) + "\n" for number in range(8)), encoding="utf-8")
+    return [{"kind": "smoltalk", "path": SMOLTALK},
+            {"kind": "smoltalk", "path": str(other), "validation_path": str(validation)}], 6
+
+
+LEAKS = {"byte copy": leak_byte_copy, "identity.json beside identity.jsonl": leak_json_beside_jsonl,
+         "rows repeated in one file": leak_repeated_rows, "re-spaced NFD copy": leak_respaced_copy,
+         "validation file copied into train": leak_validation_copy}
+
+
+@pytest.mark.parametrize("case", LEAKS)
+def test_copies_build_without_a_validation_conversation_in_train(tmp_path, case, capsys):
+    sources, duplicates = LEAKS[case](tmp_path)
+    path = recipe(tmp_path, sources)
+    assert cli(["build-mixture", str(path), str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    built = datasets.load_from_disk(str(tmp_path / "out"))
+    assert len(built["validation"]) and not contents(built["validation"]) & contents(built["train"])
+    assert len(contents(built["train"])) == len(built["train"])  # no conversation twice in train either
+    report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
+    assert report["totals"]["duplicate_rows"] == duplicates
+    assert f"{duplicates} duplicate conversations dropped" in capsys.readouterr().out
+
+
+def test_duplicates_are_dropped_before_repeat_which_still_weights_train(tmp_path):
+    lines = Path(SMOLTALK).read_text(encoding="utf-8").splitlines()
+    repeated = tmp_path / "repeated.jsonl"
+    repeated.write_text("\n".join(lines + lines[:4]) + "\n", encoding="utf-8")
+    built = build_mixture(recipe(tmp_path, [{"kind": "smoltalk", "path": str(repeated), "repeat": 3}]), tmp_path / "out")
+    train, validation = rows(built["train"]), rows(built["validation"])
+    assert len(set(train)) + len(validation) == 24 and not set(validation) & set(train)
+    assert all(train.count(row) == 3 for row in set(train))
+
+
+# --- the same file or folder by inode or containment: refused, naming both entries -------------------------------
+
+
+def test_a_hard_link_is_the_same_input(tmp_path, capsys):
+    os.link(SMOLTALK, tmp_path / "linked.jsonl")
+    path = recipe(tmp_path, [{"kind": "smoltalk", "path": SMOLTALK},
+                             {"kind": "smoltalk", "path": str(tmp_path / "linked.jsonl")}])
+    assert cli(["build-mixture", str(path), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "data.sources[0] and data.sources[1] both read" in err, err
+
+
+@pytest.mark.parametrize("inner, key", [("stories/train", "path"), ("stories/validation", "validation_path")])
+def test_a_folder_and_something_inside_it_are_refused(tmp_path, capsys, inner, key):
+    stories = tmp_path / "stories"
+    shutil.copytree(SAMPLES / "stories", stories)
+    second = {"kind": "smoltalk", "path": SMOLTALK, key: str(tmp_path / inner)}
+    if key == "path":
+        second = {"kind": "stories", "path": str(tmp_path / inner)}
+    path = recipe(tmp_path, [{"kind": "stories", "path": str(stories)}, second])
+    assert cli(["build-mixture", str(path), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"data.sources[0].path ({stories}) contains data.sources[1].{key}" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+# --- named pipes and devices: refused at once, never a read that waits forever -----------------------------------
+
+
+@contextlib.contextmanager
+def no_hang(seconds: int = 20):
+    """Fails the test (instead of hanging the suite) if the body blocks, e.g. opening a named pipe for reading."""
+    def hung(signum, frame):
+        raise TimeoutError(f"blocked for {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("where", ["source", "validation_path", "file in a dataset folder", "recipe"])
+def test_a_named_pipe_is_refused_at_once(tmp_path, capsys, where):
+    pipe = tmp_path / "rows.jsonl"
+    os.mkfifo(pipe)
+    sources = [{"kind": "smoltalk", "path": str(pipe)}]
+    if where == "validation_path":
+        sources = [{"kind": "smoltalk", "path": SMOLTALK, "validation_path": str(pipe)}]
+    elif where == "file in a dataset folder":
+        stories = tmp_path / "stories"
+        shutil.copytree(SAMPLES / "stories", stories)
+        (stories / "train" / "state.json").unlink()
+        os.mkfifo(stories / "train" / "state.json")
+        sources, pipe = [{"kind": "stories", "path": str(stories)}], stories / "train" / "state.json"
+    path = recipe(tmp_path, sources)
+    if where == "recipe":
+        os.unlink(pipe)
+        pipe = path.with_name("pipe.yaml")
+        os.mkfifo(pipe)
+        path = pipe
+    with no_hang():
+        assert cli(["build-mixture", str(path), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"{pipe}: is a named pipe, not a regular file" in err, err
+
+
+def test_a_device_is_refused_as_a_data_file(tmp_path):
+    with no_hang(), pytest.raises(AksharaError, match="/dev/zero: is a character device, not a regular file"):
+        build_mixture(recipe(tmp_path, [{"kind": "smoltalk", "path": "/dev/zero"}]), tmp_path / "out")

@@ -11,8 +11,10 @@ rows held out of its train rows after `limit`. `repeat` copies train rows only.
 Determinism: every random choice is seeded by `derive_seed(data.seed, purpose, source index)`, so the
 same recipe over the same files rebuilds the same rows in the same order. Safety: the output is written through
 `akshara_hf.folders.staged_output` (staged beside OUTPUT_DIR, moved into place when complete, never replacing a
-folder this command did not write); a recipe that reads one input twice is refused (validation rows would leak
-into train).
+folder this command did not write); a recipe that reads one input twice (the same file by inode, or a folder and
+something inside it) is refused, and conversations are deduplicated by content across the whole mixture before
+validation rows are held out (`conversation_key`): no validation conversation is ever in train, whatever the file
+names. `repeat` copies the train rows after that.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from akshara_hf.bounds import regular_file
 from akshara_hf.errors import AksharaError
 from akshara_hf.folders import add_overwrite_flag, check_output, staged_output
 
@@ -100,13 +103,9 @@ def yaml_where(error: Exception) -> str:
 
 def read_recipe(recipe_path: str | os.PathLike) -> dict:
     """A recipe file as a mapping; a missing file, bad YAML or a non-mapping is a one-line `AksharaError`."""
-    recipe = Path(recipe_path)
+    recipe = regular_file(recipe_path, "recipe file")  # a named pipe would block the read forever
     try:
         document = yaml.safe_load(recipe.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AksharaError(f"{recipe}: no such recipe file") from None
-    except IsADirectoryError:
-        raise AksharaError(f"{recipe}: is a folder, not a recipe file") from None
     except UnicodeDecodeError:
         raise AksharaError(f"{recipe}: not a UTF-8 text file") from None
     except yaml.YAMLError as error:
@@ -236,9 +235,9 @@ def _validation_split(location: str, spec: SourceSpec, train_split: str | None, 
     return None
 
 
-def _build_source(section: DataSection, spec: SourceSpec, cache: Path, tokenizer: Any):
-    from datasets import concatenate_datasets
-
+def _convert_inputs(section: DataSection, spec: SourceSpec, cache: Path):
+    """(train rows, validation rows or None, where validation comes from or None, dropped rows by part) of one
+    source, converted; nothing deduplicated or held out yet."""
     from akshara_hf.data.sources import convert_source
 
     hub = {"config": spec.config, "revision": spec.revision}
@@ -246,7 +245,7 @@ def _build_source(section: DataSection, spec: SourceSpec, cache: Path, tokenizer
     train = convert_source(spec.kind, spec.location, split=spec.split, limit=spec.limit,
                            seed=derive_seed(section.seed, "prompts", spec.index), **hub, **options)
     validation_seed = derive_seed(section.seed, "validation-prompts", spec.index)
-    validation = None
+    validation, origin = None, None
     if spec.validation_location is not None:
         # A separate validation input is local (Hub datasets carry their validation split), so no config.
         split = _validation_split(spec.validation_location, spec, None)
@@ -255,12 +254,47 @@ def _build_source(section: DataSection, spec: SourceSpec, cache: Path, tokenizer
     elif (split := _validation_split(spec.location, spec, spec.split, **hub)) is not None:
         validation = convert_source(spec.kind, spec.location, split=split, seed=validation_seed, **hub, **options)
         origin = f"split {split}"
-    train_rows = train.dataset
-    if len(train_rows) == 0:
+    if len(train.dataset) == 0:
         raise AksharaError(f"no usable rows ({train.dropped_count} dropped)")
-    if validation is not None:
-        validation_rows = validation.dataset
-    else:
+    dropped = {}
+    for part, result in (("train", train), ("validation", validation)):
+        for reason, rows in (result.dropped.items() if result is not None else ()):
+            dropped[f"{reason} [{part}]" if part == "validation" else reason] = {
+                "count": rows.count, "first_rows": rows.rows}
+    return train.dataset, None if validation is None else validation.dataset, origin, dropped
+
+
+def conversation_key(messages: list[dict]) -> bytes:
+    """The identity of a conversation for deduplication: roles and contents, each content in Unicode NFC with runs
+    of whitespace made one space and the ends stripped (a copy re-saved by another tool, or with a trailing newline,
+    is the same conversation)."""
+    import unicodedata
+
+    normalized = [[m["role"], " ".join(unicodedata.normalize("NFC", m["content"]).split())] for m in messages]
+    return hashlib.sha256(json.dumps(normalized, ensure_ascii=False).encode("utf-8")).digest()[:16]
+
+
+def _drop_seen(rows, seen: set[bytes]):
+    """(rows without the conversations in `seen` or repeated among them, how many went); adds the kept ones' keys
+    to `seen`."""
+    keep, position = [], 0
+    for batch in rows.select_columns(["messages"]).iter(batch_size=1000):
+        for messages in batch["messages"]:
+            key = conversation_key(messages)
+            if key not in seen:
+                seen.add(key)
+                keep.append(position)
+            position += 1
+    dropped = len(rows) - len(keep)
+    return (rows.select(keep) if dropped else rows), dropped
+
+
+def _split_source(section: DataSection, spec: SourceSpec, train_rows, validation_rows, origin: str | None,
+                  duplicates: int, dropped: dict, tokenizer: Any):
+    """Hold out validation rows (when the source has no validation input), measure, then repeat the train rows."""
+    from datasets import concatenate_datasets
+
+    if validation_rows is None:
         # `datasets` sizes the split itself (a fractional test_size rounds up: 5 rows x 0.1 -> 1 row); a source of
         # one row keeps it for training.
         if section.validation_fraction and len(train_rows) > 1:
@@ -276,13 +310,9 @@ def _build_source(section: DataSection, spec: SourceSpec, cache: Path, tokenizer
         "train_rows": len(train_rows) * spec.repeat, "validation_rows": len(validation_rows),
         "validation_from": origin,
         "train_size": train_size * spec.repeat, "validation_size": _measure(validation_rows, tokenizer),
-        "dropped": {},
+        "dropped": dropped, "dropped_rows": sum(d["count"] for d in dropped.values()),
+        "duplicate_rows": duplicates,
     }
-    for part, result in (("train", train), ("validation", validation)):
-        for reason, dropped in (result.dropped.items() if result is not None else ()):
-            entry["dropped"][f"{reason} [{part}]" if part == "validation" else reason] = {
-                "count": dropped.count, "first_rows": dropped.rows}
-    entry["dropped_rows"] = sum(d["count"] for d in entry["dropped"].values())
     if spec.repeat > 1:
         train_rows = concatenate_datasets([train_rows] * spec.repeat)
     return train_rows, validation_rows, entry
@@ -307,12 +337,28 @@ def build_mixture(recipe_path: str | os.PathLike | DataSection, output_dir: str 
     check_output(output, COMMAND, overwrite=overwrite, inputs=inputs)
     _clean_legacy_staging(output)
     with staged_output(output, COMMAND, overwrite=overwrite, inputs=inputs) as staging:
-        train_parts, validation_parts, entries = [], [], []
+        converted = []
         for spec in section.sources:
             try:
-                train, validation, entry = _build_source(section, spec, staging.scratch / "cache", tokenizer)
+                converted.append(_convert_inputs(section, spec, staging.scratch / "cache"))
             except AksharaError as error:
                 raise AksharaError(f"{section.recipe}: data.sources[{spec.index}] ({spec.kind}): {error}") from None
+        # Deduplicated by content across the whole mixture before any row is held out, whatever the files are called:
+        # validation inputs first (their conversations are validation rows wherever else they appear), then the
+        # train rows in recipe order (a conversation seen earlier is dropped). Held-out rows are then unique too.
+        seen: set[bytes] = set()
+        validation_inputs, duplicates = [], [0] * len(converted)
+        for number, (_, validation, _, _) in enumerate(converted):
+            kept = None
+            if validation is not None:
+                kept, duplicates[number] = _drop_seen(validation, seen)
+            validation_inputs.append(kept)
+        train_parts, validation_parts, entries = [], [], []
+        for spec, (train, _, origin, dropped), validation, earlier in zip(section.sources, converted,
+                                                                         validation_inputs, duplicates):
+            train, count = _drop_seen(train, seen)
+            train, validation, entry = _split_source(section, spec, train, validation, origin, earlier + count,
+                                                     dropped, tokenizer)
             train_parts.append(train)
             validation_parts.append(validation)
             entries.append(entry)
@@ -337,9 +383,15 @@ def build_mixture(recipe_path: str | os.PathLike | DataSection, output_dir: str 
 def _check_distinct_sources(section: DataSection) -> None:
     """Refuse a recipe that reads the same input twice: each copy would hold out its own validation rows, so the
     rows one copy validates on the other trains on. `repeat: N` is how a source is used N times (train rows only).
-    A source's validation input that is another entry's (or its own) train input leaks the same way."""
+    The same input is the same file or folder (compared by device and inode: a symbolic or hard link, another
+    spelling of the path), or a folder and anything inside it. A source's validation input that is another entry's
+    (or its own) train input leaks the same way. Copies under other names are caught later, by content."""
     def identity(location: str, split: str | None, config: str | None = None, revision: str | None = None) -> tuple:
-        local = os.path.realpath(location) if os.path.exists(location) else location
+        try:
+            status = os.stat(location)
+            local = (status.st_dev, status.st_ino)
+        except (OSError, ValueError):  # a Hub id, or a missing input (reported by the build, with its entry)
+            local = location
         return local, config, revision, split or "train"  # no split reads the train split (or the whole file)
 
     train_inputs: dict[tuple, SourceSpec] = {}
@@ -352,6 +404,7 @@ def _check_distinct_sources(section: DataSection) -> None:
                 f"{spec.path}{f' [{spec.split}]' if spec.split else ''}: each copy would hold out other validation "
                 "rows, which the other copy trains on; list it once with `repeat: 2`")
         train_inputs[key] = spec
+    _check_no_containment(section)
     for spec in section.sources:
         if spec.validation_location is None or not os.path.exists(spec.validation_location):
             continue  # a missing validation input is reported by the build, with its source entry
@@ -364,6 +417,25 @@ def _check_distinct_sources(section: DataSection) -> None:
             raise AksharaError(
                 f"{section.recipe}: data.sources[{spec.index}].validation_path reads the train input of "
                 f"data.sources[{other.index}] ({other.path}): its validation rows would be trained on")
+
+
+def _check_no_containment(section: DataSection) -> None:
+    """A folder and a file or folder inside it (`stories` and `stories/train`) read the same rows twice."""
+    entries = []
+    for spec in section.sources:
+        for key, written, location in (("path", spec.path, spec.location),
+                                       ("validation_path", spec.validation_path, spec.validation_location)):
+            if location is not None and os.path.exists(location):
+                entries.append((f"data.sources[{spec.index}].{key}", written, Path(location).resolve()))
+    for outer_name, outer_written, outer in entries:
+        if not outer.is_dir():
+            continue
+        for inner_name, inner_written, inner in entries:
+            if inner != outer and inner.is_relative_to(outer):
+                raise AksharaError(
+                    f"{section.recipe}: {outer_name} ({outer_written}) contains {inner_name} ({inner_written}): the "
+                    "same rows would be read twice, and a validation row could be trained on; list one of them "
+                    "(a folder's splits are chosen with split / validation_split)")
 
 
 def _clean_legacy_staging(output: Path) -> None:
@@ -386,7 +458,8 @@ def _clean_legacy_staging(output: Path) -> None:
 def _report(section: DataSection, entries: list[dict], tokenizer: Any) -> dict:
     unit = "tokens" if tokenizer is not None else "utf8_bytes"
     totals = {key: sum(entry[key] for entry in entries)
-              for key in ("train_rows", "validation_rows", "train_size", "validation_size", "dropped_rows")}
+              for key in ("train_rows", "validation_rows", "train_size", "validation_size", "dropped_rows",
+                      "duplicate_rows")}
     return {
         "recipe": str(section.recipe), "seed": section.seed, "on_bad_row": section.on_bad_row,
         "validation_fraction": section.validation_fraction, "size_unit": unit,
@@ -403,16 +476,20 @@ def _markdown(report: dict) -> str:
         f"{report['validation_fraction']}; sizes in {unit}"
         + (f" ({report['tokenizer']})" if report["tokenizer"] else " of message contents (no tokenizer given)"), "",
         f"| # | kind | path | repeat | train rows | validation rows | validation from | train {unit} "
-        f"| validation {unit} | dropped rows |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| validation {unit} | dropped rows | duplicates dropped |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in report["sources"]:
         lines.append(f"| {e['index']} | {e['kind']} | {e['path']} | {e['repeat']} | {e['train_rows']:,} "
                      f"| {e['validation_rows']:,} | {e['validation_from']} | {e['train_size']:,} "
-                     f"| {e['validation_size']:,} | {e['dropped_rows']:,} |")
+                     f"| {e['validation_size']:,} | {e['dropped_rows']:,} | {e['duplicate_rows']:,} |")
     t = report["totals"]
     lines += [f"| | **total** | | | {t['train_rows']:,} | {t['validation_rows']:,} | | {t['train_size']:,} "
-              f"| {t['validation_size']:,} | {t['dropped_rows']:,} |", ""]
+              f"| {t['validation_size']:,} | {t['dropped_rows']:,} | {t['duplicate_rows']:,} |", ""]
+    if t["duplicate_rows"]:
+        lines += [f"{t['duplicate_rows']:,} duplicate conversations dropped (same roles and text, whitespace and Unicode "
+                  "form aside, as a validation row or a row earlier in the mixture), before validation rows were "
+                  "held out: no validation conversation is in train.", ""]
     dropped = [(e, reason, d) for e in report["sources"] for reason, d in e["dropped"].items()]
     if not dropped:
         lines.append("No rows dropped.")

@@ -25,6 +25,7 @@ import datasets
 from datasets import Dataset, DatasetDict, Features, List, Value
 
 from akshara_hf.tokenization.chat import conversation_problem
+from akshara_hf.bounds import regular_file, regular_tree
 from akshara_hf.errors import AksharaError
 from akshara_hf.data.prompts import PARAPHRASE_PROMPTS, SUMMARY_PROMPTS
 
@@ -213,6 +214,7 @@ def open_datasets(path: str, config: str | None = None, revision: str | None = N
     if local.exists() and (config or revision):
         raise AksharaError(f"{path}: `config` and `revision` apply to Hub ids, not to local files or folders")
     if local.is_dir():
+        regular_tree(local, depth=3)  # datasets opens every file it lists: a named pipe there would block forever
         try:
             return datasets.load_from_disk(str(local))
         except Exception as error:
@@ -250,7 +252,7 @@ class _Input:
 def _open_input(path: str, split: str | None, config: str | None, revision: str | None) -> _Input:
     opened = open_datasets(path, config, revision)
     if opened is None:
-        local = Path(path)
+        local = regular_file(path, "data file")  # a named pipe or device would block the read forever
         if split is not None:
             raise AksharaError(f"{path}: `split` applies to folders and Hub ids, not to a single file")
         suffix = local.suffix.lower()

@@ -165,6 +165,7 @@ class AksharaSFTConfig(SFTConfig):
                 f"loss_normalization must be one of {list(LOSS_NORMALIZATIONS)}, got {self.loss_normalization!r}"
             )
         _check_counts(self)
+        _refuse_sharded_training(self)
         default_frac, default_warmup, default_warmdown = SCHEDULE_DEFAULTS[self.schedule]
         self.init_lr_frac = default_frac if self.init_lr_frac is None else self.init_lr_frac
         if self.warmdown_ratio is None:
@@ -254,6 +255,27 @@ def _check_counts(config: "AksharaSFTConfig") -> None:
             raise AksharaError(f"{key} must be >= 0, got {value!r}")
     if config.save_total_limit is not None and (not whole(config.save_total_limit) or config.save_total_limit < 1):
         raise AksharaError(f"save_total_limit must be a positive integer or null, got {config.save_total_limit!r}")
+
+
+def _sharded_training_refusal(kind: str) -> str:
+    return (
+        f"{kind} is not supported with Muon: it shards each matrix across processes, and Muon must orthogonalise "
+        "whole matrices. Use DDP (accelerate's multi_gpu.yaml; training/accelerate_configs/): each process then "
+        "orthogonalises its share of the matrices and keeps only their Muon state"
+    )
+
+
+def _refuse_sharded_training(config: "AksharaSFTConfig") -> None:
+    """FSDP and DeepSpeed ZeRO, asked for in the config or by `accelerate launch` (its environment variables), are
+    refused before Accelerate sets them up: both hand the optimizer flattened or sharded pieces of each matrix. (Without
+    a GPU, Accelerate 1.x would even set up DDP in FSDP's place and say nothing.)"""
+    def asked(variable: str) -> bool:
+        return os.environ.get(variable, "false").lower() in ("1", "true", "yes")
+
+    if config.fsdp or asked("ACCELERATE_USE_FSDP"):
+        raise AksharaError(_sharded_training_refusal("FSDP"))
+    if config.deepspeed or asked("ACCELERATE_USE_DEEPSPEED"):
+        raise AksharaError(_sharded_training_refusal("DeepSpeed"))
 
 
 def _pretokenized_mask_rule(args: AksharaSFTConfig, dataset) -> AksharaSFTConfig:
@@ -366,16 +388,22 @@ class MuonSFTTrainer(SFTTrainer):
         callbacks = [*(kwargs.pop("callbacks", None) or []), MuonMomentumCallback(args.muon_momentum_warmup_steps)]
         super().__init__(model, args, callbacks=callbacks, **kwargs)
         check_akshara_model(self.model)  # a model given by name is loaded by SFTTrainer
-        if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true") and not self.is_fsdp_enabled:
-            # Measured with accelerate 1.x: `accelerate launch --use_fsdp` without CUDA sets up MULTI_CPU and wraps the
-            # model in DDP, with nothing said; a run that asked for sharding should not train unsharded silently.
-            logger.warning(
-                "the Accelerate config asks for FSDP, but Accelerate set up %s (it does so without a GPU): this run "
-                "trains unsharded, every process holding the whole model",
-                getattr(self.accelerator.distributed_type, "value", self.accelerator.distributed_type),
-            )
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled:  # set up some other way than the config saw
+            raise AksharaError(_sharded_training_refusal("FSDP" if self.is_fsdp_enabled else "DeepSpeed"))
         self._token_bytes = torch.as_tensor(token_byte_lengths(self.processing_class)) if args.eval_bpb else None
         self._bpb_sums = torch.zeros(2, dtype=torch.float64)  # nats, bytes over the current evaluation
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        # Every rank comes here; only the saving one writes optimizer.pt. Under DDP each rank holds the Muon state of
+        # its own matrices, so all of them first gather the whole state (a collective), then drop the copy.
+        optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # inside Accelerate's wrapper
+        if not isinstance(optimizer, MuonAdamW):
+            return super()._save_optimizer_and_scheduler(output_dir)
+        optimizer.consolidate_state_dict()
+        try:
+            super()._save_optimizer_and_scheduler(output_dir)
+        finally:
+            optimizer.release_consolidated_state()
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys: list[str] | None = None):
         # Bits per byte needs the per-token losses, which TRL's fused LM head computes but `compute_loss` does not
