@@ -3,14 +3,17 @@
 
 - A fence is ```bash (or sh, shell), ```python, or ```text (output: shown, not run); any other or no language is an
   error, and so is a fence left open or indented.
-- A block whose first line is `# GPU only` runs only where torch sees a CUDA device; elsewhere it is reported as not
-  run (`Session.not_run`).
+- A block whose first line is `# GPU only` runs only where torch sees a CUDA device; one whose first line is
+  `# vLLM environment` only where vLLM's CPU build is installed (`Session.vllm_site`: the environment
+  `scripts/test_vllm.sh` builds, which needs the network); elsewhere each is reported as not run (`Session.not_run`).
 - Placeholders are written `<NAME>` and replaced from `PLACEHOLDERS`; any other `<NAME>` is an error.
 - Port 8000 (`--port 8000`, `:8000`) becomes a free port: on a shared machine 8000 may be taken.
-- A line that starts a server (`akshara-hf serve`, `transformers serve`) runs in the background; the block goes on
+- A line that starts a server (`akshara-hf serve`, `transformers serve`, vLLM's) runs in the background; the block goes on
   once the server answers `/health`, and the server is stopped at the block's end.
 - `bash scripts/test.sh` gets `--collect-only -q`: the suite that runs this test does not run itself again.
-- `python -m venv DIR` is followed by two lines that make DIR see the test's own installed packages (a .pth file)
+- `python -m venv DIR` is followed by two lines that make DIR see the test's own installed packages (a .pth file;
+  in a vLLM block, the vLLM environment's, and there `pip install` runs with PIP_NO_DEPS=1: that environment lacks
+  the torchvision/torchaudio/torchcodec vLLM depends on, which the block removes anyway)
   and build with its setuptools (DIR's bundled one removed): with `PIP_NO_INDEX` and build isolation off, every
   `pip install` then finds its requirements installed and never needs the network.
 
@@ -38,10 +41,11 @@ PLACEHOLDERS = {
     "HF_USER": "akshara-readme-test",  # a Hub user or organisation name (model-card / publish --dry-run only)
 }
 LANGUAGES = {"bash": "bash", "sh": "bash", "shell": "bash", "python": "python", "text": None}
-GPU_ONLY = re.compile(r"#\s*GPU only\b")
+NEEDS = {"GPU": re.compile(r"#\s*GPU only\b"), "vLLM": re.compile(r"#\s*vLLM environment\b")}
 PLACEHOLDER = re.compile(r"<([A-Z][A-Z0-9_]*)>")
 FENCE = re.compile(r"^(\s*)(`{3,})(.*)$")
-SERVER = re.compile(r"^\s*(akshara-hf|transformers)\s+serve\b")
+SERVER = re.compile(r"^\s*(\w+=\S+\s+)*(akshara-hf\s+serve|transformers\s+serve|vllm\s+serve|"
+                    r"python3?\s+-m\s+vllm\.entrypoints\.openai\.api_server)\b")
 TEST_COMMAND = re.compile(r"^(\s*)bash scripts/test\.sh\b(.*)$")
 VENV = re.compile(r"\bpython3? -m venv ([^\s;&|]+)")
 
@@ -55,7 +59,11 @@ class Block:
     where: str  # "README.md:74": the file and the line of the opening fence
     language: str  # "bash" or "python"
     code: str
-    gpu_only: bool
+    needs: str | None  # "GPU", "vLLM" (the first line's marker) or None
+
+    @property
+    def gpu_only(self) -> bool:
+        return self.needs == "GPU"
 
 
 def blocks(text: str, name: str) -> list[Block]:
@@ -83,8 +91,8 @@ def blocks(text: str, name: str) -> list[Block]:
         if LANGUAGES[language] is None:
             continue
         code = "\n".join(body) + "\n"
-        gpu_only = bool(body) and bool(GPU_ONLY.match(body[0].strip()))
-        found.append(Block(where, LANGUAGES[language], code, gpu_only))
+        needs = next((name for name, marker in NEEDS.items() if body and marker.match(body[0].strip())), None)
+        found.append(Block(where, LANGUAGES[language], code, needs))
     return found
 
 
@@ -117,7 +125,7 @@ def _without_comment(line: str) -> str:
     return "" if line.lstrip().startswith("#") else line.split(" #")[0].rstrip()
 
 
-def bash_lines(code: str, outer_site: list[str]) -> str:
+def bash_lines(code: str, outer_site: list[str], vllm: bool = False) -> str:
     """A bash block as the session runs it: servers in the background, the test command collecting only, a new
     virtual environment pointed at the test's packages, and a failure inside an `a && b` line stopping the session
     (bash's `set -e` ignores it). A block with a here-document is run unchanged from that line on."""
@@ -131,6 +139,8 @@ def bash_lines(code: str, outer_site: list[str]) -> str:
             port = re.search(r"--port[ =](\d+)", command)
             out += [f"{command} &", f"_readme_wait_for_server $! {port.group(1) if port else 8000}"]
             servers = True
+        elif vllm and re.match(r"^\s*pip install\b", command):  # see the module docstring
+            out.append(f"PIP_NO_DEPS=1 {line}")
         elif TEST_COMMAND.match(command):
             out.append(f"{command} --collect-only -q")
         elif "&&" in command and not command.endswith(("&&", "|", "\\")):
@@ -195,6 +205,8 @@ class Session:
     blocks: list[Block]
     gpu: bool
     prologue: str = ""
+    vllm_venv: str | None = None  # a virtual environment with vLLM's CPU build (scripts/test_vllm.sh's), if any
+    vllm_site: list[str] | None = None  # its site-packages
     not_run: list[str] = field(default_factory=list)
     ran: list[str] = field(default_factory=list)
     returncode: int | None = None
@@ -203,11 +215,14 @@ class Session:
     def script(self) -> str:
         self.scratch.mkdir(parents=True, exist_ok=True)
         parts, outer = [PROLOGUE, self.prologue], outer_site_packages()
+        missing = {"GPU": None if self.gpu else "GPU only, not run: this machine has no GPU",
+                   "vLLM": None if self.vllm_site else "vLLM environment, not run: vLLM's CPU build is not installed "
+                                                       "here (bash scripts/test_vllm.sh builds it)"}
         for index, block in enumerate(self.blocks):
-            header = f"{block.where} ({block.language}{', GPU only' if block.gpu_only else ''})"
-            if block.gpu_only and not self.gpu:
-                self.not_run.append(f"{block.where}: GPU only, not run: this machine has no GPU")
-                parts.append(f"echo {shlex.quote('=== ' + header + ': not run, no GPU on this machine')}")
+            header = f"{block.where} ({block.language}{', ' + block.needs if block.needs else ''})"
+            if block.needs and missing[block.needs]:
+                self.not_run.append(f"{block.where}: {missing[block.needs]}")
+                parts.append(f"echo {shlex.quote('=== ' + header + ': not run')}")
                 continue
             self.ran.append(block.where)
             code = substitute(block.code, block.where, free_port())
@@ -216,8 +231,12 @@ class Session:
                 path = self.scratch / f"block-{index:02d}.py"
                 path.write_text(code, encoding="utf-8")
                 parts.append(f"python - < {shlex.quote(str(path))}")
+            elif block.needs == "vLLM" and not VENV.search(code):  # a block that expects vLLM installed: in its
+                venv = shlex.quote(f"{self.vllm_venv}/bin/activate")  # environment, then back to the session's
+                parts.append(f"(\n. {venv}\n{bash_lines(code, outer)})")
             else:
-                parts.append(bash_lines(code, outer))
+                vllm = block.needs == "vLLM"
+                parts.append(bash_lines(code, self.vllm_site if vllm else outer, vllm))
         parts.append("echo '=== all blocks ran'")
         return "\n".join(parts) + "\n"
 

@@ -107,18 +107,33 @@ def test_gpu_script_runs_tiny_on_cpu():
     rows = table(done.stdout, "GPU benchmark")
     assert [(r["measurement"].split(",")[0], r["config"]) for r in rows] == [
         ("train step", "sdpa, eager"), ("train step", "sdpa, compiled"),
+        ("memory", "MuonAdamW (seed SFT LRs), sdpa, eager"), ("memory", "MuonAdamW (seed SFT LRs), sdpa, eager"),
         ("SFT", "pad-to-longest (reference), sdpa"), ("SFT", "padding-free, sdpa"),
         ("decode", "dynamic cache, eager (reference)"), ("decode", "static cache, compiled"),
         ("decode", "dynamic cache, eager (reference)"), ("decode", "static cache, compiled"),
     ]  # flash_attention_2 is not installed on CPU: its rows are left out
-    assert [r["measurement"] for r in rows[4::2]] == [
+    assert [r["measurement"] for r in rows[6::2]] == [
         "decode, batch 1, prompt 8, 4 new", "decode, batch 32, prompt 8, 4 new"]
-    for row in rows[:4]:
+    assert [r["measurement"] for r in rows[2:4]] == ["memory, 1 x 32", "memory, 2 x 32"]
+    assert all(positive(row["tok/s"]) for row in rows[2:4])
+    for row in rows[:2] + rows[4:6]:
         assert positive(row["tok/s"])
         assert float(row["projection"].split(": ")[1].removesuffix(" h")) > 0
     assert rows[0]["projection"].startswith("mid-v1 (1,047 x 524,288 tok)")
-    assert rows[2]["projection"].startswith("v1 SFT (45,102 x 32 conv)") and rows[2]["ratio"] == "1"
+    assert rows[4]["projection"].startswith("v1 SFT (45,102 x 32 conv)") and rows[4]["ratio"] == "1"
     assert "flash_attention_2: not installed, skipped" in done.stdout
+
+
+@pytest.mark.slow
+def test_d20_step_memory_table_runs_tiny():
+    """`bench_d20_step.py --tiny`: one step of the seed SFT recipe in two fresh processes, and the GPU batch table."""
+    out = bench("bench_d20_step.py", "--tiny")
+    steps = table(out, "one optimizer step of nanochat-telugu-d20-sft-v1.yaml")
+    assert [row["micro-batch"] for row in steps] == ["1 x 16", "1 x 32"]
+    assert all(positive(row["loss"]) and positive(row["fwd+bwd peak GiB"]) for row in steps)
+    cards = table(out, "device batch (rows of 2048 tokens) that fits")
+    assert [row["card"] for row in cards] == ["A30 (24 GB)", "A100 / H100 (80 GB)"]
+    assert int(cards[1]["device batch that fits"]) >= int(cards[0]["device batch that fits"]) >= 0
 
 
 def test_nanochat_comparison_needs_a_nanochat_checkout(tmp_path):
@@ -149,3 +164,13 @@ def test_compiled_decode():
     (row,) = table(out, "frozen compiled decoding vs plain generate")
     assert row["depth"] == "1" and positive(row["speed ratio"]) and positive(row["first compiled call s"])
     assert row["same tokens"] in ("True", "False") and row["calls to break even"]
+
+
+def test_vllm_comparison_needs_the_vllm_environment(tmp_path):
+    """bench_vllm.py starts vLLM from the environment scripts/test_vllm.sh builds; without it, one line and no server
+    (the lead runs the comparison on a quiet machine; figures in bench/README.md)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "bench_vllm.py"), "--vllm-python", str(tmp_path / "nope")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=LIMIT)  # fmt: skip
+    assert done.returncode != 0 and done.stderr.strip().splitlines() == [
+        f"bench_vllm.py: error: {tmp_path / 'nope'}: no vLLM environment (bash scripts/test_vllm.sh builds it)"]

@@ -488,7 +488,7 @@ def test_the_cards_serve_commands_parse_with_the_real_command_line(folder):
     from akshara_hf.cli import build_parser
 
     text = write_model_card(folder, run_facts(), repo_id="akshara-org/akshara-tiny").read_text(encoding="utf-8")
-    (block, native) = _code_blocks(text, "bash")
+    (block, native, vllm) = _code_blocks(text, "bash")
     lines = block.replace("\\\n", " ").splitlines()
     args = build_parser().parse_args(shlex.split(lines[0])[1:])
     assert (args.command, args.folder, args.port) == ("serve", "akshara-org/akshara-tiny", 8000)
@@ -496,6 +496,8 @@ def test_the_cards_serve_commands_parse_with_the_real_command_line(folder):
     assert body["model"] == "akshara-org/akshara-tiny" and body["messages"][0]["role"] == "user"
     args = build_parser().parse_args(shlex.split(native.splitlines()[0])[1:])
     assert (args.command, args.folder, args.output_dir) == ("export-native", "akshara-org/akshara-tiny", "./akshara-native")
+    # vLLM's (README's command, run as written by tests/test_vllm.py in vLLM's environment)
+    assert "--model akshara-org/akshara-tiny --trust-remote-code" in vllm
 
 
 # ----------------------------------------------------------------------------- layering

@@ -302,7 +302,8 @@ def test_a_new_2026_model_gets_nanochat_2026s_init():
 
 
 def test_tiny_2026_recipe_trains_a_new_2026_model_with_its_groups_and_schedule(run_2026, tmp_path, capsys):
-    """training/recipes/tiny-sft-2026.yaml: a new nanochat 2026 model (depth 4) from model_config, a few SFT steps."""
+    """training/recipes/tiny-sft-2026.yaml: a new nanochat 2026 model (depth 4) from model_config, one epoch of
+    chat_sft's packed rows by data progress."""
     from akshara_hf.training.run import main as run_main
 
     base, checkpoints, _ = run_2026
@@ -310,14 +311,18 @@ def test_tiny_2026_recipe_trains_a_new_2026_model_with_its_groups_and_schedule(r
     recipe = Path(__file__).resolve().parents[1] / "training" / "recipes" / "tiny-sft-2026.yaml"
     argv = sys.argv
     sys.argv = ["sft.py", "--config", str(recipe), "--tokenizer_name_or_path", str(tokenizer),
-                "--output_dir", str(tmp_path / "run"), "--max_steps", "6"]  # fmt: skip
+                "--output_dir", str(tmp_path / "run")]  # fmt: skip
     try:
         assert run_main(script="sft.py") == 0, capsys.readouterr().err[-2000:]
     finally:
         sys.argv = argv
     logs = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     losses = [entry["loss"] for entry in logs if "loss" in entry]
-    assert len(losses) == 6 and losses[-1] < losses[0] - 0.5, losses
+    assert len(losses) > 4 and losses[-1] < losses[0] - 0.5, losses  # one epoch of packed rows, 2 per step
+    progress = [entry["progress"] for entry in logs if "progress" in entry]
+    assert len(progress) == len(losses) and progress[-1] == 1.0 and progress == sorted(progress) and progress[0] < 0.2
+    assert [entry["lrm"] for entry in logs if "lrm" in entry][-1] == 0.0
+    assert [entry["muon_momentum"] for entry in logs if "lrm" in entry][:2] == pytest.approx([0.85, 0.85 + 0.1 / 300])
     first = next(entry for entry in logs if "lr/x0_lambdas" in entry)
     assert first["lr/x0_lambdas"] == pytest.approx(0.5 * 0.8) and first["lr/scalars"] == pytest.approx(0.2 * 0.8)
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "run")

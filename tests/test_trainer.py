@@ -21,7 +21,8 @@ from dist_train_script import (
 from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
 
 from akshara_hf.errors import AksharaError
-from akshara_hf.training.optim import MuonAdamW, mid_lr_multiplier, muon_momentum, sft_lr_multiplier, warmdown_lr_multiplier
+from akshara_hf.training.optim import MuonAdamW, mid_lr_multiplier, muon_momentum, sft_lr_multiplier
+from akshara_hf.training.progress import progress_lr_multiplier
 from akshara_hf.training.trainer import AksharaSFTConfig, MuonSFTTrainer, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -248,7 +249,9 @@ def test_lr_schedule_momentum_and_logs_follow_nanochat(tmp_path, stage, schedule
     )  # fmt: skip
     schedule = trainer.args.schedule  # the stage's own unless chosen
     trainer.train()
-    multiplier = {"sft": sft_lr_multiplier, "mid": mid_lr_multiplier, "sft-2026": warmdown_lr_multiplier}[schedule]
+    # sft-2026 runs by data progress: one conversation per row here, so the fraction of rows trained after the step.
+    by_progress = lambda step, steps: progress_lr_multiplier((step + 1) / steps)  # noqa: E731
+    multiplier = {"sft": sft_lr_multiplier, "mid": mid_lr_multiplier, "sft-2026": by_progress}[schedule]
     frac = {"sft": 0.02, "mid": 1.0, "sft-2026": 0.8}[schedule]
     scale = (64 / 768) ** -0.5
     base = {"muon": 0.02 * frac, "embedding": 0.2 * scale * frac, "unembedding": 0.004 * scale * frac}
@@ -266,7 +269,8 @@ def test_lr_schedule_momentum_and_logs_follow_nanochat(tmp_path, stage, schedule
     if schedule == "mid":
         assert [log["lrm"] for log in logs][:9] == [1.0] * 9 and logs[9]["lrm"] == pytest.approx(0.5)
     if schedule == "sft-2026":
-        assert [log["lrm"] for log in logs] == pytest.approx([1.0] * 6 + [0.8, 0.6, 0.4, 0.2])
+        assert [log["lrm"] for log in logs] == pytest.approx([1.0] * 5 + [0.8, 0.6, 0.4, 0.2, 0.0])
+        assert [log["progress"] for log in logs] == [(step + 1) / steps for step in range(steps)]
     assert capture.momenta[0] == 0.85 and capture.momenta[warmup:] == [0.95] * (steps - warmup)
 
 

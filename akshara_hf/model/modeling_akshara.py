@@ -29,7 +29,7 @@ from transformers.modeling_utils import AttentionInterface, PreTrainedModel
 
 try:
     from transformers.modeling_utils import slice_logits_to_keep
-except ImportError:  # transformers < 5.20 (vLLM's range): the slicing modeling_llama.py did inline then
+except ImportError:  # transformers 5.16-5.19 (vLLM's range) lack it: the slicing modeling_llama.py did inline
 
     def slice_logits_to_keep(hidden_states: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
         return hidden_states[:, slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep, :]

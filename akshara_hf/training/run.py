@@ -355,11 +355,13 @@ def train(argv: list[str] | None = None, script: str | None = None, card_writer=
     check_akshara_model(model)  # before any data is built
     if args.resume_from_checkpoint is not None and not run.use_peft:
         _check_checkpoint_shapes(model, Path(args.resume_from_checkpoint))
-    row_length = run.max_seq_len + 1 if args.stage != "sft" else args.max_length or 2048
+    # Packed rows carry one token more than their inputs: the last target (mid/base, and SFT's bos_bestfit rows).
+    extra = int(args.stage != "sft" or (args.packing and args.packing_strategy == "bos_bestfit"))
+    row_length = (run.max_seq_len if args.stage != "sft" else args.max_length or 2048) + extra
     positions = model.config.rotary_cache_factor * model.config.max_position_embeddings
     if row_length > positions:
         key = "max_seq_len" if args.stage != "sft" else "max_length"
-        raise AksharaError(f"{key} {row_length - (args.stage != 'sft')}: rows of {row_length} tokens exceed the "
+        raise AksharaError(f"{key} {row_length - extra}: rows of {row_length} tokens exceed the "
                            f"model's {positions} positions (rotary_cache_factor x max_position_embeddings)")
     model.generation_config = GenerationConfig(**generation_config_kwargs(tokenizer))
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
