@@ -40,6 +40,10 @@ from pathlib import Path
 PLACEHOLDERS = {
     "HF_USER": "akshara-readme-test",  # a Hub user or organisation name (model-card / publish --dry-run only)
 }
+# Placeholders whose value the test makes (a path): name -> what README.md's table says it is.
+MADE_BY_THE_TEST = {
+    "NANOCHAT_BASE": "a tiny nanochat 2026 base dir the test makes",
+}
 LANGUAGES = {"bash": "bash", "sh": "bash", "shell": "bash", "python": "python", "text": None}
 NEEDS = {"GPU": re.compile(r"#\s*GPU only\b"), "vLLM": re.compile(r"#\s*vLLM environment\b")}
 PLACEHOLDER = re.compile(r"<([A-Z][A-Z0-9_]*)>")
@@ -96,13 +100,15 @@ def blocks(text: str, name: str) -> list[Block]:
     return found
 
 
-def substitute(code: str, where: str, port: int) -> str:
-    """The documented replacements: placeholders from PLACEHOLDERS, port 8000 by `port`."""
-    unknown = sorted({name for name in PLACEHOLDER.findall(code) if name not in PLACEHOLDERS})
+def substitute(code: str, where: str, port: int, made: dict | None = None) -> str:
+    """The documented replacements: placeholders from PLACEHOLDERS (and `made`, the values of MADE_BY_THE_TEST),
+    port 8000 by `port`."""
+    table = {**PLACEHOLDERS, **(made or {})}
+    unknown = sorted({name for name in PLACEHOLDER.findall(code) if name not in table})
     if unknown:
         raise BlockError(f"{where}: placeholder(s) {', '.join(f'<{n}>' for n in unknown)} not in the table of "
                          "tests/readme_blocks.py PLACEHOLDERS (and README.md's)")
-    code = PLACEHOLDER.sub(lambda m: PLACEHOLDERS[m.group(1)], code)
+    code = PLACEHOLDER.sub(lambda m: table[m.group(1)], code)
     return re.sub(r"(--port[ =]|:)8000\b", lambda m: f"{m.group(1)}{port}", code)
 
 
@@ -207,6 +213,7 @@ class Session:
     prologue: str = ""
     vllm_venv: str | None = None  # a virtual environment with vLLM's CPU build (scripts/test_vllm.sh's), if any
     vllm_site: list[str] | None = None  # its site-packages
+    made: dict = field(default_factory=dict)  # MADE_BY_THE_TEST name -> value
     not_run: list[str] = field(default_factory=list)
     ran: list[str] = field(default_factory=list)
     returncode: int | None = None
@@ -225,7 +232,7 @@ class Session:
                 parts.append(f"echo {shlex.quote('=== ' + header + ': not run')}")
                 continue
             self.ran.append(block.where)
-            code = substitute(block.code, block.where, free_port())
+            code = substitute(block.code, block.where, free_port(), self.made)
             parts.append(f"_readme_block={shlex.quote(block.where)}; echo {shlex.quote('=== ' + header)}")
             if block.language == "python":
                 path = self.scratch / f"block-{index:02d}.py"

@@ -87,6 +87,14 @@ def test_sft_batching_padding_free_trains_on_the_same_rows():
     assert padding_free["loss"] == reference["loss"]  # same rows, same order: same losses (as printed)
 
 
+@pytest.mark.slow  # a minute on a loaded 2-core machine (the mixture build and TRL's imports)
+def test_bos_packing_places_every_conversation():
+    out = bench("bench_bos_packing.py", "--copies", "1", "--lengths", "64", "--batch", "4")
+    line = next(line for line in out.splitlines() if line.startswith("max_length 64:"))
+    placed = int(line.split(" conversations placed")[0].split(", ")[-1])
+    assert "63 conversations;" in out and placed >= 63  # the epoch's, and the last row filled from the buffer
+
+
 def test_tokenizer_ids_checked_equal():
     out = bench("bench_tokenizer.py", "--mb", "0.05", "--steps", "1", "--chunk", "50", "--vocab", "512",
                 "--large-vocab", "1024", "--corpus-mb", "0.3")

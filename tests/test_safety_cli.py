@@ -4,6 +4,7 @@ traceback, no Hub retries; and generation that fails or outgrows the context nev
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -62,7 +63,14 @@ COMMANDS = {
     "import-native": lambda folder, out, data: [folder, out],
     "export-nanochat": lambda folder, out, data: [folder, out],
     "publish": lambda folder, out, data: [folder, "--repo-id", "org/name", "--dry-run"],
+    "serve": lambda folder, out, data: [folder, "--device", "cpu", "--port", str(_free_port())],  # never listens
 }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def run_cli(argv, capsys):

@@ -147,10 +147,35 @@ def _check_before_work(args, run) -> None:
             raise AksharaError(f"mixture_dir {folder}: needs train and validation splits, has {splits}")
     elif run.data is None:
         raise AksharaError("no data: give the recipe a data: section (or --data, or mixture_dir)")
+    if args.warm_start_optimizer:
+        _check_warm_start(run)
     resume = args.resume_from_checkpoint
     if resume is not None and not (Path(resume) / "trainer_state.json").is_file():
         raise AksharaError(f"resume_from_checkpoint {resume}: not a checkpoint folder (no trainer_state.json)")
     _check_output_dir(Path(args.output_dir), run, resume)
+
+
+def _check_warm_start(run) -> None:
+    """`warm_start_optimizer` needs a model that comes with an optimizer state: a nanochat checkpoint directory with
+    its newest step's `optim_*_rank*.pt`, or a folder convert-nanochat wrote from one."""
+    from akshara_hf.conversion.convert import find_checkpoint
+    from akshara_hf.conversion.optimizer_state import OPTIMIZER_LAYOUT, find_optimizer_files
+
+    if run.model_config is not None:
+        raise AksharaError("warm_start_optimizer: a new model (model_config) has no optimizer state to start from; "
+                           "give model_name_or_path a nanochat 2026 checkpoint or the folder convert-nanochat made of it")
+    source = Path(run.model_name_or_path)
+    if not source.is_dir():
+        raise AksharaError(f"warm_start_optimizer: {source} is not a local folder; the optimizer state comes from a "
+                           "nanochat 2026 checkpoint directory or the folder convert-nanochat made of it")
+    if any(source.glob("model_*.pt")):
+        _, _, step = find_checkpoint(source)
+        if not find_optimizer_files(source, step):
+            raise AksharaError(f"warm_start_optimizer: {source} has no optim_{step:06d}_rank*.pt (the checkpoint was "
+                               "saved without its optimizer state)")
+    elif not (source / OPTIMIZER_LAYOUT).is_file():
+        raise AksharaError(f"warm_start_optimizer: {source} has no {OPTIMIZER_LAYOUT} (convert-nanochat writes it "
+                           "from a nanochat 2026 checkpoint's optim_*_rank*.pt)")
 
 
 def _check_checkpoint_shapes(model, checkpoint: Path) -> None:
@@ -202,7 +227,11 @@ def _check_output_dir(output: Path, run, resume: str | None) -> None:
         raise AksharaError(f"output_dir {error}") from None
 
 
-def _load_model_and_tokenizer(run, output_dir: Path):
+# The recipe's `trust_remote_code` is TRL's SFTConfig field (default false), spelled as a recipe key or flag.
+TRUST_KEY = "trust_remote_code: true (recipe key, or --trust_remote_code true)"
+
+
+def _load_model_and_tokenizer(run, output_dir: Path, trust_remote_code: bool = False):
     from akshara_hf.model.configuration_akshara import AksharaConfig, nanochat_2026_fields
     from akshara_hf.conversion.convert import convert_nanochat
     from akshara_hf.loading import load_model, load_tokenizer
@@ -214,7 +243,7 @@ def _load_model_and_tokenizer(run, output_dir: Path):
         source = str(convert_nanochat(source, output_dir / "converted_base", run.tokenizer_name_or_path,
                                       overwrite=True))
     tokenizer_source = run.tokenizer_name_or_path if run.tokenizer_name_or_path and run.model_config else source
-    tokenizer = load_tokenizer(tokenizer_source)
+    tokenizer = load_tokenizer(tokenizer_source, trust_remote_code, flag=TRUST_KEY)
     if run.model_config is not None:
         spec = dict(run.model_config)
         spec.setdefault("vocab_size", len(tokenizer))
@@ -229,7 +258,7 @@ def _load_model_and_tokenizer(run, output_dir: Path):
         if config.vocab_size != len(tokenizer):
             raise AksharaError(f"model_config vocab_size {config.vocab_size} != tokenizer size {len(tokenizer)}")
         return AksharaForCausalLM(config), tokenizer
-    return load_model(source), tokenizer  # config checked, weights that do not fit refused, one line
+    return load_model(source, trust_remote_code, TRUST_KEY), tokenizer  # config checked, weights that do not fit refused
 
 
 def _mixture(run, output_dir: Path, tokenizer):
@@ -351,7 +380,7 @@ def train(argv: list[str] | None = None, script: str | None = None, card_writer=
         replace_file(output_dir / MARKER, json.dumps({"command": TRAIN_COMMAND, "written_by": "akshara-hf"}) + "\n")
 
     set_seed(args.seed)  # before the model exists: a new model's weights are the recipe's seed's
-    model, tokenizer = _load_model_and_tokenizer(run, output_dir)
+    model, tokenizer = _load_model_and_tokenizer(run, output_dir, args.trust_remote_code)
     check_akshara_model(model)  # before any data is built
     if args.resume_from_checkpoint is not None and not run.use_peft:
         _check_checkpoint_shapes(model, Path(args.resume_from_checkpoint))
