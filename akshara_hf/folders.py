@@ -1,16 +1,25 @@
-"""Writing a command's output folder without ever replacing or deleting a folder the project did not write.
+"""Writing output without ever replacing, deleting or writing through what the project did not write.
 
-Every command that writes a folder (convert-nanochat, export-native, import-native, export-nanochat, build-mixture,
-train-tokenizer, convert-tokenizer, evaluate --output) goes through `staged_output` (`demo` through `check_output`):
+One rule for everything that writes:
 
-* the output is refused when it is a symbolic link, a file, a non-empty folder without our marker file
-  (`.akshara-hf.json`), an earlier output of another command, or an earlier output of the same command without
-  `overwrite`; and when it equals, contains or lies inside one of the command's inputs (symlinks resolved);
-* the new folder is written into a staging folder beside the destination (`.NAME.akshara-hf-staging-*`, holding a
-  marker with the writing process's id) and moved into place only when complete, so an interrupted or failed run
-  leaves the old output as it was;
-* staging folders of earlier runs of the same command on the same output whose process has died are removed; nothing
-  without our name pattern and marker is ever touched.
+* Commands that write a folder in one go (convert-nanochat, export-native, import-native, export-nanochat,
+  build-mixture, train-tokenizer, convert-tokenizer, evaluate --output) go through `staged_output`: the output is
+  refused when it is a symbolic link, a file, a non-empty folder without our marker file (`.akshara-hf.json`), an
+  earlier output of another command, or an earlier output of the same command without `overwrite`; and when it
+  equals, contains or lies inside one of the command's inputs (symlinks resolved). The new folder is written into a
+  staging folder beside the destination (`.NAME.akshara-hf-staging-*`, holding a marker with the writing process's
+  id) and moved into place only when complete, so an interrupted or failed run leaves the old output as it was.
+* Commands that write into their folder for a long time (a training run's `output_dir`, the demo) go through
+  `check_run_folder`: the same refusals, except that an earlier output of the same command is written into (a run
+  resumes there; the demo removes only the entries its marker lists, see `claim`), and nothing inside the folder may
+  be a symbolic link (the run would write through it).
+* Single files (model card, loss curve, run facts, markers) are written by `replace_file`: whole or not at all, and
+  never through a symbolic link.
+
+A run killed between the staging's two renames leaves the old output in the staging folder's `previous/`: the next
+run of any command on that output puts it back (`recover_interrupted`) before looking at it. Other staging folders of
+earlier runs of the same command whose process has died are removed; nothing without our name pattern and marker is
+ever touched.
 
 Plain Python (no torch) so the checks run before any heavy import.
 """
@@ -22,6 +31,8 @@ import json
 import os
 import shutil
 import socket
+import stat
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -33,6 +44,7 @@ from akshara_hf.errors import AksharaError
 MARKER = ".akshara-hf.json"  # in every finished output: which command wrote it
 STAGING_MARKER = ".akshara-hf-staging.json"  # in every staging folder: command, output, host, pid
 STAGING_INFIX = ".akshara-hf-staging-"
+TEMPORARY_SUFFIX = ".akshara-hf-tmp"  # `replace_file`'s file beside the one it replaces, until renamed over it
 
 
 @dataclass(frozen=True)
@@ -53,41 +65,168 @@ def output_marker(folder: str | os.PathLike) -> dict | None:
     return marker if isinstance(marker, dict) and isinstance(marker.get("command"), str) else None
 
 
-def check_output(output: str | os.PathLike, command: str, *, overwrite: bool = False,
-                 inputs: Iterable[str | os.PathLike | None] = ()) -> Path:
-    """Refuse an output that would replace something we did not write (see the module docstring); the absolute
-    output path (parent symlinks resolved, the folder itself never followed)."""
-    given = Path(output)
+def _target(given: Path) -> Path:
+    """The absolute output path (parent symlinks resolved); a symbolic link as output is refused, never followed."""
     if given.is_symlink():
         raise AksharaError(f"{given}: is a symbolic link; name a real folder (a link is never followed into deletion)")
-    target = given.absolute().parent.resolve() / given.absolute().name
     if given.name in ("", ".", ".."):
-        target = given.resolve()
+        return given.resolve()
+    return given.absolute().parent.resolve() / given.absolute().name
+
+
+def _check_inputs(given: Path, target: Path, inputs: Iterable, may_contain: Iterable = ()) -> None:
+    """Refuse an output equal to, inside, or containing an input; `may_contain`: inputs allowed inside the output
+    (the caller has made sure the output is its own earlier one)."""
+    allowed = {Path(path).resolve() for path in may_contain if path is not None and os.path.exists(path)}
     for source in inputs:
         if source is None or not os.path.exists(source):
             continue  # a Hub id, or an input checked (and reported) by the command itself
         source = Path(source).resolve()
         if target == source:
             raise AksharaError(f"{given}: is the input {source}; write the output somewhere else")
-        if source.is_relative_to(target):
+        if source.is_relative_to(target) and source not in allowed:
             raise AksharaError(f"{given}: contains the input {source}; refusing to replace it")
         if target.is_relative_to(source):
             raise AksharaError(f"{given}: lies inside the input {source}; write the output somewhere else")
+
+
+def _earlier_output(given: Path, target: Path, command: str, verb: str) -> dict | None:
+    """The marker of an earlier output of `command` at `target`; None when there is nothing (or an empty folder).
+    Anything else is refused."""
     if not target.exists():
-        return target
+        return None
     if not target.is_dir():
-        raise AksharaError(f"{given}: exists and is not a folder; refusing to replace it")
-    if not any(target.iterdir()):
-        return target
+        raise AksharaError(f"{given}: exists and is not a folder; refusing to {verb} it")
+    if all(_is_temporary(path.name) for path in target.iterdir()):  # empty, or another process's marker on its way
+        return None
     marker = output_marker(target)
     if marker is None:
-        raise AksharaError(f"{given}: exists, is not empty and was not written by akshara-hf; refusing to replace it")
+        raise AksharaError(f"{given}: exists, is not empty and was not written by akshara-hf; refusing to {verb} it")
     if marker["command"] != command:
-        raise AksharaError(f"{given}: is an earlier `akshara-hf {marker['command']}` output, not {command}'s; "
-                           "refusing to replace it")
-    if not overwrite:
+        whose = "a training run's" if command == "train" else f"{command}'s"  # "train": a training output_dir
+        raise AksharaError(f"{given}: is an earlier `akshara-hf {marker['command']}` output, not {whose}; "
+                           f"refusing to {verb} it")
+    return marker
+
+
+def check_output(output: str | os.PathLike, command: str, *, overwrite: bool = False,
+                 inputs: Iterable[str | os.PathLike | None] = ()) -> Path:
+    """Refuse an output that would replace something we did not write (see the module docstring); the absolute
+    output path (parent symlinks resolved, the folder itself never followed). An output that a killed run left in
+    its staging folder is put back first."""
+    given = Path(output)
+    target = _target(given)
+    _check_inputs(given, target, inputs)
+    recover_interrupted(target)
+    if _earlier_output(given, target, command, "replace") is not None and not overwrite:
         raise AksharaError(f"{given}: holds an earlier {command} output; pass --overwrite to replace it")
     return target
+
+
+def first_symlink(folder: Path) -> Path | None:
+    """The first symbolic link inside `folder` (at any depth, links never followed), or None."""
+    for top, dirs, files in os.walk(folder):
+        for name in sorted(dirs) + sorted(files):
+            if os.path.islink(os.path.join(top, name)):
+                return Path(top) / name
+    return None
+
+
+def check_run_folder(output: str | os.PathLike, command: str, *, inputs: Iterable[str | os.PathLike | None] = (),
+                     may_contain: Iterable[str | os.PathLike | None] = ()) -> Path:
+    """The rule for a command that writes into its folder (a training run, the demo): refused as `check_output`
+    refuses, except that an earlier output of the same command is accepted (it goes on writing there), `may_contain`
+    inputs may lie inside it (a run resuming from its own checkpoint), and any symbolic link inside it is refused
+    (the command would write through it). Returns the absolute path."""
+    given = Path(output)
+    target = _target(given)
+    _check_inputs(given, target, inputs, may_contain)
+    if _earlier_output(given, target, command, "write into") is not None:
+        link = first_symlink(target)
+        if link is not None:
+            raise AksharaError(f"{given}: holds a symbolic link, {link}; {command} would write through it (remove "
+                               "the link, or choose another folder)")
+    return target
+
+
+def claim(root: Path, name: str) -> Path:
+    """Record in `root`'s marker that its command writes `root/name`, before it does (an interrupted run's partial
+    entry is listed too); `root/name`. `remove_claimed` removes exactly these entries."""
+    marker = output_marker(root) or {}
+    wrote = [entry for entry in marker.get("wrote", []) if isinstance(entry, str)]
+    if name not in wrote:
+        replace_file(root / MARKER, json.dumps({**marker, "wrote": [*wrote, name]}) + "\n")
+    return root / name
+
+
+def remove_claimed(root: Path) -> list[str]:
+    """Remove the entries `root`'s marker lists (a link as a link, never followed; a name that is not a plain entry
+    of `root` is ignored); return the names of what else is in `root`, which stays."""
+    marker = output_marker(root)
+    wrote = marker.get("wrote") if marker else None
+    if not isinstance(wrote, list):
+        raise AksharaError(f"{root}: an earlier {marker['command'] if marker else ''} output that does not list what "
+                           "it wrote (written by an older akshara-hf); remove it yourself, or choose another folder")
+    for name in wrote:
+        if not isinstance(name, str) or name in ("", ".", "..", MARKER) or "/" in name or os.sep in name:
+            continue  # a forged list: never reaches outside the folder or its marker
+        path = root / name
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)  # never follows the links inside
+    replace_file(root / MARKER, json.dumps({**marker, "wrote": []}) + "\n")
+    return sorted(p.name + ("/" if p.is_dir() and not p.is_symlink() else "") for p in root.iterdir()
+                  if p.name != MARKER)
+
+
+def _is_temporary(name: str) -> bool:
+    """A `replace_file` temporary of a marker (another process of the same run writing it now)."""
+    return name.startswith(f".{MARKER}.") and name.endswith(TEMPORARY_SUFFIX)
+
+
+def _write_all(file, data: bytes) -> None:
+    file.write(data)
+
+
+def replace_file(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write `path` whole or not at all: into a new temporary file beside it, flushed, then renamed over it. A
+    symbolic link at `path` is replaced by the file, never written through; a full disk or a kill leaves the old file
+    as it was (and, when killed, a `.NAME.*.akshara-hf-tmp` file)."""
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    # Not tempfile.mkstemp: its files are mode 0600 whatever the umask; a card or log must read like any other file.
+    for _ in range(100):
+        temporary = path.parent / f".{path.name}.{os.getpid()}-{os.urandom(4).hex()}{TEMPORARY_SUFFIX}"
+        try:  # O_EXCL: never an existing file, nor through a link planted at that name
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise AksharaError(f"{path}: cannot create a temporary file beside it")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            _write_all(file, data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    return path
+
+
+def regular_file_or_absent(path: Path, what: str = "") -> bool:
+    """True for a regular file, False when nothing is there; anything else (a link, a folder) is refused."""
+    if not path.is_symlink() and not path.exists():
+        return False
+    mode = os.lstat(path).st_mode
+    if not stat.S_ISREG(mode):
+        kind = "a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode) else "not a file"
+        raise AksharaError(f"{path}: not a regular file ({kind}); refusing to write {what or 'there'}")
+    return True
 
 
 def _process_is_gone(marker: dict) -> bool:
@@ -102,12 +241,12 @@ def _process_is_gone(marker: dict) -> bool:
     return False  # still running: maybe a concurrent run of the same command
 
 
-def clean_stale_staging(output: Path, command: str) -> list[Path]:
-    """Remove staging folders that an interrupted earlier `command` run left beside `output`; return them."""
-    removed = []
+def _staging_folders(output: Path) -> Iterator[tuple[Path, dict]]:
+    """The staging folders beside `output` that prove they are ours and for it (name pattern and marker), with their
+    markers."""
     if not output.parent.is_dir():
-        return removed
-    for candidate in output.parent.glob(f".{output.name}{STAGING_INFIX}*"):
+        return
+    for candidate in sorted(output.parent.glob(f".{output.name}{STAGING_INFIX}*")):
         if candidate.is_symlink() or not candidate.is_dir():
             continue
         marker_path = candidate / STAGING_MARKER
@@ -117,11 +256,45 @@ def clean_stale_staging(output: Path, command: str) -> list[Path]:
             marker = json.loads(marker_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if not isinstance(marker, dict) or marker.get("command") != command or marker.get("output") != output.name:
+        if isinstance(marker, dict) and isinstance(marker.get("command"), str) and marker.get("output") == output.name:
+            yield candidate, marker
+
+
+def recover_interrupted(output: Path) -> Path | None:
+    """Put back the earlier output that a run killed between `staged_output`'s two renames left in its staging
+    folder's `previous/` (whichever command that run was); `output` when it did."""
+    if output.exists() or output.is_symlink():
+        return None
+    for candidate, marker in _staging_folders(output):
+        previous = candidate / "previous"
+        if previous.is_symlink() or not previous.is_dir() or not _process_is_gone(marker):
             continue
-        if _process_is_gone(marker):
-            shutil.rmtree(candidate, ignore_errors=True)
-            removed.append(candidate)
+        try:
+            os.replace(previous, output)
+        except OSError:  # another process got there first
+            continue
+        print(f"{output}: restored the earlier output that an interrupted `akshara-hf {marker['command']}` run had "
+              f"moved aside into {candidate}", file=sys.stderr)
+        return output
+    return None
+
+
+def clean_stale_staging(output: Path, command: str) -> list[Path]:
+    """Remove the staging folders that interrupted earlier `command` runs left beside `output`; return them. One that
+    still holds an earlier output (`previous/`: the run died between the renames and `recover_interrupted` could not
+    put it back, something else being at `output` now) is kept, and said so."""
+    removed = []
+    for candidate, marker in _staging_folders(output):
+        if marker["command"] != command or not _process_is_gone(marker):
+            continue
+        previous = candidate / "previous"
+        if (previous.exists() or previous.is_symlink()) and (candidate / "output").exists():
+            print(f"{output}: an interrupted run's earlier output is kept in {previous} (something else is at "
+                  f"{output} now); move it back by hand", file=sys.stderr)
+            continue
+        # Without previous/, or with previous/ and the new output moved into place: the run's replacement was done.
+        shutil.rmtree(candidate, ignore_errors=True)
+        removed.append(candidate)
     return removed
 
 
@@ -138,6 +311,7 @@ def staged_output(output: str | os.PathLike, command: str, *, overwrite: bool = 
     clean_stale_staging(target, command)
     root = Path(tempfile.mkdtemp(prefix=f".{target.name}{STAGING_INFIX}", dir=target.parent))
     previous = root / "previous"
+    replaced = False
     try:
         (root / STAGING_MARKER).write_text(json.dumps(
             {"command": command, "output": target.name, "host": socket.gethostname(), "pid": os.getpid()}))
@@ -158,10 +332,14 @@ def staged_output(output: str | os.PathLike, command: str, *, overwrite: bool = 
         if target.exists():
             os.replace(target, previous)  # an empty folder, or our own earlier output (checked above)
         os.replace(staging.folder, target)
+        replaced = True
     finally:
-        if previous.exists() and not target.exists():  # interrupted between the two renames: put it back
-            os.replace(previous, target)
-        shutil.rmtree(root, ignore_errors=True)  # rmtree never follows symlinks inside the tree
+        if previous.exists() and not replaced and not (target.exists() or target.is_symlink()):
+            os.replace(previous, target)  # interrupted between the two renames: put it back
+        if previous.exists() and not replaced:  # could not be put back (something else is there): never deleted
+            print(f"{target}: the earlier output is kept in {previous}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)  # rmtree never follows symlinks inside the tree
 
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from akshara_hf.errors import AksharaError
+from akshara_hf.folders import regular_file_or_absent, replace_file
 from akshara_hf.loading import read_json
 
 from .architecture import architecture_from_config
 from .facts import RUN_FACTS_FILE, load_run_facts, validate_run_facts
 from .nanochat_meta import NANOCHAT_META_FILE, facts_from_nanochat_meta
-from .plot import LOSS_CURVE_FILE, plot_loss_curve
+from .plot import LOSS_CURVE_FILE, drawn_here, plot_loss_curve
 from .sources import describe, hub_datasets
 
 CARD_FILE = "README.md"
@@ -293,11 +294,14 @@ def write_model_card(folder: str | Path, facts: dict | None = None, repo_id: str
     folder = Path(folder)
     if not folder.is_dir():
         raise AksharaError(f"{folder}: not a directory")
-    path = folder / CARD_FILE
-    if path.is_symlink() or path.is_dir():
-        raise AksharaError(f"{path}: not a regular file; refusing to write the card there")
-    if path.is_file() and not overwrite and CARD_MARKER not in path.read_text(encoding="utf-8", errors="replace"):
+    path, png = folder / CARD_FILE, folder / LOSS_CURVE_FILE
+    # Both files checked before either is written; a link is never written through, --overwrite or not.
+    if regular_file_or_absent(path, "the card") and not overwrite \
+            and CARD_MARKER not in path.read_text(encoding="utf-8", errors="replace"):
         raise AksharaError(f"{path}: exists and was not written by akshara-hf model-card; pass --overwrite to replace it")
+    if regular_file_or_absent(png, "the loss curve") and not overwrite and not drawn_here(png):
+        raise AksharaError(f"{png}: exists and was not written by akshara-hf model-card; pass --overwrite to "
+                           "replace it")
     facts = folder_facts(folder) if facts is None else validate_run_facts(facts, "facts")
     if eval_results is not None:
         facts = {**facts, "eval_results": facts["eval_results"] + eval_results_from_file(eval_results)}
@@ -307,8 +311,7 @@ def write_model_card(folder: str | Path, facts: dict | None = None, repo_id: str
     curve = plot_loss_curve(facts["log_history"], folder / LOSS_CURVE_FILE, facts["run_name"]) if facts["log_history"] else None
     model_id = repo_id or f"./{folder.resolve().name}"
     card = render_model_card(facts, architecture, model_id, license, loss_curve=curve is not None)
-    card.save(path)
-    return path
+    return replace_file(path, str(card))  # what `ModelCard.save` writes, but whole or not at all
 
 
 __all__ = ["eval_results_from_file", "folder_facts", "is_hub_id", "render_model_card", "write_model_card"]

@@ -7,11 +7,30 @@ from pathlib import Path
 from .facts import LOG_VALUES
 
 LOSS_CURVE_FILE = "loss_curve.png"
+# The PNG's "Software" text chunk in every figure drawn here: `write_model_card` replaces a loss_curve.png without
+# --overwrite only when it carries it (a figure of the user's own is never replaced silently).
+PNG_SOFTWARE = "akshara-hf model-card"
+
+
+def drawn_here(path: Path) -> bool:
+    """Whether the PNG at `path` is a loss curve this module drew (its text chunk says so)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.text.get("Software") == PNG_SOFTWARE
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):  # not a PNG, or a damaged one
+        return False
 
 
 def plot_loss_curve(log_history: list[dict], path: Path, title: str) -> Path | None:
     """loss_curve.png from the run's log (train/val loss, bpb on a second axis, LR multiplier below); None when
-    the log has no loss at all. Drawn on an Agg canvas without pyplot, so no global backend state changes."""
+    the log has no loss at all. Drawn on an Agg canvas without pyplot, so no global backend state changes; written
+    whole or not at all, never through a link (`akshara_hf.folders.replace_file`)."""
+    import io
+
+    from akshara_hf.folders import replace_file
+
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -51,5 +70,6 @@ def plot_loss_curve(log_history: list[dict], path: Path, title: str) -> Path | N
     else:
         ax.set_xlabel("step")
     fig.tight_layout()
-    fig.savefig(path, format="png")
-    return path
+    png = io.BytesIO()
+    fig.savefig(png, format="png", metadata={"Software": PNG_SOFTWARE})
+    return replace_file(path, png.getvalue())

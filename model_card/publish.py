@@ -10,14 +10,16 @@ uploaded unless every check passes. The token is whatever huggingface_hub finds 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import stat
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from akshara_hf.errors import AksharaError
+from akshara_hf.errors import AksharaError, one_line
 
 REQUIRED_CARD_FIELDS = ("language", "library_name", "pipeline_tag")
 
@@ -40,9 +42,10 @@ ALLOW_PATTERNS = [
     "loss_curve.png",
     "log.jsonl",
     "nanochat_meta.json",
+    "nanochat_padding.tensors",  # nanochat's vocab padding rows, for export-nanochat (akshara_hf/conversion/convert.py)
 ]
-# Top level only: huggingface_hub matches with fnmatch, where "*" also crosses "/", so every path inside a
-# subfolder is ignored explicitly (on top of huggingface_hub's own defaults, .git and .cache/huggingface).
+# Top level only: huggingface_hub's `filter_repo_objects` matches with fnmatch, where "*" also crosses "/", so every
+# path inside a subfolder is ignored explicitly (on top of huggingface_hub's own defaults, .git and .cache/huggingface).
 IGNORE_PATTERNS = ["*/*"]
 
 # Runs in the child process: block the package, load with remote code only, one forward on a chat prompt.
@@ -87,8 +90,10 @@ def _safetensors_files(folder: Path) -> list[Path]:
     """The weights, checked cheaply (header only) so a truncated file is named before any process starts."""
     from safetensors import safe_open
 
-    # Other *.safetensors files (a converted folder's `nanochat_padding.safetensors`) are not the model's weights.
+    # Loaders that read every *.safetensors of a repo as weights (vLLM) fail on any other one, e.g. the
+    # `nanochat_padding.safetensors` that convert-nanochat wrote before it became `nanochat_padding.tensors`.
     index = folder / "model.safetensors.index.json"
+    shards = {"model.safetensors"}
     if index.is_file():
         try:
             shards = set(json.loads(index.read_text())["weight_map"].values())
@@ -101,6 +106,11 @@ def _safetensors_files(folder: Path) -> list[Path]:
         raise AksharaError(f"{folder}: no model.safetensors weights (nor a model.safetensors.index.json)")
     files = sorted(folder.glob("*.safetensors"))
     for path in files:
+        if path.name not in shards:
+            hint = " (rename it to nanochat_padding.tensors: the same bytes, where export-nanochat reads them)" \
+                if path.name == "nanochat_padding.safetensors" else ""
+            raise AksharaError(f"{path}: not one of the model's weight files, but vLLM and other loaders would read "
+                               f"it as weights{hint}")
         try:  # safetensors reads the header and checks it against the file's length, without loading tensors
             with safe_open(path, framework="pt"):
                 pass
@@ -145,11 +155,31 @@ def _check_card(folder: Path) -> None:
         raise AksharaError(f"{path}: card metadata lacks {', '.join(missing)}")
 
 
+def _no_required_links(folder: Path) -> None:
+    """The files a Hub user needs must be regular files: a link would be read by the checks and left out of the upload
+    (`_walk`), so the Hub copy would break."""
+    config = folder / "config.json"
+    required = ["config.json", "tokenizer.json", "README.md", "model.safetensors", "model.safetensors.index.json"]
+    if not config.is_symlink() and config.is_file():
+        try:
+            auto_map = json.loads(config.read_text(encoding="utf-8")).get("auto_map") or {}
+            required += [f"{ref.rsplit('.', 1)[0]}.py" for value in auto_map.values()
+                         for ref in (value if isinstance(value, list) else [value]) if isinstance(ref, str)]
+        except (ValueError, AttributeError):
+            pass  # reported by _check_config
+    for name in required:
+        if (folder / name).is_symlink():
+            raise AksharaError(f"{folder / name}: is a symbolic link; publish uploads only regular files inside the "
+                               "folder (copy the file in)")
+
+
 def check_files(folder: str | Path) -> Path:
-    """Everything that can be checked without loading: files present, config, weights' headers, card metadata."""
+    """Everything that can be checked without loading: files present (regular files, not links), config, weights'
+    headers, card metadata."""
     folder = Path(folder)
     if not folder.is_dir():
         raise AksharaError(f"{folder}: not a directory")
+    _no_required_links(folder)
     _check_config(folder)
     _safetensors_files(folder)
     if not (folder / "tokenizer.json").is_file():
@@ -159,9 +189,16 @@ def check_files(folder: str | Path) -> Path:
 
 
 def check_loads(folder: str | Path, timeout: float = 600) -> dict:
-    """Load the folder in a fresh process with remote code only and run one forward; returns what it reported."""
+    """Load the folder in a fresh process with remote code only and run one forward; returns what it reported.
+
+    What loads is a view of the files that would be uploaded (links to them in a scratch folder), so a file the
+    upload leaves out (a symbolic link, one outside the allow-list) fails the check as it would fail a Hub user."""
     folder = Path(folder).resolve()
     with tempfile.TemporaryDirectory(prefix="akshara-publish-") as scratch:
+        view = Path(scratch) / folder.name
+        view.mkdir()
+        for path, _ in files_to_upload(folder):
+            (view / path).symlink_to(folder / path)
         env = {
             **os.environ,
             "HF_MODULES_CACHE": str(Path(scratch) / "modules"),  # a fresh copy of the remote code, never a stale one
@@ -171,7 +208,7 @@ def check_loads(folder: str | Path, timeout: float = 600) -> dict:
         }
         try:
             result = subprocess.run(
-                [sys.executable, "-c", _LOAD_CHECK, str(folder)],
+                [sys.executable, "-c", _LOAD_CHECK, str(view)],
                 cwd=scratch, env=env, capture_output=True, text=True, timeout=timeout,
             )
         except subprocess.TimeoutExpired:
@@ -183,31 +220,62 @@ def check_loads(folder: str | Path, timeout: float = 600) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _all_files(folder: Path) -> dict[str, Path]:
-    return {p.relative_to(folder).as_posix(): p for p in sorted(folder.glob("**/*")) if p.is_file()}
+def _walk(folder: Path) -> tuple[dict[str, Path], list[str]]:
+    """(the regular files under `folder` by repo path, the symbolic links there): links are never followed, so nothing
+    outside the folder can be listed (huggingface_hub's `upload_folder` follows them: `glob` + `is_file`)."""
+    files, links = {}, []
+    for top, dirs, names in os.walk(folder):
+        for name in sorted(dirs) + sorted(names):
+            path = Path(top) / name
+            relative = path.relative_to(folder).as_posix()
+            if path.is_symlink():
+                links.append(relative)
+            elif name in names and stat.S_ISREG(path.lstat().st_mode):
+                files[relative] = path
+    return dict(sorted(files.items())), sorted(links)
 
 
 def files_to_upload(folder: str | Path) -> list[tuple[str, int]]:
-    """(path in repo, size in bytes), filtered exactly as `upload_folder` filters with our patterns."""
+    """(path in repo, size in bytes): the folder's regular files, filtered as `upload_folder` would filter them with
+    our patterns."""
     from huggingface_hub.hf_api import DEFAULT_IGNORE_PATTERNS
     from huggingface_hub.utils import filter_repo_objects
 
-    files = _all_files(Path(folder).resolve())
+    files, _ = _walk(Path(folder).resolve())
     kept = filter_repo_objects(files, allow_patterns=ALLOW_PATTERNS,
                                ignore_patterns=IGNORE_PATTERNS + DEFAULT_IGNORE_PATTERNS)
-    return [(path, files[path].stat().st_size) for path in kept]
+    return [(path, files[path].lstat().st_size) for path in kept]
 
 
 def files_left_out(folder: str | Path) -> dict[str, int]:
-    """What stays behind, counted per top-level entry (`mixture/`, `checkpoint-10/`, `run_facts.json`)."""
+    """What stays behind, counted per top-level entry (`mixture/`, `checkpoint-10/`, `run_facts.json`); symbolic links
+    are `links_left_out`'s."""
     folder = Path(folder).resolve()
     kept = {path for path, _ in files_to_upload(folder)}
     counts: dict[str, int] = {}
-    for path in _all_files(folder):
+    for path in _walk(folder)[0]:
         if path not in kept:
             top = path.split("/", 1)[0] + ("/" if "/" in path else "")
             counts[top] = counts.get(top, 0) + 1
     return counts
+
+
+def links_left_out(folder: str | Path) -> list[str]:
+    """The symbolic links in the folder (never uploaded, never followed), outside subfolders that stay anyway."""
+    return [link for link in _walk(Path(folder).resolve())[1] if "/" not in link]
+
+
+def _open_regular(path: Path):
+    """`path` opened for reading, if it is still a regular file (not swapped for a link since it was checked)."""
+    try:
+        file = open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NOFOLLOW))
+    except OSError as error:
+        reason = "is a symbolic link" if path.is_symlink() else one_line(error)
+        raise AksharaError(f"{path}: {reason} (it changed after the checks); nothing uploaded") from None
+    if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+        file.close()
+        raise AksharaError(f"{path}: not a regular file (it changed after the checks); nothing uploaded")
+    return file
 
 
 def _check_repo_id(repo_id: str) -> None:
@@ -231,7 +299,7 @@ def publish(folder: str | Path, repo_id: str, private: bool = False, revision: s
 
     Without `private` the namespace's default visibility applies (create_repo gets private=None).
     """
-    from huggingface_hub import HfApi
+    from huggingface_hub import CommitOperationAdd, HfApi
 
     out = out or sys.stdout
     _check_repo_id(repo_id)
@@ -240,12 +308,14 @@ def publish(folder: str | Path, repo_id: str, private: bool = False, revision: s
     if f'"{repo_id}"' not in card_text:
         raise AksharaError(f"{folder / 'README.md'}: its usage snippets do not load {repo_id}; write the card for it "
                            f"with `akshara-hf model-card {folder} --repo-id {repo_id}`")
+    folder = folder.resolve()
+    files = files_to_upload(folder)  # listed before the load check, which loads exactly these
     report = check_loads(folder)
     print(f"ok: {folder} loads with its remote code alone ({report['model_class']}); "
           f"one forward on a {report['prompt_tokens']}-token chat prompt", file=out)
-    files = files_to_upload(folder)
     target = f"{repo_id} (revision {revision or 'main'}{', private' if private else ''})"
     total = sum(size for _, size in files)
+    links = links_left_out(folder)
     if dry_run:
         print(f"dry run: would upload {len(files)} files ({total:,} bytes) to {target}", file=out)
         for path, size in files:
@@ -254,20 +324,21 @@ def publish(folder: str | Path, repo_id: str, private: bool = False, revision: s
         if left:
             print("not uploaded: " + ", ".join(f"{name} ({count} file{'s' if count > 1 else ''})"
                                                 for name, count in sorted(left.items())), file=out)
+    if links:
+        print(f"not uploaded (symbolic links, never followed): {', '.join(links)}", file=out)
+    if dry_run:
         return files
-    api = HfApi()
-    api.create_repo(repo_id, repo_type="model", private=True if private else None, exist_ok=True)
-    if revision and revision != "main":
-        api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
-    info = api.upload_folder(
-        repo_id=repo_id,
-        repo_type="model",
-        folder_path=str(folder),
-        revision=revision,
-        allow_patterns=list(ALLOW_PATTERNS),
-        ignore_patterns=list(IGNORE_PATTERNS),
-        commit_message=f"Upload {folder.name} with akshara-hf",
-    )
+    # One commit of exactly the listed files, each opened now without following links: `upload_folder` would walk
+    # the folder again, following links (see `_walk`).
+    with contextlib.ExitStack() as opened:
+        operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=opened.enter_context(
+            _open_regular(folder / path))) for path, _ in files]
+        api = HfApi()
+        api.create_repo(repo_id, repo_type="model", private=True if private else None, exist_ok=True)
+        if revision and revision != "main":
+            api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
+        info = api.create_commit(repo_id, operations, commit_message=f"Upload {folder.name} with akshara-hf",
+                                 repo_type="model", revision=revision)
     print(f"uploaded {len(files)} files ({total:,} bytes) to {target}: {getattr(info, 'commit_url', info)}", file=out)
     return files
 

@@ -32,18 +32,26 @@ BOS, USER_START, USER_END = SPECIAL_IDS["<|bos|>"], SPECIAL_IDS["<|user_start|>"
 ASSISTANT_START, ASSISTANT_END = SPECIAL_IDS["<|assistant_start|>"], SPECIAL_IDS["<|assistant_end|>"]
 
 
-def tiny_model(seed: int = 0) -> AksharaForCausalLM:
+def tiny_model(seed: int = 0, generation: str = "late-2025") -> AksharaForCausalLM:
     """The tiny Akshara model, every matrix re-drawn from a seeded normal (nanochat starts the head and the output
-    projections at zero, which would leave the blocks without gradient)."""
+    projections at zero, which would leave the blocks without gradient). `generation="2026"`: nanochat 2026's
+    architecture (4 layers, windows S S S L, value embeddings, lambdas, smear, backout) and so its optimizer."""
     torch.manual_seed(seed)
-    config = AksharaConfig(
-        vocab_size=VOCAB_SIZE, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=128,
-    )  # fmt: skip
+    if generation == "2026":
+        config = AksharaConfig.from_nanochat({"sequence_len": 128, "vocab_size": VOCAB_SIZE, "n_layer": 4, "n_head": 4,
+                                              "n_kv_head": 2, "n_embd": 64, "window_pattern": "SSSL"})  # fmt: skip
+    else:
+        config = AksharaConfig(
+            vocab_size=VOCAB_SIZE, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            max_position_embeddings=128,
+        )  # fmt: skip
     model = AksharaForCausalLM(config)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            param.normal_(0.0, 1.0 if "wte" in name else param.shape[1] ** -0.5)
+            if param.ndim == 1:  # 2026's lambdas and gates: around a half, none inert
+                param.normal_(0.5, 0.1)
+            else:
+                param.normal_(0.0, 1.0 if "wte" in name or "value_embeds" in name else param.shape[1] ** -0.5)
     return model
 
 
@@ -81,23 +89,40 @@ def tiny_config(output_dir, **overrides) -> AksharaSFTConfig:
     return AksharaSFTConfig(**{**settings, **overrides})
 
 
-def run(output_dir, steps: int, loss_normalization: str, per_device: int = 4, target: int = 8) -> dict:
-    """Train the tiny model `steps` steps; return the world sizes and the per-step logged loss and LRs."""
+def run(output_dir, steps: int, loss_normalization: str, per_device: int = 4, target: int = 8,
+        generation: str = "late-2025", save_steps: int | None = None, resume_from: str | None = None,
+        params_out: str | None = None) -> dict:
+    """Train the tiny model `steps` steps; return the world sizes, the per-step logged loss and LRs, and how many Muon
+    matrices each rank holds state for. `params_out`: rank 0 writes the final weights there (safetensors)."""
+    saving = {"save_strategy": "steps", "save_steps": save_steps} if save_steps else {}
     args = tiny_config(
         output_dir, max_steps=steps, per_device_train_batch_size=per_device, target_examples_per_step=target,
-        loss_normalization=loss_normalization,
+        loss_normalization=loss_normalization, **saving,
     )  # fmt: skip
-    trainer = MuonSFTTrainer(
-        tiny_model(), args, train_dataset=conversations(steps * target), processing_class=tiny_tokenizer()
-    )
-    trainer.train()
+    model = tiny_model(generation=generation)
+    trainer = MuonSFTTrainer(model, args, train_dataset=conversations(steps * target), processing_class=tiny_tokenizer())
+    trainer.train(resume_from_checkpoint=resume_from)
     logs = [entry for entry in trainer.state.log_history if "loss" in entry and "lrm" in entry]
+    optimizer = trainer.optimizer.optimizer  # inside Accelerate's wrapper
+    matrices = [p for group in optimizer.muon.param_groups for p in group["params"]]
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    holders = torch.zeros(world, len(matrices), dtype=torch.int32)
+    holders[dist.get_rank() if dist.is_initialized() else 0] = torch.tensor([int(p in optimizer.muon.state) for p in matrices])
+    if dist.is_initialized():
+        dist.all_reduce(holders)
+    if params_out and (not dist.is_initialized() or dist.get_rank() == 0):
+        from safetensors.torch import save_file
+
+        save_file({name: p.detach().contiguous() for name, p in trainer.accelerator.unwrap_model(model).named_parameters()},
+                  params_out)  # fmt: skip
     return {
         "world_size": args.world_size,
         "dist_world_size": dist.get_world_size() if dist.is_initialized() else 1,
         "gradient_accumulation_steps": args.gradient_accumulation_steps,
         "losses": [entry["loss"] for entry in logs],
         "lrs": [entry["lr/muon"] for entry in logs],
+        "muon_states_by_rank": holders.tolist(),
+        "muon_class": type(optimizer.muon).__name__,
     }
 
 
@@ -107,8 +132,13 @@ def main():
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--loss-normalization", default="nanochat")
+    parser.add_argument("--generation", default="late-2025", choices=["late-2025", "2026"])
+    parser.add_argument("--save-steps", type=int)
+    parser.add_argument("--resume-from")
+    parser.add_argument("--params-out")
     options = parser.parse_args()
-    result = run(options.output_dir, options.steps, options.loss_normalization)
+    result = run(options.output_dir, options.steps, options.loss_normalization, generation=options.generation,
+                 save_steps=options.save_steps, resume_from=options.resume_from, params_out=options.params_out)
     if not dist.is_initialized() or dist.get_rank() == 0:
         with open(options.out, "w") as file:
             json.dump(result, file)

@@ -137,3 +137,13 @@ def test_nanochat2026():
     # input = 4 x the short window (512): each of the 3 sliding layers of 4 caches its last 128 keys (the 129th is the
     # next query's own), the full layer all 512
     assert float(rows[-1]["ratio"]) == pytest.approx((1 + 3 * 128 / 512) / 4, abs=1e-3)
+
+
+def test_vllm_comparison_needs_the_vllm_environment(tmp_path):
+    """bench_vllm.py starts vLLM from the environment scripts/test_vllm.sh builds; without it, one line and no server
+    (the lead runs the comparison on a quiet machine; figures in bench/README.md)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "bench_vllm.py"), "--vllm-python", str(tmp_path / "nope")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode != 0 and done.stderr.strip().splitlines() == [
+        f"bench_vllm.py: error: {tmp_path / 'nope'}: no vLLM environment (bash scripts/test_vllm.sh builds it)"]

@@ -1,11 +1,12 @@
 """render_conversation and the chat template against an independent re-implementation of nanochat's layout."""
 
+import inspect
 import re
 
 import pytest
 import tiktoken
 from jinja2.exceptions import TemplateError
-from transformers import GenerationConfig
+from transformers import GenerationConfig, PreTrainedTokenizerBase
 
 from akshara_hf.tokenization.chat import (
     generation_config_kwargs,
@@ -185,10 +186,24 @@ def test_template_refuses_special_token_text(tok, index):
     render_for_generation(messages, tok)  # the training/nanochat path encodes it as text
 
 
+# transformers 5.23 sanitizes; 5.16.1 (our lowest) hands the flag to the template as a variable, so
+# special-token text stays refused there (the safe side), and the tests below check that instead.
+SANITIZING = "sanitize_control_tokens" in inspect.signature(PreTrainedTokenizerBase.apply_chat_template).parameters
+
+
+def _sanitized_ids(tokenizer, messages):
+    if not SANITIZING:
+        with pytest.raises(TemplateError, match="would become a control token"):
+            tokenizer.apply_chat_template(messages, add_generation_prompt=True, sanitize_control_tokens=True)
+        return None
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, sanitize_control_tokens=True,
+                                         return_dict=True)["input_ids"]  # fmt: skip
+
+
 def test_sanitized_template_encodes_special_token_text_as_plain_text(tok, enc):
     messages = [{"role": "user", "content": "x<|assistant_end|>y"}]
-    ids = tok.apply_chat_template(messages, add_generation_prompt=True, sanitize_control_tokens=True, return_dict=True)
-    assert ids["input_ids"] == render_for_generation(messages, tok)
+    ids = _sanitized_ids(tok, messages)
+    assert ids is None or ids == render_for_generation(messages, tok)
 
 
 def test_sanitized_template_splits_like_nanochat_next_to_a_space():
@@ -196,10 +211,10 @@ def test_sanitized_template_splits_like_nanochat_next_to_a_space():
     lone marker + "bos|>", which transformers splits on a pre-token boundary, so the ids equal nanochat's."""
     tokenizer = train_tokenizer(["see <|x|> or <| and |> then <|y|> now"] * 50, 256 + 9 + 15)
     messages = [{"role": "user", "content": "see <|bos|> now"}]
-    sanitized = tokenizer.apply_chat_template(messages, add_generation_prompt=True, sanitize_control_tokens=True,
-                                              return_dict=True)["input_ids"]
-    assert sanitized == render_for_generation(messages, tokenizer)
-    assert tokenizer.convert_tokens_to_ids("<|bos|>") not in sanitized[1:]
+    sanitized = _sanitized_ids(tokenizer, messages)
+    if SANITIZING:
+        assert sanitized == render_for_generation(messages, tokenizer)
+        assert tokenizer.convert_tokens_to_ids("<|bos|>") not in sanitized[1:]
 
 
 def test_forged_markers_never_become_control_tokens(tok):

@@ -47,6 +47,33 @@ def test_round_trip_2025_is_bit_identical_with_meta_and_tokenizer(run_2025, tmp_
     assert (again / "model.safetensors").read_bytes() == (folder / "model.safetensors").read_bytes()
 
 
+def test_padding_rows_live_where_no_weight_loader_reads_them(run_2025, tmp_path):
+    """Loaders that read every `*.safetensors` of a folder (vLLM, TGI, llama.cpp's converter) took the padding rows,
+    named `lm_head.weight` / `transformer.wte.weight`, for a second copy of the weights. The folder's only
+    `*.safetensors` is the model, its `auto_map` names every class we register (vLLM builds `AutoModel`)."""
+    base, checkpoints, states = run_2025
+    folder = convert_nanochat(checkpoints, tmp_path / "hf")
+    assert sorted(p.name for p in folder.glob("*.safetensors")) == ["model.safetensors"]
+    assert sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt")) == []
+    assert (folder / "nanochat_padding.tensors").is_file()
+    auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
+    assert auto_map == {"AutoConfig": "configuration_akshara.AksharaConfig", "AutoModel": "modeling_akshara.AksharaModel",
+                        "AutoModelForCausalLM": "modeling_akshara.AksharaForCausalLM"}
+
+
+def test_a_folder_converted_before_the_rename_still_exports_bit_identically(run_2025, tmp_path):
+    """Older folders hold the same bytes as `nanochat_padding.safetensors`; export reads them there too (README:
+    renaming the file is the whole migration). A damaged padding file is one line naming it."""
+    base, checkpoints, states = run_2025
+    folder = convert_nanochat(checkpoints, tmp_path / "hf")
+    (folder / "nanochat_padding.tensors").rename(folder / "nanochat_padding.safetensors")
+    out = export_nanochat(folder, tmp_path / "back")
+    assert_same_checkpoint(torch.load(out / "model_000200.pt", weights_only=True), states[200])
+    (folder / "nanochat_padding.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(AksharaError, match="nanochat_padding.safetensors: not the padding rows convert-nanochat wrote"):
+        export_nanochat(folder, tmp_path / "back2")
+
+
 def test_round_trip_of_a_bf16_checkpoint_keeps_bf16(run_2025, tmp_path):
     base, checkpoints, states = run_2025
     bf16 = {f"_orig_mod.{k}": v.bfloat16() for k, v in states[100].items()}
@@ -145,8 +172,9 @@ HOSTILE_FOLDERS = {
                                 "akshara.dtypes.lm_head.weight is 'int8', not one of"),
     "dtype of no tensor": (_edited_meta(akshara={"dtypes": {"nope.weight": "float32"}}),
                            "akshara.dtypes names 'nope.weight', a tensor this model does not have"),
-    "padding corrupt": (_write("nanochat_padding.safetensors", b"garbage"),
-                        "nanochat_padding.safetensors: not a readable safetensors file"),
+    "padding corrupt": (_write("nanochat_padding.tensors", b"garbage"),
+                        "nanochat_padding.tensors: not the padding rows convert-nanochat wrote"),
+    "padding a named pipe": (_fifo("nanochat_padding.tensors"), "nanochat_padding.tensors: is a named pipe"),
     "meta a named pipe": (_fifo("nanochat_meta.json"), "nanochat_meta.json: is a named pipe, not a regular file"),
     "tokenizer a named pipe": (_fifo("tokenizer.json"), "tokenizer.json: is a named pipe, not a regular file"),
 }
@@ -171,7 +199,7 @@ def test_padding_file_of_integer_rows_is_refused(converted_2025, tmp_path):
 
     folder = tmp_path / "folder"
     shutil.copytree(converted_2025, folder)
-    save_file({"lm_head.weight": torch.zeros(20, 64, dtype=torch.int8)}, folder / "nanochat_padding.safetensors")
+    save_file({"lm_head.weight": torch.zeros(20, 64, dtype=torch.int8)}, folder / "nanochat_padding.tensors")
     with pytest.raises(AksharaError, match="lm_head.weight is int8, not a floating-point weight"):
         export_nanochat(folder, tmp_path / "out")
 

@@ -306,6 +306,50 @@ def test_a_hand_written_readme_is_never_overwritten_silently(folder, capsys):
     assert json.loads((folder / "config.json").read_text())  # the link's target is untouched
 
 
+def test_the_loss_curve_is_never_written_through_a_link_nor_over_a_users_file(folder, tmp_path, capsys):
+    """loss_curve.png used to be written through a symlink onto any file, and over a user's own figure without
+    --overwrite. Ours carries its own mark (a PNG text chunk) and is replaced freely."""
+    from akshara_hf.cli import main
+
+    (folder / "facts.json").write_text(json.dumps(run_facts()))
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    png = folder / "loss_curve.png"
+    png.symlink_to(target)
+    for overwrite in ([], ["--overwrite"]):
+        assert main(["model-card", str(folder), "--facts", str(folder / "facts.json"), *overwrite]) == 2
+        assert "loss_curve.png: not a regular file" in capsys.readouterr().err
+    assert target.read_text() == "keep me" and not (folder / "README.md").exists()
+    png.unlink()
+    png.write_bytes(PNG_SIGNATURE + b"a figure the user drew")
+    with pytest.raises(AksharaError, match=r"loss_curve\.png: exists and was not written by akshara-hf model-card"):
+        write_model_card(folder, facts=run_facts())
+    assert png.read_bytes() == PNG_SIGNATURE + b"a figure the user drew" and not (folder / "README.md").exists()
+    write_model_card(folder, facts=run_facts(), overwrite=True)
+    ours = png.read_bytes()
+    assert ours[:8] == PNG_SIGNATURE and len(ours) > 5_000
+    write_model_card(folder, facts=run_facts(), license="apache-2.0")  # our own figure: replaced without --overwrite
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []  # no temporary file left
+
+
+def test_a_failed_write_keeps_the_old_card(folder, monkeypatch):
+    """A full disk while writing the card leaves the earlier card whole (written beside it, then renamed)."""
+    from akshara_hf import folders
+
+    write_model_card(folder, facts=run_facts())
+    before = {name: (folder / name).read_bytes() for name in ("README.md", "loss_curve.png")}
+
+    def full_disk(file, data):
+        file.write(data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(folders, "_write_all", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_model_card(folder, facts=run_facts(), license="apache-2.0")
+    assert {name: (folder / name).read_bytes() for name in before} == before
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []
+
+
 def test_a_card_written_while_training_says_so_and_needs_no_config_json_yet(d20_folder, tmp_path):
     """The trainer's card hook writes the output folder's card before the model is saved there (from the model's
     config); a checkpoint's figures are the steps so far, never labelled final."""
@@ -444,7 +488,7 @@ def test_the_cards_serve_commands_parse_with_the_real_command_line(folder):
     from akshara_hf.cli import build_parser
 
     text = write_model_card(folder, run_facts(), repo_id="akshara-org/akshara-tiny").read_text(encoding="utf-8")
-    (block, native) = _code_blocks(text, "bash")
+    (block, native, vllm) = _code_blocks(text, "bash")
     lines = block.replace("\\\n", " ").splitlines()
     args = build_parser().parse_args(shlex.split(lines[0])[1:])
     assert (args.command, args.folder, args.port) == ("serve", "akshara-org/akshara-tiny", 8000)
@@ -452,6 +496,8 @@ def test_the_cards_serve_commands_parse_with_the_real_command_line(folder):
     assert body["model"] == "akshara-org/akshara-tiny" and body["messages"][0]["role"] == "user"
     args = build_parser().parse_args(shlex.split(native.splitlines()[0])[1:])
     assert (args.command, args.folder, args.output_dir) == ("export-native", "akshara-org/akshara-tiny", "./akshara-native")
+    # vLLM's (README's command, run as written by tests/test_vllm.py in vLLM's environment)
+    assert "--model akshara-org/akshara-tiny --trust-remote-code" in vllm
 
 
 # ----------------------------------------------------------------------------- layering

@@ -158,6 +158,56 @@ def test_packed_sequences_keep_smear_and_windows_apart():
             assert (model(**batch, use_cache=False).logits - separate).abs().max() < 1e-5
 
 
+SMEAR_REFUSED = "smear .*needs the previous token"
+
+
+def test_a_token_without_its_predecessor_or_smear_state_is_refused():
+    """What a runtime that calls the model without its cache does (vLLM's transformers backend): decode one token per
+    request at position > 0, continue a cached prefix, or flatten requests into one row whose position ids restart
+    anywhere but 0. Each would smear zeros in place of the previous token: refused, in one line naming smear."""
+    model, _ = model_2026()
+    idx = long_input(12, 1)
+    with torch.no_grad():
+        for call in (
+            lambda: model(idx[:, -1:], position_ids=torch.tensor([[11]]), use_cache=False),  # a decode step
+            lambda: model(idx[:, 5:], position_ids=torch.arange(5, 12)[None], use_cache=False),  # a cached prefix
+            lambda: model(idx[:, -1:], position_ids=torch.tensor([[11]]), past_key_values=AksharaCache(config=model.config)),
+            # a flattened batch: request A's prefill (0..5), then request B's decode token at 9
+            lambda: model(idx[:, :7], position_ids=torch.tensor([[0, 1, 2, 3, 4, 5, 9]]), use_cache=False),
+            # B's decode first, A's prefill after it (vLLM schedules running requests first)
+            lambda: model(idx[:, :7], position_ids=torch.tensor([[9, 0, 1, 2, 3, 4, 5]]), use_cache=False),
+        ):
+            with pytest.raises(ValueError, match=SMEAR_REFUSED):
+                call()
+
+
+def test_smear_still_runs_where_every_predecessor_is_at_hand():
+    """Packed prefill rows (restarts at 0), left padding, and decoding from a cache that holds the smear state."""
+    model, _ = model_2026()
+    idx = long_input(12, 1)
+    with torch.no_grad():
+        whole = model(idx).logits
+        packed = model(torch.cat([idx, idx], 1), position_ids=torch.arange(12).repeat(2)[None], use_cache=False).logits
+        assert (packed[:, :12] - whole).abs().max() < 1e-5 and (packed[:, 12:] - whole).abs().max() < 1e-5
+        padded = torch.cat([torch.full((1, 3), 299), idx], 1)
+        mask = torch.cat([torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 12, dtype=torch.long)], 1)
+        positions = torch.cat([torch.ones(1, 3, dtype=torch.long), torch.arange(12)[None]], 1)  # as generate fills them
+        left = model(padded, attention_mask=mask, position_ids=positions, use_cache=False).logits[:, 3:]
+        assert (left - whole).abs().max() < 1e-4
+        cache = AksharaCache(config=model.config)
+        model(idx[:, :11], past_key_values=cache, use_cache=True)
+        step = model(idx[:, 11:], position_ids=torch.tensor([[11]]), past_key_values=cache, use_cache=True).logits
+        assert (step[:, -1] - whole[:, -1]).abs().max() < 1e-4
+
+
+def test_late_2025_models_need_no_predecessor_state():
+    """Without smear a cacheless decode step is exact (what makes a late-2025 folder servable by vLLM)."""
+    model, _ = model_2026(use_smear=False)
+    idx = long_input(12, 1)
+    with torch.no_grad():
+        model(idx[:, -1:], position_ids=torch.tensor([[11]]), use_cache=False)
+
+
 def test_value_embeddings_need_input_ids():
     model, _ = model_2026()
     with pytest.raises(ValueError, match="value embeddings.*input_ids"):
@@ -252,7 +302,8 @@ def test_a_new_2026_model_gets_nanochat_2026s_init():
 
 
 def test_tiny_2026_recipe_trains_a_new_2026_model_with_its_groups_and_schedule(run_2026, tmp_path, capsys):
-    """training/recipes/tiny-sft-2026.yaml: a new nanochat 2026 model (depth 4) from model_config, a few SFT steps."""
+    """training/recipes/tiny-sft-2026.yaml: a new nanochat 2026 model (depth 4) from model_config, one epoch of
+    chat_sft's packed rows by data progress."""
     from akshara_hf.training.run import main as run_main
 
     base, checkpoints, _ = run_2026
@@ -260,14 +311,18 @@ def test_tiny_2026_recipe_trains_a_new_2026_model_with_its_groups_and_schedule(r
     recipe = Path(__file__).resolve().parents[1] / "training" / "recipes" / "tiny-sft-2026.yaml"
     argv = sys.argv
     sys.argv = ["sft.py", "--config", str(recipe), "--tokenizer_name_or_path", str(tokenizer),
-                "--output_dir", str(tmp_path / "run"), "--max_steps", "6"]  # fmt: skip
+                "--output_dir", str(tmp_path / "run")]  # fmt: skip
     try:
         assert run_main(script="sft.py") == 0, capsys.readouterr().err[-2000:]
     finally:
         sys.argv = argv
     logs = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     losses = [entry["loss"] for entry in logs if "loss" in entry]
-    assert len(losses) == 6 and losses[-1] < losses[0] - 0.5, losses
+    assert len(losses) > 4 and losses[-1] < losses[0] - 0.5, losses  # one epoch of packed rows, 2 per step
+    progress = [entry["progress"] for entry in logs if "progress" in entry]
+    assert len(progress) == len(losses) and progress[-1] == 1.0 and progress == sorted(progress) and progress[0] < 0.2
+    assert [entry["lrm"] for entry in logs if "lrm" in entry][-1] == 0.0
+    assert [entry["muon_momentum"] for entry in logs if "lrm" in entry][:2] == pytest.approx([0.85, 0.85 + 0.1 / 300])
     first = next(entry for entry in logs if "lr/x0_lambdas" in entry)
     assert first["lr/x0_lambdas"] == pytest.approx(0.5 * 0.8) and first["lr/scalars"] == pytest.approx(0.2 * 0.8)
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "run")

@@ -65,7 +65,7 @@ def hub_calls(monkeypatch):
     def recorder(name):
         def call(self, *args, **kwargs):
             calls.append((name, args, kwargs))
-            return f"https://huggingface.co/{REPO_ID}/commit/0" if name == "upload_folder" else None
+            return f"https://huggingface.co/{REPO_ID}/commit/0" if name in ("upload_folder", "create_commit") else None
 
         return call
 
@@ -123,25 +123,20 @@ def test_converted_folder_card_comes_from_nanochat_meta(valid_folder):
     assert "# akshara-tiny" in card.text and "| Steps | 310 |" in card.text and "| Final validation loss | 0.84 |" in card.text
 
 
-def test_upload_passes_repo_private_revision_and_folder(folder, hub_calls, capsys):
+def test_upload_passes_repo_private_revision_and_the_listed_files(folder, hub_calls, capsys):
+    _run_leftovers(folder)
     assert publish.main_args(["publish", str(folder), "--repo-id", REPO_ID, "--private", "--revision", "v1"]) == 0
     names = [name for name, _, _ in hub_calls]
-    assert names == ["create_repo", "create_branch", "upload_folder"]
-    (_, args, kwargs), (_, _, branch), (_, _, upload) = hub_calls
+    assert names == ["create_repo", "create_branch", "create_commit"]
+    (_, args, kwargs), (_, _, branch), (_, commit_args, commit) = hub_calls
     assert (args, kwargs["private"], kwargs["exist_ok"]) == ((REPO_ID,), True, True)
     assert branch["branch"] == "v1" and branch["exist_ok"] is True
-    assert upload["repo_id"] == REPO_ID and upload["revision"] == "v1"
-    assert upload["folder_path"] == str(folder.resolve())
-    assert upload["ignore_patterns"] == ["*/*"] and "*.safetensors" in upload["allow_patterns"]
-    # upload_folder filters with huggingface_hub's own function: what it would send is exactly the dry run's list
-    from huggingface_hub.utils import filter_repo_objects
-    from huggingface_hub.hf_api import DEFAULT_IGNORE_PATTERNS
-
-    _run_leftovers(folder)
-    every = [p.relative_to(folder).as_posix() for p in folder.glob("**/*") if p.is_file()]
-    sent = filter_repo_objects(every, allow_patterns=upload["allow_patterns"],
-                               ignore_patterns=upload["ignore_patterns"] + DEFAULT_IGNORE_PATTERNS)
+    assert commit_args[0] == REPO_ID and commit["revision"] == "v1" and commit["repo_type"] == "model"
+    # One commit of exactly the dry run's files, with their content: no checkpoint, mixture, cache or pickle.
+    sent = {op.path_in_repo: op.path_or_fileobj for op in commit_args[1]}
+    assert sorted(sent) == [path for path, _ in publish.files_to_upload(folder)]
     assert MODEL_FILES <= set(sent) and not [path for path in sent if "/" in path or path.endswith((".arrow", ".bin"))]
+    assert all(file.name == str(folder.resolve() / path) and file.closed for path, file in sent.items())
     assert f"to {REPO_ID} (revision v1, private)" in capsys.readouterr().out
 
 
@@ -149,7 +144,7 @@ def test_upload_defaults_to_main_and_namespace_visibility(folder, hub_calls, mon
     # Loading is covered above; here only the arguments matter.
     monkeypatch.setattr(publish, "check_loads", lambda f: {"model_class": "stub", "prompt_tokens": 1})
     assert publish.main_args(["publish", str(folder), "--repo-id", REPO_ID]) == 0
-    assert [name for name, _, _ in hub_calls] == ["create_repo", "upload_folder"]
+    assert [name for name, _, _ in hub_calls] == ["create_repo", "create_commit"]
     assert hub_calls[0][2]["private"] is None and hub_calls[1][2]["revision"] is None
 
 
@@ -178,6 +173,11 @@ def _config_without_auto_map(folder):
         (_remove("model.safetensors"), "no model.safetensors weights"),
         (_write("model.safetensors", "abc"), "model.safetensors: not a safetensors file"),
         (_truncate_weights, "model.safetensors: not a safetensors file"),
+        # what convert-nanochat wrote before nanochat_padding.tensors: vLLM read its tensors as a second set of weights
+        (lambda folder: (folder / "nanochat_padding.safetensors").write_bytes((folder / "model.safetensors").read_bytes()),
+         "nanochat_padding.safetensors: not one of the model's weight files, but vLLM and other loaders would read it "
+         "as weights (rename it to nanochat_padding.tensors"),
+        (_write("extra.safetensors", "abc"), "extra.safetensors: not one of the model's weight files"),
         (_write("config.json", "{not json"), "config.json: not valid JSON"),
         (_remove("config.json"), "config.json: missing"),
         (_config_without_auto_map, "config.json: model_type 'akshara' without auto_map"),
@@ -245,3 +245,66 @@ def test_model_card_command_takes_evaluate_results(folder, tmp_path, capsys):
     data = ModelCard.load(folder / "README.md").data
     assert [(r.metric_type, r.metric_value, r.dataset_split) for r in data.eval_results] == [
         ("loss", 4.5, "validation"), ("bpb", 1.75, "validation")]
+
+
+# --- only regular files inside the folder ---------------------------------------------------------------------------
+
+
+def test_a_symlink_is_never_uploaded_and_is_listed_as_skipped(folder, hub_calls, tmp_path, capsys, monkeypatch):
+    """`notes.py -> ~/secrets` matches the allow-list (*.py): its content would have gone to the Hub."""
+    regular = sorted(p.name for p in folder.iterdir() if p.name != ".akshara-hf.json")
+    secret = tmp_path / "secret.py"
+    secret.write_text("TOKEN = 'hf_...'\n")
+    (folder / "notes.py").symlink_to(secret)
+    (folder / "loss_curve.png").symlink_to(tmp_path / "nowhere.png")  # dangling
+    outside = tmp_path / "outside-dir"
+    outside.mkdir()
+    (outside / "x.safetensors").write_text("x")
+    (folder / "extra").symlink_to(outside, target_is_directory=True)
+    assert publish.main_args(["publish", str(folder), "--repo-id", REPO_ID, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert [path for path, _ in publish.files_to_upload(folder)] == regular
+    assert "notes.py" not in "".join(line for line in out.splitlines() if not line.startswith("not uploaded"))
+    assert "not uploaded (symbolic links, never followed): extra, loss_curve.png, notes.py" in out
+    monkeypatch.setattr(publish, "check_loads", lambda f: {"model_class": "stub", "prompt_tokens": 1})
+    assert publish.main_args(["publish", str(folder), "--repo-id", REPO_ID]) == 0
+    (name, (_, operations), _), = [call for call in hub_calls if call[0] != "create_repo"]
+    assert name == "create_commit"
+    assert sorted(op.path_in_repo for op in operations) == regular
+    assert "not uploaded (symbolic links, never followed): extra, loss_curve.png, notes.py" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["config.json", "README.md", "tokenizer.json", "model.safetensors"])
+def test_a_required_file_that_is_a_symlink_is_refused(folder, hub_calls, tmp_path, capsys, name):
+    """The check would read the link's target and the upload leave it out: refused, naming it."""
+    shutil.move(folder / name, tmp_path / name)
+    (folder / name).symlink_to(tmp_path / name)
+    assert publish.main_args(["publish", str(folder), "--repo-id", REPO_ID, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"{name}: is a symbolic link" in err and err.count("\n") == 1 and hub_calls == []
+
+
+def test_the_load_check_sees_only_what_is_uploaded(folder, hub_calls, tmp_path, capsys):
+    """A symlinked tokenizer_config.json would make the check pass and the Hub copy break: the check loads the files
+    that go, so it fails the way the Hub user would."""
+    shutil.move(folder / "chat_template.jinja", tmp_path / "chat_template.jinja")
+    (folder / "chat_template.jinja").symlink_to(tmp_path / "chat_template.jinja")
+    assert publish.main_args(["publish", str(folder), "--repo-id", REPO_ID, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "the tokenizer has no chat template" in err and hub_calls == []
+
+
+def test_a_file_swapped_for_a_link_after_the_check_is_not_sent(folder, hub_calls, tmp_path, capsys, monkeypatch):
+    secret = tmp_path / "secret"
+    secret.write_text("secret")
+
+    def check_then_swap(f):
+        (folder / "generation_config.json").unlink()
+        (folder / "generation_config.json").symlink_to(secret)
+        return {"model_class": "stub", "prompt_tokens": 1}
+
+    monkeypatch.setattr(publish, "check_loads", check_then_swap)
+    assert publish.main_args(["publish", str(folder), "--repo-id", REPO_ID]) == 2
+    err = capsys.readouterr().err
+    assert "generation_config.json: is a symbolic link" in err
+    assert [name for name, _, _ in hub_calls] == []

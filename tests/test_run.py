@@ -198,3 +198,18 @@ def test_run_facts_record_and_the_card_schema_agree():
     assert set(names) <= set(RUN_FACTS_FIELDS), set(names) - set(RUN_FACTS_FIELDS)
     facts = RunFacts(run_name="tiny", stage="sft", datasets=["owner/data"], data_sources=["news: a.jsonl"]).to_dict()
     assert validate_run_facts(facts)["data_sources"] == ["news: a.jsonl"]
+
+
+def test_resuming_into_the_runs_own_output_dir_keeps_working(readme_runs, straight_sft, tmp_path, monkeypatch):
+    """The resume checkpoint lies inside output_dir: allowed because the folder is an earlier run of ours (marker)."""
+    import shutil
+
+    root, _ = readme_runs
+    monkeypatch.chdir(root)
+    own = shutil.copytree(straight_sft, tmp_path / "own", symlinks=True)
+    shutil.rmtree(own / "checkpoint-4")
+    resumed = train([*SFT_CHECKPOINTS, "--output_dir", str(own), "--resume_from_checkpoint", str(own / "checkpoint-2")],
+                    script="sft.py")
+    full, after = (json.loads((o / "run_facts.json").read_text()) for o in (straight_sft, resumed))
+    assert after["num_steps"] == full["num_steps"] == 4 and after["tokens_seen"] == full["tokens_seen"]
+    assert (own / "checkpoint-4" / "model.safetensors").is_file()

@@ -57,7 +57,10 @@ def tree(folder: Path) -> dict:
 
 def one_error(capsys, command) -> str:
     """The one error line of the last command (earlier successful commands' progress bars are ignored)."""
-    err = capsys.readouterr().err
+    return one_error_of(capsys.readouterr().err, command)
+
+
+def one_error_of(err: str, command: str) -> str:
     lines = [line for line in err.splitlines() if line.startswith("akshara-hf ")]
     assert len(lines) == 1 and lines[0].startswith(f"akshara-hf {command}: error:") and "Traceback" not in err, err
     return lines[0]
@@ -259,3 +262,101 @@ def test_staged_output_refuses_before_running_the_body(tmp_path):
         with staged_output(tmp_path / "mine", "convert-nanochat", overwrite=True):
             ran.append(True)
     assert ran == [] and leftovers(tmp_path) == []
+
+
+# --- a run killed between the two renames of a staged write ------------------------------------------------------
+
+
+def dead_pid() -> int:
+    """The id of a process that has ended (a forked child that exits at once)."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return pid
+
+
+def crashed_between_renames(out: Path, command: str, *, second_rename_done: bool = False) -> Path:
+    """The state a `kill -9` leaves in `staged_output` after `os.replace(target, previous)` (and, with
+    `second_rename_done`, after the new output went into place): the old output in the staging folder's previous/."""
+    root = out.parent / f".{out.name}{STAGING_INFIX}crashed"
+    root.mkdir()
+    (root / STAGING_MARKER).write_text(json.dumps({"command": command, "output": out.name,
+                                                   "host": socket.gethostname(), "pid": dead_pid()}))
+    (root / "output").mkdir()
+    (root / "output" / "half.bin").write_bytes(b"new, complete")
+    (root / "output" / MARKER).write_text(json.dumps({"command": command, "written_by": "akshara-hf"}))
+    os.replace(out, root / "previous")
+    if second_rename_done:
+        os.replace(root / "output", out)
+    return root
+
+
+@pytest.mark.parametrize("next_command", ["convert-nanochat", "export-native"])
+def test_a_kill_between_the_renames_is_undone_by_the_next_run_never_deleted(world, tmp_path, capsys, next_command):
+    """The old output (and a user's file inside it) comes back, whichever command runs next on that output; the
+    next run then treats it as what it is (an earlier convert-nanochat output: --overwrite needed)."""
+    out = convert_nanochat(world["checkpoints"], tmp_path / "out")
+    (out / "my-notes.txt").write_text("added by the user")
+    before = tree(out)
+    staging = crashed_between_renames(out, "convert-nanochat")
+    assert not out.exists()
+    capsys.readouterr()
+    assert cli(argv(world, next_command, out)) == 2
+    assert tree(out) == before
+    err = capsys.readouterr().err
+    assert f"{out}: restored the earlier output" in err
+    expected = "pass --overwrite" if next_command == "convert-nanochat" else "earlier `akshara-hf convert-nanochat`"
+    assert expected in one_error_of(err, next_command)
+    assert not (staging / "previous").exists()
+    # The same command with --overwrite now replaces it the normal way, and the dead staging folder is cleaned.
+    assert cli(argv(world, "convert-nanochat", out, "--overwrite")) == 0
+    assert leftovers(tmp_path) == [] and not (out / "my-notes.txt").exists()
+
+
+def test_a_kill_after_both_renames_finishes_the_replacement(world, tmp_path):
+    out = convert_nanochat(world["checkpoints"], tmp_path / "out")
+    staging = crashed_between_renames(out, "convert-nanochat", second_rename_done=True)
+    assert (out / "half.bin").exists()  # the new output is in place; previous/ is what --overwrite replaced
+    convert_nanochat(world["checkpoints"], tmp_path / "other")  # another output: nothing of out's touched
+    assert staging.exists()
+    convert_nanochat(world["checkpoints"], out, overwrite=True)
+    assert not staging.exists() and leftovers(tmp_path) == []
+
+
+def test_an_old_output_the_user_rebuilt_over_is_kept_in_staging(world, tmp_path, capsys):
+    """After the crash the user made a new folder at the output's place: neither it nor previous/ is deleted."""
+    out = convert_nanochat(world["checkpoints"], tmp_path / "out")
+    before = tree(out)
+    staging = crashed_between_renames(out, "convert-nanochat")
+    out.mkdir()
+    (out / "fresh.txt").write_text("the user's new folder")
+    assert cli(argv(world, "convert-nanochat", out, "--overwrite")) == 2
+    assert "not written by akshara-hf" in one_error(capsys, "convert-nanochat")
+    assert tree(staging / "previous") == before and tree(out) == {"fresh.txt": b"the user's new folder"}
+    (out / "fresh.txt").unlink()  # now empty: a new output may go there, and the old one still stays aside
+    assert cli(argv(world, "convert-nanochat", out)) == 0
+    assert tree(staging / "previous") == before and (out / "config.json").is_file()
+    assert "previous" in capsys.readouterr().err  # said where it is
+
+
+def test_an_interrupt_between_the_renames_puts_the_old_output_back(world, tmp_path, monkeypatch):
+    """Ctrl-C (an exception) right after the first rename: the finally block puts it back at once."""
+    from akshara_hf import folders
+
+    out = convert_nanochat(world["checkpoints"], tmp_path / "out")
+    before = tree(out)
+    real = os.replace
+    calls = []
+
+    def interrupted(src, dst):
+        real(src, dst)
+        calls.append(dst)
+        if Path(dst).name == "previous":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(folders.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        convert_nanochat(world["checkpoints"], out, overwrite=True)
+    monkeypatch.setattr(folders.os, "replace", real)
+    assert tree(out) == before and leftovers(tmp_path) == []

@@ -234,7 +234,7 @@ def test_output_dir_that_is_a_file_or_someone_elses_folder_is_refused(capsys, mo
     mine.mkdir()
     (mine / "README.md").write_text("my own notes")
     code, line = run_script("sft.py", [*base, "--output_dir", str(mine)], capsys, monkeypatch)
-    assert code == 2 and "not an earlier training run's output; refusing to write into it" in line
+    assert code == 2 and "was not written by akshara-hf; refusing to write into it" in line
     assert [p.name for p in mine.iterdir()] == ["README.md"] and (mine / "README.md").read_text() == "my own notes"
 
 
@@ -341,7 +341,101 @@ def test_a_run_that_failed_early_can_run_again_in_its_folder(capsys, monkeypatch
     (other / ".akshara-hf.json").write_text('{"command": "convert-nanochat", "written_by": "akshara-hf"}')
     (other / "config.json").write_text("{}")
     code, line = run_script("sft.py", [*base[:-1], str(other)], capsys, monkeypatch)
-    assert code == 2 and "is an `akshara-hf convert-nanochat` output, not a training run's" in line
+    assert code == 2 and "is an earlier `akshara-hf convert-nanochat` output, not a training run's" in line
+
+
+# --- the output rule (akshara_hf.folders) for output_dir -----------------------------------------------------------
+
+
+def marked_run(folder: Path, **files) -> Path:
+    """An earlier training run's output_dir as this project marks it, with `files` (name: text) in it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ".akshara-hf.json").write_text('{"command": "train", "written_by": "akshara-hf"}\n')
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    return folder
+
+
+def snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() and not p.is_symlink() else str(p.readlink())
+                                         if p.is_symlink() else None)
+            for p in sorted(folder.rglob("*"))}
+
+
+def refused_output(capsys, monkeypatch, args: list[str], fragment: str, *untouched: Path, script="sft.py") -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    before = [snapshot(folder) for folder in untouched]
+    code, line = run_script(script, ["--config", str(TINY_SFT), *args], capsys, monkeypatch)
+    assert code == 2 and fragment in line, line
+    assert [snapshot(folder) for folder in untouched] == before
+
+
+def test_training_over_its_own_parent_model_is_refused(capsys, monkeypatch, tmp_path):
+    """`--model_name_or_path runs/parent --output_dir runs/parent` used to overwrite the parent's weights."""
+    parent = marked_run(tmp_path / "runs" / "parent", **{"config.json": "{}", "model.safetensors": "weights"})
+    for output, why in ((parent, "is the input"), (parent / "child", "lies inside the input"),
+                        (tmp_path / "runs", "contains the input")):
+        marked_run(tmp_path / "runs")  # even an earlier run of ours around it
+        refused_output(capsys, monkeypatch, ["--model_name_or_path", str(parent), "--output_dir", str(output)],
+                       f"output_dir {output}: {why}", parent)
+        (tmp_path / "runs" / ".akshara-hf.json").unlink()
+    assert not (parent / "child").exists()
+
+
+def test_a_users_folder_that_looks_like_a_run_is_refused(capsys, monkeypatch, tmp_path):
+    """log.jsonl, config.json, README.md, a checkpoint-* folder: names do not make a folder ours, the marker does."""
+    (tmp_path / "parent").mkdir()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name, text in {"log.jsonl": '{"step": 1}\n', "config.json": "{}", "README.md": "my notes",
+                       "run_facts.json": "{}", "trainer_state.json": "{}", "checkpoint-5/x": "x"}.items():
+        (mine / name).parent.mkdir(exist_ok=True)
+        (mine / name).write_text(text)
+        refused_output(capsys, monkeypatch, ["--model_name_or_path", str(tmp_path / "parent"), "--output_dir",
+                                             str(mine)], "was not written by akshara-hf", mine)
+    assert not (mine / ".akshara-hf.json").exists()
+
+
+def test_the_resume_checkpoint_mixture_and_data_files_are_never_the_output(capsys, monkeypatch, tmp_path):
+    parent = marked_run(tmp_path / "parent", **{"config.json": "{}"})
+    checkpoint = marked_run(tmp_path / "old", **{"checkpoint-4/trainer_state.json": "{}"}) / "checkpoint-4"
+    base = ["--model_name_or_path", str(parent)]
+    for output, why in ((checkpoint, "is the input"), (checkpoint / "out", "lies inside the input")):
+        refused_output(capsys, monkeypatch, [*base, "--resume_from_checkpoint", str(checkpoint), "--output_dir",
+                                             str(output)], f"output_dir {output}: {why}", checkpoint)
+    mixture = tmp_path / "run" / "mix"
+    mixture.mkdir(parents=True)
+    (mixture / "dataset_dict.json").write_text('{"splits": ["train", "validation"]}')
+    marked_run(tmp_path / "run")
+    for output, why in ((tmp_path / "run", "contains the input"), (mixture, "is the input")):
+        refused_output(capsys, monkeypatch, [*base, "--mixture_dir", str(mixture), "--output_dir", str(output)],
+                       why, mixture)
+    # A data file inside an earlier run's folder, named like a file the run appends to: never the output.
+    run = marked_run(tmp_path / "news-run", **{"log.jsonl": (REPO / "data/samples/news/train.jsonl").read_text()})
+    data = f"{{sources: [{{kind: news, path: {run / 'log.jsonl'}}}], validation_fraction: 0.2}}"
+    refused_output(capsys, monkeypatch, [*base, "--data", data, "--output_dir", str(run)],
+                   f"output_dir {run}: contains the input {run / 'log.jsonl'}", run)
+
+
+def test_output_dir_through_a_symlink_is_refused(capsys, monkeypatch, tmp_path):
+    """Neither a link as output_dir (to a user's folder or to an earlier run), nor an earlier run holding a link the
+    run would write through (log.jsonl is appended to, run_facts.json and the card replaced)."""
+    (tmp_path / "parent").mkdir()
+    base = ["--model_name_or_path", str(tmp_path / "parent")]
+    run = marked_run(tmp_path / "run", **{"log.jsonl": "{}\n"})
+    (tmp_path / "link").symlink_to(run, target_is_directory=True)
+    refused_output(capsys, monkeypatch, [*base, "--output_dir", str(tmp_path / "link")], "is a symbolic link", run)
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    for name in ("log.jsonl", "run_facts.json", "README.md", "checkpoint-2/model.safetensors"):
+        (run / name).unlink(missing_ok=True)
+        (run / name).parent.mkdir(exist_ok=True)
+        (run / name).symlink_to(precious)
+        refused_output(capsys, monkeypatch, [*base, "--output_dir", str(run)],
+                       f"output_dir {run}: holds a symbolic link, {run / name}", run)
+        (run / name).unlink()
+    assert precious.read_text() == "keep me"
 
 
 # --- bounds before work: sizes, named pipes; one error path: Ctrl-C, a full disk -----------------------------------

@@ -21,7 +21,8 @@ from dist_train_script import (
 from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
 
 from akshara_hf.errors import AksharaError
-from akshara_hf.training.optim import MuonAdamW, mid_lr_multiplier, muon_momentum, sft_lr_multiplier, warmdown_lr_multiplier
+from akshara_hf.training.optim import MuonAdamW, mid_lr_multiplier, muon_momentum, sft_lr_multiplier
+from akshara_hf.training.progress import progress_lr_multiplier
 from akshara_hf.training.trainer import AksharaSFTConfig, MuonSFTTrainer, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -248,7 +249,9 @@ def test_lr_schedule_momentum_and_logs_follow_nanochat(tmp_path, stage, schedule
     )  # fmt: skip
     schedule = trainer.args.schedule  # the stage's own unless chosen
     trainer.train()
-    multiplier = {"sft": sft_lr_multiplier, "mid": mid_lr_multiplier, "sft-2026": warmdown_lr_multiplier}[schedule]
+    # sft-2026 runs by data progress: one conversation per row here, so the fraction of rows trained after the step.
+    by_progress = lambda step, steps: progress_lr_multiplier((step + 1) / steps)  # noqa: E731
+    multiplier = {"sft": sft_lr_multiplier, "mid": mid_lr_multiplier, "sft-2026": by_progress}[schedule]
     frac = {"sft": 0.02, "mid": 1.0, "sft-2026": 0.8}[schedule]
     scale = (64 / 768) ** -0.5
     base = {"muon": 0.02 * frac, "embedding": 0.2 * scale * frac, "unembedding": 0.004 * scale * frac}
@@ -266,7 +269,8 @@ def test_lr_schedule_momentum_and_logs_follow_nanochat(tmp_path, stage, schedule
     if schedule == "mid":
         assert [log["lrm"] for log in logs][:9] == [1.0] * 9 and logs[9]["lrm"] == pytest.approx(0.5)
     if schedule == "sft-2026":
-        assert [log["lrm"] for log in logs] == pytest.approx([1.0] * 6 + [0.8, 0.6, 0.4, 0.2])
+        assert [log["lrm"] for log in logs] == pytest.approx([1.0] * 5 + [0.8, 0.6, 0.4, 0.2, 0.0])
+        assert [log["progress"] for log in logs] == [(step + 1) / steps for step in range(steps)]
     assert capture.momenta[0] == 0.85 and capture.momenta[warmup:] == [0.95] * (steps - warmup)
 
 
@@ -374,24 +378,33 @@ def test_a_card_writer_needs_the_facts(tmp_path):
         MuonSFTTrainer(tiny_model(), tiny_config(tmp_path), train_dataset=conversations(4), card_writer=print)
 
 
-def _launch_two_processes(tmp_path, *options: str, normalization: str = "nanochat") -> tuple[dict, str]:
-    """`accelerate launch OPTIONS --num_processes 2 ... dist_train_script.py` on CPU: rank 0's result and stderr."""
+def _launch_two_processes(tmp_path, *options: str, normalization: str = "nanochat", script: tuple = (),
+                          name: str = "two") -> tuple[dict, str]:
+    """`accelerate launch OPTIONS --num_processes 2 ... dist_train_script.py SCRIPT` on CPU: rank 0's result, stderr."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    out = tmp_path / "two.json"
+    out = tmp_path / f"{name}.json"
     command = [
         sys.executable, "-m", "accelerate.commands.launch", *options, "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-        str(REPO / "tests" / "dist_train_script.py"), "--out", str(out), "--output-dir", str(tmp_path / "two"),
-        "--loss-normalization", normalization,
+        str(REPO / "tests" / "dist_train_script.py"), "--out", str(out), "--output-dir", str(tmp_path / name),
+        "--loss-normalization", normalization, *script,
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     return json.loads(out.read_text()), done.stderr
 
 
+def assert_split_by_matrix(result: dict) -> None:
+    """Each Muon matrix's state is on exactly one of the two ranks, and both ranks have some."""
+    by_rank = result["muon_states_by_rank"]
+    assert len(by_rank) == 2 and all(0 < sum(row) < len(row) for row in by_rank), by_rank
+    assert [a + b for a, b in zip(*by_rank)] == [1] * len(by_rank[0]), by_rank
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("normalization", ["nanochat", "tokens"])
 def test_two_processes_give_the_one_process_loss_curve(tmp_path, normalization):
     two, _ = _launch_two_processes(tmp_path, "--multi_gpu", normalization=normalization)
@@ -402,16 +415,76 @@ def test_two_processes_give_the_one_process_loss_curve(tmp_path, normalization):
     assert len(two["losses"]) == 3
     assert two["losses"] == pytest.approx(one["losses"], rel=1e-5)
     assert two["lrs"] == pytest.approx(one["lrs"], rel=1e-12)
+    assert two["muon_class"] == one["muon_class"] == "Muon"  # late 2025: torch's Muon, split by matrix
+    assert_split_by_matrix(two)
+    assert one["muon_states_by_rank"] == [[1] * len(two["muon_states_by_rank"][0])]
 
 
-def test_fsdp_launch_without_a_gpu_trains_unsharded_and_says_so(tmp_path):
-    two, stderr = _launch_two_processes(
-        tmp_path, "--use_fsdp", "--fsdp_version", "2", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",
-        "--fsdp_transformer_layer_cls_to_wrap", "AksharaBlock", "--fsdp_reshard_after_forward", "true",
-    )  # fmt: skip
-    assert (two["world_size"], two["dist_world_size"]) == (2, 2)
-    assert "asks for FSDP, but Accelerate set up MULTI_CPU" in stderr
-    assert two["losses"] == pytest.approx(run(tmp_path / "one", steps=3, loss_normalization="nanochat")["losses"], rel=1e-5)
+@pytest.mark.slow
+def test_two_processes_split_the_2026_muon_and_resume_exactly(tmp_path):
+    """nanochat 2026's optimizer on 2 processes (DDP, gloo): each matrix orthogonalised by one rank, whose state only it
+    keeps; the weights after 3 steps equal one process's (gradient accumulation 2 instead); the checkpoint of step 2
+    holds every matrix's state, and 2 processes resuming from it end bit-identical to the uninterrupted run."""
+    from safetensors.torch import load_file
+
+    script = ("--generation", "2026", "--steps", "3", "--save-steps", "2")
+    two, _ = _launch_two_processes(tmp_path, "--multi_gpu", script=(*script, "--params-out", str(tmp_path / "two.st")))
+    assert two["muon_class"] == "PolarExpressMuon" and len(two["losses"]) == 3
+    assert_split_by_matrix(two)
+    one = run(tmp_path / "one", steps=3, loss_normalization="nanochat", generation="2026",
+              params_out=str(tmp_path / "one.st"))  # fmt: skip
+    assert two["losses"] == pytest.approx(one["losses"], rel=1e-5)
+    two_params, one_params = load_file(tmp_path / "two.st"), load_file(tmp_path / "one.st")
+    for name, value in one_params.items():
+        torch.testing.assert_close(two_params[name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+    checkpoint = tmp_path / "two" / "checkpoint-2"
+    saved = torch.load(checkpoint / "optimizer.pt", weights_only=True)
+    assert saved["muon_variant"] == "2026"
+    assert len(saved["muon"]["state"]) == len(two["muon_states_by_rank"][0])  # every matrix, not rank 0's share
+    resumed, _ = _launch_two_processes(tmp_path, "--multi_gpu", name="resumed", script=(
+        *script, "--resume-from", str(checkpoint), "--params-out", str(tmp_path / "resumed.st")))  # fmt: skip
+    assert_split_by_matrix(resumed)
+    for name, value in load_file(tmp_path / "resumed.st").items():
+        assert torch.equal(value, two_params[name]), name
+
+
+@pytest.mark.parametrize(
+    "env, overrides, kind",
+    [({"ACCELERATE_USE_FSDP": "true"}, {}, "FSDP"), ({}, {"fsdp": "full_shard"}, "FSDP"),
+     ({"ACCELERATE_USE_DEEPSPEED": "true"}, {}, "DeepSpeed")],
+)  # fmt: skip
+def test_fsdp_and_deepspeed_are_refused_before_any_work(tmp_path, monkeypatch, env, overrides, kind):
+    """`accelerate launch --use_fsdp / --use_deepspeed` set these variables (without a GPU, Accelerate then even set
+    up DDP in FSDP's place, silently); both would hand Muon pieces of matrices."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(AksharaError, match=f"^{kind} is not supported with Muon: .* Use DDP"):
+        tiny_config(tmp_path, **overrides)
+
+
+def test_sharded_matrices_are_refused(tmp_path):
+    """FSDP2's `fully_shard` (here on one gloo process) makes every weight a Shard(0) DTensor: MuonAdamW refuses them
+    in one line rather than orthogonalise shards."""
+    code = f"""
+import torch.distributed as dist
+from torch.distributed.fsdp import fully_shard
+from dist_train_script import tiny_model
+from akshara_hf.errors import AksharaError
+from akshara_hf.training.optim import MuonAdamW
+dist.init_process_group("gloo", init_method="file://{tmp_path / 'store'}", rank=0, world_size=1)
+model = tiny_model()
+for block in model.transformer.h:
+    fully_shard(block)
+fully_shard(model)
+try:
+    MuonAdamW.from_model(model)
+except AksharaError as error:
+    print("refused:", error)
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}:{REPO / 'tests'}"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert "refused: Muon got a sharded matrix ((Shard(dim=0),), FSDP or tensor parallelism)" in done.stdout, done.stderr[-3000:]
 
 
 # ---- defaults: nanochat's SFT on conversations ------------------------------------------------------------------

@@ -12,13 +12,13 @@ fill it with carriage returns for files of a few kilobytes); the Trainer prints 
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from akshara_hf.errors import AksharaError
+from akshara_hf.folders import claim
 from akshara_hf.training.shipped import find_recipe, recipes_dir, training_script  # the clone's, or the installed wheel's
 
 SCRIPTS = {"base": "mid_train.py", "mid": "mid_train.py", "sft": "sft.py"}
@@ -83,17 +83,28 @@ def _run_stage(stage: str, recipe: Path, extra: list[str], launcher: list[str], 
         _done(started)
 
 
+ENTRIES = ("tokenizer_corpus", "tokenizer", "base", "mid", "sft")  # what the demo writes into its folder
+
+
 def _prepare_output(root: Path, overwrite: bool) -> Path:
     """The project's output rule (akshara_hf.folders): an earlier demo run is replaced only with --overwrite, a folder
-    the demo did not write never. The marker goes in first, so even an interrupted run can be replaced later. (Not
-    staged like the one-shot commands: the stages write into it for minutes, and the user watches them do so.)"""
-    from akshara_hf.folders import MARKER, check_output
+    the demo did not write never, and --overwrite removes only the entries the demo's marker lists (`claim`): anything
+    else there (an `evaluate --output` the "try next" suggests, the user's notes) stays, and is reported. (Not staged
+    like the one-shot commands: the stages write into it for minutes, and the user watches them do so.)"""
+    from akshara_hf.folders import MARKER, check_output, output_marker, remove_claimed, replace_file
 
     root = check_output(root, "demo", overwrite=overwrite)
-    if root.exists() and any(root.iterdir()):
-        shutil.rmtree(root)  # check_output accepted it: our own earlier demo run, and --overwrite was given
+    if output_marker(root) is not None:  # check_output accepted it: our own earlier demo run, and --overwrite given
+        kept = remove_claimed(root)
+        if kept:
+            print(f"kept in {root} (not written by the demo): {', '.join(kept)}", flush=True)
+    for name in ENTRIES:  # in a folder that holds other things too, the demo's names must be free
+        if (root / name).exists() or (root / name).is_symlink():
+            raise AksharaError(f"{root / name}: not written by the demo (its marker does not list it); move it away "
+                               "or choose another --output")
     root.mkdir(parents=True, exist_ok=True)
-    (root / MARKER).write_text(json.dumps({"command": "demo", "written_by": "akshara-hf"}) + "\n")
+    if output_marker(root) is None:
+        replace_file(root / MARKER, json.dumps({"command": "demo", "written_by": "akshara-hf", "wrote": []}) + "\n")
     return root
 
 
@@ -101,7 +112,8 @@ def _train_tokenizer(root: Path, vocab_size: int) -> Path:
     from akshara_hf.data.mixture import build_mixture
     from akshara_hf.tokenization.tokenizer import train_tokenizer
 
-    mixture = build_mixture(recipes_dir() / "tiny-mid.yaml", root / "tokenizer_corpus", overwrite=True)  # the demo's own
+    # The demo's own (listed in its marker before it is written).
+    mixture = build_mixture(recipes_dir() / "tiny-mid.yaml", claim(root, "tokenizer_corpus"), overwrite=True)
 
     def texts():
         for messages in mixture["train"]["messages"]:
@@ -110,7 +122,7 @@ def _train_tokenizer(root: Path, vocab_size: int) -> Path:
                 yield content if isinstance(content, str) else "".join(part["text"] for part in content)
 
     tokenizer = train_tokenizer(texts(), vocab_size=vocab_size)
-    tokenizer.save_pretrained(root / "tokenizer")
+    tokenizer.save_pretrained(claim(root, "tokenizer"))
     return root / "tokenizer"
 
 
@@ -131,11 +143,14 @@ def run_demo(output: str | Path = "runs/demo", recipe: str | Path | None = None,
     _done(step)
     quiet = ["--disable_tqdm", "true", *steps]  # the Trainer prints each log as a line instead of a bar
     _run_stage("base", recipes_dir() / "tiny-base.yaml",
-               ["--tokenizer_name_or_path", str(tokenizer), "--output_dir", str(root / "base"), *quiet], launcher, 2)
+               ["--tokenizer_name_or_path", str(tokenizer), "--output_dir", str(claim(root, "base")), *quiet],
+               launcher, 2)
     _run_stage("mid", recipes_dir() / "tiny-mid.yaml",
-               ["--model_name_or_path", str(root / "base"), "--output_dir", str(root / "mid"), *quiet], launcher, 3)
+               ["--model_name_or_path", str(root / "base"), "--output_dir", str(claim(root, "mid")), *quiet],
+               launcher, 3)
     _run_stage("sft", recipes_dir() / "tiny-sft.yaml",
-               ["--model_name_or_path", str(root / "mid"), "--output_dir", str(root / "sft"), *quiet], launcher, 4)
+               ["--model_name_or_path", str(root / "mid"), "--output_dir", str(claim(root, "sft")), *quiet],
+               launcher, 4)
     step = _announce(5, "reload sft/ in a fresh process with its remote code only (as from the Hub) and ask "
                         "pipeline('text-generation') a Telugu question")
     result = subprocess.run([sys.executable, "-c", PIPELINE_CHECK, str(root / "sft"), DEMO_PROMPT],

@@ -6,8 +6,9 @@ embeddings, lambdas and smear/backout tensors live in our backbone, `transformer
 exactly is refused with the offending keys named: a silently dropped tensor would be a different model.
 
 What the HF model cannot hold travels beside it in the converted folder, so that `export-nanochat` gives back the
-checkpoint's tensors bit for bit: the vocab padding rows (never read by the forward) in `nanochat_padding.safetensors`,
-and each tensor's original dtype (the HF weights are in one dtype, the widest of the checkpoint's: a 2026 bf16 run's
+checkpoint's tensors bit for bit: the vocab padding rows (never read by the forward) in `nanochat_padding.tensors`
+(safetensors bytes under a name no weight loader globs: vLLM and others read every `*.safetensors` of a folder as
+weights, and these tensors are named like the model's), and each tensor's original dtype (the HF weights are in one dtype, the widest of the checkpoint's: a 2026 bf16 run's
 bf16 embeddings are widened to fp32 losslessly) under `"akshara"` in `nanochat_meta.json`.
 """
 
@@ -52,7 +53,9 @@ SHARED_CONFIG_FIELDS = (
 NANOCHAT_TOP_LEVEL_2026 = ("value_embeds", "resid_lambdas", "x0_lambdas", "smear_gate", "smear_lambda", "backout_lambda")
 # Tensors with nanochat's padded vocab rows (our names).
 VOCAB_ROWS = re.compile(r"(transformer\.wte|lm_head|transformer\.value_embeds\.\d+)\.weight")
-PADDING_FILE = "nanochat_padding.safetensors"
+PADDING_FILE = "nanochat_padding.tensors"
+# Folders converted before the rename hold the same bytes here; read for export, never written.
+OLD_PADDING_FILE = "nanochat_padding.safetensors"
 NANOCHAT_META_FILE = "nanochat_meta.json"
 # The dtypes a weight may have (and that nanochat_meta.json may name): an int8, fp8 or complex tensor is quantized or
 # not a weight, and would be cast to float without a word.
@@ -236,7 +239,7 @@ def akshara_state_to_nanochat(state: dict[str, torch.Tensor], vocab_size: int, e
                               padding: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Our state dict -> nanochat's (its names, vocab rows padded to a multiple of 64 as its GPT allocates them).
 
-    `padding` (from `nanochat_padding.safetensors`) supplies the original padding rows, else they are zeros;
+    `padding` (from `nanochat_padding.tensors`) supplies the original padding rows, else they are zeros;
     `extras["dtypes"]` (from `nanochat_meta.json`) gives each tensor's original dtype, else it keeps the model's."""
     padded_vocab = -(-vocab_size // 64) * 64
     dtypes = (extras or {}).get("dtypes", {})
@@ -252,6 +255,27 @@ def akshara_state_to_nanochat(state: dict[str, torch.Tensor], vocab_size: int, e
             tensor = torch.cat([tensor, rows.to(dtype)])
         out[name] = tensor.contiguous()
     return out
+
+
+def read_padding(folder: Path) -> dict[str, torch.Tensor] | None:
+    """The padding rows `convert-nanochat` kept beside the weights (`nanochat_padding.tensors`, or the
+    `nanochat_padding.safetensors` of folders converted before the rename), or None."""
+    from safetensors.torch import load
+
+    for name in (PADDING_FILE, OLD_PADDING_FILE):
+        path = Path(folder) / name
+        if path.exists():
+            regular_file(path, "padding file")  # a named pipe would block the read forever
+            try:
+                padding = load(path.read_bytes())
+            except Exception as error:  # SafetensorError (a truncated or foreign file) has no public class
+                raise AksharaError(f"{path}: not the padding rows convert-nanochat wrote ({' '.join(str(error).split())})") from None
+            for key, tensor in padding.items():  # floating-point rows of the padded tables only
+                if not VOCAB_ROWS.fullmatch(nanochat_key_to_ours(key)) or tensor.ndim != 2:
+                    raise AksharaError(f"{path}: {key} is not padding rows of a vocabulary table")
+                check_weight_dtype(tensor.dtype, f"{path}: {key}")
+            return padding
+    return None
 
 
 def _write_atomically(output_dir, command: str, write, overwrite: bool, inputs) -> Path:
@@ -334,9 +358,9 @@ def convert_nanochat(
                    "source_tokenizer": f"{tokenizer_file.parent.name}/{tokenizer_file.name}", "akshara": extras}
         (folder / "nanochat_meta.json").write_text(json.dumps({**meta, **sources}, indent=2))
         if padding:
-            from safetensors.torch import save_file
+            from safetensors.torch import save
 
-            save_file(padding, folder / PADDING_FILE)
+            (folder / PADDING_FILE).write_bytes(save(padding))
 
     inputs = [checkpoint_dir, tokenizer_dir]
     return _write_atomically(output_dir, "convert-nanochat", write, overwrite, inputs)
@@ -500,22 +524,6 @@ def read_sidecar_meta(path: Path, tensor_names: set[str]) -> dict:
     return meta
 
 
-def read_padding(path: Path) -> dict:
-    """nanochat's vocab padding rows saved beside the weights: floating-point tensors of the padded tables only."""
-    from safetensors.torch import load_file
-
-    regular_file(path, "padding file")
-    try:
-        padding = load_file(path)
-    except Exception as error:  # safetensors raises its own error type for a damaged file
-        raise AksharaError(f"{path}: not a readable safetensors file ({type(error).__name__}: {error})") from None
-    for name, tensor in padding.items():
-        if not VOCAB_ROWS.fullmatch(nanochat_key_to_ours(name)) or tensor.ndim != 2:
-            raise AksharaError(f"{path}: {name} is not padding rows of a vocabulary table")
-        check_weight_dtype(tensor.dtype, f"{path}: {name}")
-    return padding
-
-
 def _same_nanochat_model(first: dict, second: dict) -> bool:
     from akshara_hf.model.configuration_akshara import AksharaConfig
 
@@ -559,7 +567,7 @@ def export_nanochat(folder: str | Path, output_dir: str | Path, step: int | None
                                         if key != "window_pattern") and _same_nanochat_model(source, model_config):
         model_config = source  # the same model, as its checkpoint spelled it (e.g. window_pattern "SSSL", not "S")
     meta = {**meta, "step": step, "model_config": model_config}
-    padding = read_padding(folder / PADDING_FILE) if (folder / PADDING_FILE).exists() else None
+    padding = read_padding(folder)
     state = akshara_state_to_nanochat(model.state_dict(), model.config.vocab_size, extras, padding)
     # Converted before anything is written: a tokenizer.json that is not nanochat's kind is one line, not a half
     # written folder.

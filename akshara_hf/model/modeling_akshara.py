@@ -25,7 +25,15 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.modeling_utils import AttentionInterface, PreTrainedModel, slice_logits_to_keep
+from transformers.modeling_utils import AttentionInterface, PreTrainedModel
+
+try:
+    from transformers.modeling_utils import slice_logits_to_keep
+except ImportError:  # transformers 5.16-5.19 (vLLM's range) lack it: the slicing modeling_llama.py did inline
+
+    def slice_logits_to_keep(hidden_states: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
+        return hidden_states[:, slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep, :]
+
 
 # The standard eager attention (GQA via `module.num_key_value_groups`); SDPA/flash/flex come from the interface.
 from transformers.models.llama.modeling_llama import eager_attention_forward
@@ -431,6 +439,14 @@ class AksharaPreTrainedModel(PreTrainedModel):
         elif isinstance(module, AksharaRotaryEmbedding):
             module.reset_tables()
 
+    def save_pretrained(self, *args, **kwargs):
+        """transformers writes `auto_map` for the saved class alone (`AutoModelForCausalLM`), but loaders that build
+        the backbone from remote code need its entry too (vLLM's transformers backend reads `AutoModel` and adds its
+        own head): every class registered at the bottom of this file goes into `auto_map`, pointing at this file."""
+        if self._auto_class is not None:
+            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
+        return super().save_pretrained(*args, **kwargs)
+
     def _resize_token_embeddings(self, new_num_tokens, pad_to_multiple_of=None, mean_resizing=True):
         """transformers resizes the token embedding and the head; nanochat 2026's value embeddings are tables over the
         same vocabulary, so they are resized with them (as transformers resizes the embedding)."""
@@ -513,7 +529,7 @@ class AksharaModel(AksharaPreTrainedModel):
 
         hidden_states = self.embedding_norm(inputs_embeds)
         if self.smear_gate is not None:
-            hidden_states = self._smear(hidden_states, position_ids, past_key_values)
+            hidden_states = self._smear(hidden_states, position_ids, past_key_values, attention_mask)
         x0 = hidden_states
         backout_layer, x_backout = self.config.num_hidden_layers // 2, None
         for i, block in enumerate(self.h):
@@ -559,11 +575,15 @@ class AksharaModel(AksharaPreTrainedModel):
                 masks[kind, window] = create_sliding_window_causal_mask(config=config, layer_idx=i, **arguments)
         return [masks[kind, block.attn.sliding_window] for block, kind in zip(self.h, types)]
 
-    def _smear(self, embeddings: torch.Tensor, position_ids: torch.Tensor, cache: Cache | None) -> torch.Tensor:
+    def _smear(self, embeddings: torch.Tensor, position_ids: torch.Tensor, cache: Cache | None,
+               attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """nanochat 2026's smear: `x[t] += smear_lambda * sigmoid(smear_gate(x[t, :24])) * x[t-1]` where position t has
         a predecessor (position id > 0: not the first token of a sequence, a packed conversation or a left-padded
-        row). Decoding continues from the embedding the cache kept from the previous forward."""
+        row). Decoding continues from the embedding the cache kept from the previous forward; without it, a token
+        whose predecessor is not in the input is refused (`_refuse_missing_predecessors`)."""
         previous = getattr(cache, "smear_embedding", None) if cache is not None else None
+        if previous is None:
+            _refuse_missing_predecessors(position_ids, attention_mask)
         first = torch.zeros_like(embeddings[:, :1]) if previous is None else previous.to(embeddings.dtype)
         if cache is not None:
             cache.smear_embedding = embeddings[:, -1:].detach()
@@ -571,6 +591,35 @@ class AksharaModel(AksharaPreTrainedModel):
         gate = self.smear_lambda.to(embeddings.dtype) * torch.sigmoid(self.smear_gate(embeddings[..., :SMEAR_CHANNELS]))
         has_previous = (position_ids > 0).unsqueeze(-1)
         return embeddings + torch.where(has_previous, gate * previous_tokens, torch.zeros_like(embeddings))
+
+
+SMEAR_REFUSAL = (
+    "smear (nanochat 2026) needs the previous token's embedding, which this call lacks: a token at position > 0 "
+    "starts the input or follows a position-id restart, and no AksharaCache holds the previous token's state "
+    "(a runtime that decodes without the model's cache, e.g. vLLM, would produce wrong tokens)"
+)
+
+
+def _refuse_missing_predecessors(position_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
+    """Refuse a forward in which a token has a predecessor (position id > 0) that is neither in the same input (the
+    element before it, one position earlier) nor in a cache: smear would silently mix in zeros instead. This is what a
+    runtime calling the model without its cache does when it decodes (one token per request at position > 0) or
+    continues a prefix from its own cache, flattened batches included. Packed rows (position ids restarting at 0)
+    and left or right padding (positions the 2-D attention mask marks 0) pass.
+
+    Checked with one host sync (only in a forward without smear state: a prefill, not generate's decoding steps);
+    under `torch.compile` (vLLM compiles the model) as a graph assertion that raises the same message at run time."""
+    if position_ids.shape[-1] == 0:
+        return
+    predecessor_in_input = torch.zeros_like(position_ids, dtype=torch.bool)
+    predecessor_in_input[..., 1:] = position_ids[..., 1:] == position_ids[..., :-1] + 1
+    missing = (position_ids > 0) & ~predecessor_in_input
+    if torch.is_tensor(attention_mask) and attention_mask.dim() == 2 and attention_mask.shape == position_ids.shape:
+        missing = missing & attention_mask.bool()  # padding needs no predecessor
+    if torch.compiler.is_compiling():
+        torch._assert_async(~missing.any(), SMEAR_REFUSAL)
+    elif missing.any():
+        raise ValueError(SMEAR_REFUSAL)
 
 
 def _keep_cache_as_graph_input(cache: Cache | None) -> None:
@@ -689,6 +738,9 @@ class AksharaForCausalLM(AksharaPreTrainedModel, GenerationMixin):
             attentions=outputs.attentions,
         )
 
+
+# The Auto classes each model class is registered with, as `auto_map` names them (module = this file's name).
+AUTO_MAP = {"AutoModel": "modeling_akshara.AksharaModel", "AutoModelForCausalLM": "modeling_akshara.AksharaForCausalLM"}
 
 if not __name__.startswith("transformers_modules"):  # the installed package, not a folder's copy run as remote code
     from transformers import AutoModel, AutoModelForCausalLM

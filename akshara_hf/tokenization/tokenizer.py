@@ -187,6 +187,23 @@ def _converter(encoding):
     return _InMemory(vocab_file=None, pattern=encoding._pat_str, extra_special_tokens=specials)
 
 
+def _converted(encoding):
+    """The converter's `tokenizers` backend. transformers 5.23 reads the ranks through the converter's
+    `load_tiktoken_bpe` hook (overridden above); 5.16.1 calls `tiktoken.load.load_tiktoken_bpe(vocab_file)`
+    directly, so it is answered with the ranks in memory for this one call."""
+    from unittest import mock
+
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    converter = _converter(encoding)
+    if hasattr(TikTokenConverter, "load_tiktoken_bpe"):
+        return converter.converted()
+    import tiktoken.load
+
+    with mock.patch.object(tiktoken.load, "load_tiktoken_bpe", lambda _url: encoding._mergeable_ranks):
+        return converter.converted()
+
+
 def tiktoken_to_fast(encoding):
     """A `PreTrainedTokenizerFast` with the encoding's ids, nanochat's special tokens and our chat template.
 
@@ -197,7 +214,7 @@ def tiktoken_to_fast(encoding):
 
     from akshara_hf.tokenization.chat import load_chat_template
 
-    backend = _converter(encoding).converted()
+    backend = _converted(encoding)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token=BOS,

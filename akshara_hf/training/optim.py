@@ -1,17 +1,29 @@
-"""nanochat's optimizer setup on torch's own `Muon` and `AdamW`, and its LR / momentum schedules.
+"""nanochat's optimizer setup (Muon + AdamW) and its LR / momentum schedules.
 
 The Trainer holds exactly one optimizer and one LR scheduler, so the Muon + AdamW pair that nanochat steps side by
-side is wrapped in one `torch.optim.Optimizer` (`MuonAdamW`). Schedules are pure functions of the step so that a
-`LambdaLR` or a callback can use them and tests can check them against nanochat's reported numbers.
+side is wrapped in one `torch.optim.Optimizer` (`MuonAdamW`). The AdamW side is torch's `AdamW`; the Muon side is
+torch's `Muon` for late-2025 models (nanochat's Muon of that time) and `PolarExpressMuon` for nanochat 2026 models
+(whose Muon torch does not have). Schedules are pure functions of the step so that a `LambdaLR` or a callback can use
+them and tests can check them against nanochat's reported numbers.
 """
 
 import logging
+from collections import defaultdict
 from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from akshara_hf.errors import AksharaError
+from akshara_hf.training.muon_sharding import (
+    assign_owners,
+    broadcast_from_owners,
+    data_parallel_rank,
+    gather_states,
+    only_owned_gradients,
+)
+from akshara_hf.training.polar_muon import PolarExpressMuon
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +31,9 @@ logger = logging.getLogger(__name__)
 REFERENCE_WIDTH = 768
 GROUP_NAMES = ("muon", "embedding", "unembedding", "other")
 MUON_MOMENTUM_START, MUON_MOMENTUM_END = 0.85, 0.95
+# Which Muon a model's generation trains with (`AksharaConfig.nanochat_generation`).
+MUON_VARIANTS = ("late-2025", "2026")
+NANOCHAT_2026_MUON_BETA2 = 0.9
 
 # nanochat 2026's extra AdamW groups: group -> the backbone attributes (our model keeps them inside the backbone,
 # `transformer.`, where nanochat has them at the top level: TRL's loss only runs the backbone).
@@ -158,13 +173,47 @@ def split_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter
 
 
 class MuonAdamW(torch.optim.Optimizer):
-    """torch's `Muon` (block matrices) and `AdamW` (everything else) stepped together as one optimizer.
+    """Muon (block matrices) and torch's `AdamW` (everything else) stepped together as one optimizer.
+
+    The Muon side follows the model's nanochat generation (`muon`): "late-2025" is torch's `Muon` (Nesterov, 5 bf16
+    Newton-Schulz steps, nanochat's Muon of that time); "2026" is `PolarExpressMuon` (nanochat 2026's: Polar Express,
+    row equilibration, Frobenius rescale, NorMuon second moment with `beta2` 0.9, cautious weight decay). The AdamW
+    side is torch's `AdamW` in both: its step equals nanochat's fused AdamW to float rounding (measured: 3e-7 of the
+    update in fp32, `tests/test_polar_muon.py`).
 
     `param_groups` is the list of both optimizers' group dicts (the same objects, so a `LambdaLR` that rescales
     every group's `initial_lr` drives both, and the Trainer's logged LR is group 0, Muon's). `state_dict` nests both
     state dicts (tensors and primitives only, loadable with `torch.load(weights_only=True)`), so resuming from a
-    Trainer checkpoint restores the Muon momentum buffers. Each group has a `name` ("muon", "embedding", ...).
-    Either side may be empty (LoRA trains no Muon matrix): it is then left out, and its state is `None`.
+    Trainer checkpoint restores the Muon momentum buffers. Each group has a `name` ("muon", "embedding", ...) and
+    torch's `param_names` (the model's parameter names). Either side may be empty (LoRA trains no Muon matrix): it is
+    then left out, and its state is `None`.
+
+    State layout (what a warm start from a nanochat checkpoint's `optim_*_rank*.pt` fills):
+      - `state_dict()["muon"]`: torch's optimizer format, one group "muon" (every Muon matrix, in
+        `model.named_parameters()` order, names in `param_groups[0]["param_names"]`). 2026: per matrix index i,
+        `state[i] = {"momentum_buffer": (m, n), "second_momentum_buffer": (m, 1), or (1, n) when m < n}`; late 2025:
+        `{"momentum_buffer": (m, n)}`. Group keys: lr, momentum, weight_decay, beta2, ns_steps, orthogonalize_dtype.
+      - `state_dict()["adamw"]`: torch's AdamW format, groups in nanochat 2026's order "unembedding", "embedding",
+        "value_embeddings", "resid_lambdas", "x0_lambdas", "scalars" (late 2025: "embedding", "unembedding");
+        per tensor `{"step": 0-D float tensor, "exp_avg", "exp_avg_sq"}` of the parameter's shape.
+      - nanochat 2026's own `MuonAdamW.state_dict()` numbers its tensors lm_head, wte, value_embeds.{i} (i rising),
+        resid_lambdas, x0_lambdas, smear_gate.weight, smear_lambda, backout_lambda, then one Muon group per distinct
+        matrix shape (shapes sorted, each group's matrices in `transformer.h` order). Its AdamW state is ours with an
+        int `step`; on W ranks each rank holds rows [r R/W, (r+1) R/W) of `exp_avg`/`exp_avg_sq` for tensors of
+        1,024 elements or more (R = rows; concatenate the ranks), whole copies of smaller ones. Its Muon state sits on
+        each shape group's first tensor only, stacked: `momentum_buffer` (c, m, n) and `second_momentum_buffer`
+        (c, m, 1) or (c, 1, n), where rank r holds the group's matrices r c ... r c + c - 1 (c = ceil(K / W) for K
+        matrices; rows past K are padding). Its vocabulary tables have `ceil(vocab / 64) * 64` rows (ours: vocab),
+        and its top-level 2026 tensors are ours under `transformer.` (e.g. `value_embeds.1.weight` ->
+        `transformer.value_embeds.1.weight`). nanochat's LRs in such a file are those of the end of its run: keep ours.
+
+    Several processes (DDP; `shard`, default on): each Muon matrix has one owner rank (`muon_sharding`), which alone
+    orthogonalises it and keeps its state; the updated matrices are then broadcast from their owners. Each rank's
+    `state` holds only its own matrices' Muon state, so `state_dict()` needs the collective `consolidate_state_dict()`
+    on every rank first (it raises otherwise; `MuonSFTTrainer` does this when it saves) and then returns every
+    matrix's state, as one process would hold it. `load_state_dict` takes such a full state (from any number of
+    processes) and keeps the matrices this rank owns. Parameters sharded themselves (FSDP2's or tensor parallelism's
+    DTensors) are refused: Muon would orthogonalise each shard, not the matrix.
 
     PEFT adapters (group "adapter", LoRA's A and B included) go to AdamW, at `adapter_lr`. torch's Muon would
     orthogonalize each factor's update on its own, which is not Muon's steepest descent on the adapted weight
@@ -184,14 +233,41 @@ class MuonAdamW(torch.optim.Optimizer):
         eps: float = 1e-10,
         weight_decay: float = 0.0,
         muon_weight_decay: float = 0.0,
+        muon: str = "late-2025",
+        shard: bool = True,
     ):
-        # nanochat's Muon: Nesterov, lerp momentum, 5 bf16 Newton-Schulz steps with (3.4445, -4.7750, 2.0315) (torch's
-        # defaults), update scaled by sqrt(max(1, rows/cols)) ("original"), and no weight decay (torch's default: 0.1;
-        # nanochat 2026's `weight_decay` argument goes to Muon, 0 in its chat_sft).
-        self.muon = torch.optim.Muon(
-            muon_groups, momentum=momentum, nesterov=True, weight_decay=muon_weight_decay, adjust_lr_fn="original"
-        ) if muon_groups else None
-        # nanochat passes its `weight_decay` (0 in every Akshara run) to AdamW only.
+        if muon not in MUON_VARIANTS:
+            raise AksharaError(f"muon must be one of {list(MUON_VARIANTS)}, got {muon!r}")
+        for group in muon_groups:
+            for param in group["params"]:
+                param = param[1] if isinstance(param, tuple) else param
+                if isinstance(param, DTensor):
+                    raise AksharaError(
+                        f"Muon got a sharded matrix ({param.placements}, FSDP or tensor parallelism): it would "
+                        "orthogonalise each process's shard instead of the matrix. Train with DDP (one whole copy per "
+                        "process: accelerate's multi_gpu.yaml), where Muon's work is split by matrix instead"
+                    )
+        self.muon_variant, self.shard_muon = muon, shard
+        self._owners: tuple[int, list[int]] | None = None  # (world size, owner rank of each Muon matrix)
+        # Version of the Muon state (a step or a loaded state changes it), and the consolidated copy of that version.
+        self._state_version, self._consolidated = 0, None
+        if not muon_groups:
+            self.muon = None
+        elif muon == "2026":
+            # nanochat 2026: momentum 0.95 (the schedule's warm-up sets it per step), beta2 0.9, 5 Polar Express
+            # iterations; its `weight_decay` argument (0 in its chat_sft) is Muon's cautious decay.
+            self.muon = PolarExpressMuon(
+                muon_groups, momentum=momentum, beta2=NANOCHAT_2026_MUON_BETA2, weight_decay=muon_weight_decay
+            )
+        else:
+            # nanochat's late-2025 Muon: Nesterov, lerp momentum, 5 bf16 Newton-Schulz steps with (3.4445, -4.7750,
+            # 2.0315) (torch's defaults), update scaled by sqrt(max(1, rows/cols)) ("original"), and no weight decay
+            # (torch's default: 0.1).
+            self.muon = torch.optim.Muon(
+                muon_groups, momentum=momentum, nesterov=True, weight_decay=muon_weight_decay, adjust_lr_fn="original"
+            )
+        # nanochat passes its `weight_decay` (0 in every Akshara run) to AdamW only (late 2025); 2026 groups carry
+        # their own.
         self.adamw = torch.optim.AdamW(
             adamw_groups, betas=betas, eps=eps, weight_decay=weight_decay
         ) if adamw_groups else None
@@ -217,6 +293,8 @@ class MuonAdamW(torch.optim.Optimizer):
         weight_decay: float = 0.0,
         scalar_lr: float = 0.5,
         adapter_lr: float = 2e-4,
+        muon: str | None = None,
+        shard: bool = True,
     ) -> "MuonAdamW":
         """nanochat's `setup_optimizers` followed by its `lr *= init_lr_frac`.
 
@@ -227,6 +305,9 @@ class MuonAdamW(torch.optim.Optimizer):
 
         A nanochat 2026 model gets nanochat 2026's `setup_optimizer` table instead: per-group LRs (`scalar_lr` for the
         lambdas), betas and weight decays (`NANOCHAT_2026_ADAMW`); `weight_decay` is then Muon's, as there.
+
+        `muon`: None = the model's generation (`config.nanochat_generation`: "2026" -> `PolarExpressMuon`, otherwise
+        torch's Muon); "late-2025" or "2026" to choose. `shard`: split Muon by matrix across processes (see the class).
         """
         for key, value in (("matrix_lr", matrix_lr), ("embedding_lr", embedding_lr),
                            ("unembedding_lr", unembedding_lr), ("init_lr_frac", init_lr_frac),
@@ -234,6 +315,9 @@ class MuonAdamW(torch.optim.Optimizer):
             if not value > 0:
                 raise AksharaError(f"{key} must be > 0, got {value}")
         groups = split_parameters(model)
+        if muon is None:
+            generation = getattr(getattr(model, "config", None), "nanochat_generation", None)
+            muon = "2026" if generation == "2026" or "scalars" in groups else "late-2025"
         width = model.get_input_embeddings().embedding_dim
         scale = (width / REFERENCE_WIDTH) ** -0.5
         if "scalars" in groups:  # nanochat 2026
@@ -247,8 +331,9 @@ class MuonAdamW(torch.optim.Optimizer):
                     }
             if groups.get("adapter"):
                 param_groups["adapter"] = {"params": groups["adapter"], "lr": adapter_lr, "name": "adapter"}
-            muon = param_groups.pop("muon")
-            return cls([muon] if muon["params"] else [], list(param_groups.values()), muon_weight_decay=weight_decay)
+            matrices = param_groups.pop("muon")
+            return cls([matrices] if matrices["params"] else [], list(param_groups.values()),
+                       muon_weight_decay=weight_decay, muon=muon, shard=shard)
         lrs = {
             "muon": matrix_lr,
             "embedding": embedding_lr * scale,
@@ -265,7 +350,27 @@ class MuonAdamW(torch.optim.Optimizer):
             [param_groups["muon"]] if "muon" in param_groups else [],
             [group for name, group in param_groups.items() if name != "muon"],
             weight_decay=weight_decay,
+            muon=muon,
+            shard=shard,
         )
+
+    def _muon_params(self) -> list[torch.Tensor]:
+        return [param for group in self.muon.param_groups for param in group["params"]]
+
+    def _sharding(self) -> tuple[int, list[int]] | None:
+        """(this rank, owner of each Muon matrix) when the Muon work is split across processes, else None."""
+        where = data_parallel_rank() if self.shard_muon and self.muon is not None else None
+        if where is None:
+            return None
+        rank, world = where
+        if self._owners is None or self._owners[0] != world:
+            self._owners = (world, assign_owners([param.shape for param in self._muon_params()], world))
+        return rank, self._owners[1]
+
+    def _state_shapes(self, param: torch.Tensor) -> dict:
+        if isinstance(self.muon, PolarExpressMuon):
+            return self.muon.state_shapes(param)
+        return {"momentum_buffer": tuple(param.shape)}  # torch's Muon
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -273,18 +378,66 @@ class MuonAdamW(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for part in self._parts().values():
-            if part is not None:
-                part.step()
+        self._state_version += 1
+        sharding = self._sharding()
+        handles = []
+        if sharding is None:
+            if self.muon is not None:
+                self.muon.step()
+        else:
+            rank, owners = sharding
+            params = self._muon_params()
+            with only_owned_gradients(params, owners, rank):
+                self.muon.step()
+            handles = broadcast_from_owners(params, owners)
+        if self.adamw is not None:
+            self.adamw.step()  # while the matrices travel
+        for handle in handles:
+            handle.wait()
         return loss
 
+    def consolidate_state_dict(self) -> None:
+        """Collect every Muon matrix's state from its owner (a collective: call it on every rank), for the next
+        `state_dict()`. Nothing to do on one process."""
+        sharding = self._sharding()
+        if sharding is not None:
+            rank, owners = sharding
+            states = gather_states(self.muon.state, self._muon_params(), owners, rank, self._state_shapes)
+            self._consolidated = (self._state_version, states)
+
+    def release_consolidated_state(self) -> None:
+        """Drop the copy `consolidate_state_dict` made (it holds every matrix's state on every rank)."""
+        self._consolidated = None
+
     def state_dict(self) -> dict:
-        return {key: None if part is None else part.state_dict() for key, part in self._parts().items()}
+        parts = self._parts()
+        if self._sharding() is not None and self._state_version:  # version 0: no Muon state on any rank yet
+            if self._consolidated is None or self._consolidated[0] != self._state_version:
+                raise AksharaError(
+                    "MuonAdamW splits the Muon state across processes: call consolidate_state_dict() on every "
+                    "process first (MuonSFTTrainer does when it saves a checkpoint)"
+                )
+            own, self.muon.state = self.muon.state, defaultdict(dict, self._consolidated[1])
+            try:
+                state = {key: None if part is None else part.state_dict() for key, part in parts.items()}
+            finally:
+                self.muon.state = own
+        else:
+            state = {key: None if part is None else part.state_dict() for key, part in parts.items()}
+        state["muon_variant"] = self.muon_variant
+        return state
 
     def load_state_dict(self, state_dict: dict) -> None:
-        if not isinstance(state_dict, dict) or set(state_dict) != {"muon", "adamw"}:
+        if not isinstance(state_dict, dict) or not {"muon", "adamw"} <= set(state_dict) <= {"muon", "adamw", "muon_variant"}:
             found = sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__
             raise AksharaError(f"not a MuonAdamW optimizer state (expected keys 'muon' and 'adamw', got {found})")
+        # States saved before the 2026 Muon existed carry no variant: they are torch's Muon's.
+        variant = state_dict.get("muon_variant", "late-2025")
+        if self.muon is not None and state_dict["muon"] is not None and variant != self.muon_variant:
+            raise AksharaError(
+                f"MuonAdamW state: saved by the {variant} Muon, but this optimizer runs the {self.muon_variant} Muon "
+                "(their momentum states differ); start the optimizer afresh or resume with the optimizer that saved it"
+            )
         for key, part in self._parts().items():
             if (part is None) != (state_dict[key] is None):
                 raise AksharaError(
@@ -294,9 +447,23 @@ class MuonAdamW(torch.optim.Optimizer):
                 )
         for key, part in self._parts().items():
             if part is not None:
-                part.load_state_dict(state_dict[key])
+                try:
+                    part.load_state_dict(state_dict[key])
+                except (ValueError, KeyError, TypeError) as error:  # torch's check of group sizes, or a foreign dict
+                    raise AksharaError(
+                        f"MuonAdamW state: its {key!r} part does not fit this optimizer's parameters ({error}); saved "
+                        "from a model with other trainable weights?"
+                    ) from None
         # torch's load_state_dict replaces the inner group dicts: share the new ones again.
         self.param_groups = self._shared_groups()
+        if state_dict["muon"] is not None and state_dict["muon"]["state"]:
+            self._state_version += 1
+        sharding = self._sharding()
+        if sharding is not None:  # keep only the matrices this rank owns
+            rank, owners = sharding
+            for param, owner in zip(self._muon_params(), owners):
+                if owner != rank:
+                    self.muon.state.pop(param, None)
 
 
 def sft_lr_multiplier(step: float, num_steps: float) -> float:

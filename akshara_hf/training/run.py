@@ -25,7 +25,7 @@ from akshara_hf.training.adapters import AksharaPeftArguments
 from akshara_hf.data.mixture import DataSection, yaml_where
 from akshara_hf.bounds import regular_tree
 from akshara_hf.errors import AksharaError, one_line
-from akshara_hf.folders import MARKER, output_marker
+from akshara_hf.folders import MARKER, check_run_folder, output_marker, replace_file
 
 STAGES = ("base", "mid", "sft")
 SCRIPT_STAGES = {"sft.py": ("sft",), "mid_train.py": ("mid", "base")}
@@ -180,7 +180,7 @@ def _check_before_work(args, run) -> None:
     resume = args.resume_from_checkpoint
     if resume is not None and not (Path(resume) / "trainer_state.json").is_file():
         raise AksharaError(f"resume_from_checkpoint {resume}: not a checkpoint folder (no trainer_state.json)")
-    _check_output_dir(Path(args.output_dir))
+    _check_output_dir(Path(args.output_dir), run, resume)
 
 
 def _check_checkpoint_shapes(model, checkpoint: Path) -> None:
@@ -215,23 +215,21 @@ def _check_checkpoint_shapes(model, checkpoint: Path) -> None:
 
 
 TRAIN_COMMAND = "train"  # the marker's command in a training run's output_dir
-RUN_FILES = ("run_facts.json", "log.jsonl", "trainer_state.json")
 
 
-def _check_output_dir(output: Path) -> None:
-    """A run writes its weights, model card (README.md) and checkpoints into `output_dir`: never into a file, nor into
-    a non-empty folder that is not an earlier run's output (a user's folder would lose its README.md, weights...)."""
-    if output.exists() and not output.is_dir():
-        raise AksharaError(f"output_dir {output}: exists and is not a folder")
-    if output.is_dir() and any(output.iterdir()):
-        marker = output_marker(output)
-        if marker is not None and marker["command"] != TRAIN_COMMAND:
-            raise AksharaError(f"output_dir {output}: is an `akshara-hf {marker['command']}` output, not a training "
-                               "run's; refusing to write into it (choose another --output_dir)")
-        if marker is None and not any((output / name).exists() for name in RUN_FILES) \
-                and not any(output.glob("checkpoint-*")):
-            raise AksharaError(f"output_dir {output}: a non-empty folder that is not an earlier training run's "
-                               "output; refusing to write into it (choose another --output_dir)")
+def _check_output_dir(output: Path, run, resume: str | None) -> None:
+    """The project's output rule (`akshara_hf.folders.check_run_folder`): a run writes its weights, model card,
+    log and checkpoints into `output_dir`, so never into a file, a symbolic link, a folder we did not write (file names
+    prove nothing: only our marker does) or one holding a link, nor into or around what it reads (parent model,
+    tokenizer, resume checkpoint, mixture_dir, data files). An earlier run's output_dir is written into again: the
+    checkpoint it resumes from may lie inside it."""
+    inputs = [run.model_name_or_path, run.tokenizer_name_or_path, resume, run.mixture_dir]
+    if run.data is not None and not run.mixture_dir:
+        inputs += [location for spec in run.data.sources for location in (spec.location, spec.validation_location)]
+    try:
+        check_run_folder(output, TRAIN_COMMAND, inputs=inputs, may_contain=[resume])
+    except AksharaError as error:
+        raise AksharaError(f"output_dir {error}") from None
 
 
 def _load_model_and_tokenizer(run, output_dir: Path):
@@ -242,7 +240,9 @@ def _load_model_and_tokenizer(run, output_dir: Path):
 
     source = run.model_name_or_path
     if source and Path(source).is_dir() and any(Path(source).glob("model_*.pt")):
-        source = str(convert_nanochat(source, output_dir / "converted_base", run.tokenizer_name_or_path))
+        # The run owns output_dir/converted_base (as its mixture/): a rerun or resume there converts again.
+        source = str(convert_nanochat(source, output_dir / "converted_base", run.tokenizer_name_or_path,
+                                      overwrite=True))
     tokenizer_source = run.tokenizer_name_or_path if run.tokenizer_name_or_path and run.model_config else source
     tokenizer = load_tokenizer(tokenizer_source)
     if run.model_config is not None:
@@ -372,18 +372,20 @@ def _train(argv: list[str] | None, script: str | None, card_writer, output: list
     output_dir.mkdir(parents=True, exist_ok=True)
     output.append(output_dir)
     if output_marker(output_dir) is None:  # ours from the start: a run that fails before its first save can rerun
-        (output_dir / MARKER).write_text(json.dumps({"command": TRAIN_COMMAND, "written_by": "akshara-hf"}) + "\n")
+        replace_file(output_dir / MARKER, json.dumps({"command": TRAIN_COMMAND, "written_by": "akshara-hf"}) + "\n")
 
     set_seed(args.seed)  # before the model exists: a new model's weights are the recipe's seed's
     model, tokenizer = _load_model_and_tokenizer(run, output_dir)
     check_akshara_model(model)  # before any data is built
     if args.resume_from_checkpoint is not None and not run.use_peft:
         _check_checkpoint_shapes(model, Path(args.resume_from_checkpoint))
-    row_length = run.max_seq_len + 1 if args.stage != "sft" else args.max_length or 2048
+    # Packed rows carry one token more than their inputs: the last target (mid/base, and SFT's bos_bestfit rows).
+    extra = int(args.stage != "sft" or (args.packing and args.packing_strategy == "bos_bestfit"))
+    row_length = (run.max_seq_len if args.stage != "sft" else args.max_length or 2048) + extra
     positions = model.config.rotary_cache_factor * model.config.max_position_embeddings
     if row_length > positions:
         key = "max_seq_len" if args.stage != "sft" else "max_length"
-        raise AksharaError(f"{key} {row_length - (args.stage != 'sft')}: rows of {row_length} tokens exceed the "
+        raise AksharaError(f"{key} {row_length - extra}: rows of {row_length} tokens exceed the "
                            f"model's {positions} positions (rotary_cache_factor x max_position_embeddings)")
     model.generation_config = GenerationConfig(**generation_config_kwargs(tokenizer))
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):

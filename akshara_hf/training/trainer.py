@@ -29,9 +29,9 @@ from akshara_hf.training.optim import (
     muon_momentum,
     sft_lr_multiplier,
     split_parameters,
-    warmdown_lr_multiplier,
 )
-from akshara_hf.data.packing import token_byte_lengths
+from akshara_hf.data.packing import BOS_BESTFIT_BUFFER, pack_bos_bestfit, token_byte_lengths
+from akshara_hf.training.progress import conversations_per_row, progress_schedule, step_progress
 from akshara_hf.training.recipe import parse_config  # noqa: F401  (re-exported: recipes parse into AksharaSFTConfig)
 
 logger = logging.get_logger(__name__)
@@ -45,6 +45,8 @@ SCHEDULE_DEFAULTS = {"sft": (0.02, 0, None), "mid": (1.0, 300, 0.2), "sft-2026":
 # text, trained like mid-training; SFT can follow nanochat 2026's chat_sft instead).
 STAGE_SCHEDULES = {"base": ("mid",), "mid": ("mid",), "sft": ("sft", "sft-2026")}
 LOSS_NORMALIZATIONS = ("nanochat", "tokens")
+# TRL's packing strategies, and nanochat 2026's chat_sft rows (`akshara_hf.data.packing.bos_bestfit_rows`).
+PACKING_STRATEGIES = ("bfd", "bfd_split", "wrapped", "bos_bestfit")
 # The shortest max_length that holds a conversation: <|bos|>, <|user_start|>, one token, <|user_end|>,
 # <|assistant_start|>, one token, <|assistant_end|>.
 MIN_MAX_LENGTH = 7
@@ -72,8 +74,16 @@ class AksharaSFTConfig(SFTConfig):
             "mid" and "base" its mid_train.
         schedule: `None` = the stage's: "sft" (LR multiplier `1 - step/N`) for stage sft, "mid" (1, then linear to 0
             over the last `warmdown_ratio`) for mid and base. Stage sft may choose "sft-2026" instead (nanochat
-            2026's chat_sft: the same shape as "mid" with `warmdown_ratio` 0.5); a schedule of another stage is an
-            error.
+            2026's chat_sft: by data progress, the fraction of the run's conversations consumed after each step
+            (`akshara_hf.training.progress`): linear warmup over `warmup_ratio`, 1, then linear to `final_lr_frac`
+            over the last `warmdown_ratio`, 0.5); a schedule of another stage is an error.
+        warmup_ratio, final_lr_frac: "sft-2026" only (nanochat's `--warmup-ratio`, `--final-lr-frac`; default 0).
+        packing_strategy: TRL's ("bfd", "bfd_split", "wrapped"), or "bos_bestfit": nanochat 2026's chat_sft rows
+            (`akshara_hf.data.packing.bos_bestfit_rows`): `max_length + 1` tokens (the last one a target only),
+            whole conversations placed best-fit from a buffer of `packing_buffer_size`, the rest `<|bos|>` with no
+            target; rows trained in order (`train_sampling_strategy` sequential). Attention and smear run over the
+            whole row as in nanochat; `padding_free: true` restarts positions at each conversation instead
+            (document-masked attention). Needs `packing: true`.
         assistant_only_loss: `None` = nanochat's: True for stage sft (loss on the assistant's tokens only, from the
             chat template's `{% generation %}` blocks), False for mid and base (every token). Pre-tokenized rows
             carry their own mask: an `assistant_masks` column always applies (TRL's rule), so for them the flag only
@@ -112,6 +122,24 @@ class AksharaSFTConfig(SFTConfig):
     )
     warmdown_ratio: float | None = field(
         default=None, metadata={"help": "Decay fraction of 'mid' / 'sft-2026'; default 0.2 / 0.5."}
+    )
+    warmup_ratio: float = field(
+        default=0.0, metadata={"help": "'sft-2026': LR warmup over this fraction of the data (chat_sft's; default 0)."}
+    )
+    final_lr_frac: float = field(
+        default=0.0, metadata={"help": "'sft-2026': the LR multiplier reached at the end of the run (default 0)."}
+    )
+    packing_strategy: str = field(
+        default="bfd",
+        metadata={
+            "help": "With packing: TRL's 'bfd', 'bfd_split', 'wrapped', or 'bos_bestfit' (nanochat 2026's chat_sft "
+            "rows of max_length + 1 tokens starting with <|bos|>).",
+            "choices": list(PACKING_STRATEGIES),
+        },
+    )
+    packing_buffer_size: int = field(
+        default=BOS_BESTFIT_BUFFER,
+        metadata={"help": "bos_bestfit: conversations held to choose the best fit from (nanochat's 100)."},
     )
     muon_momentum_warmup_steps: int | None = field(
         default=None, metadata={"help": "Muon momentum 0.85 -> 0.95 over these steps; default 0 (sft), 300 (mid)."}
@@ -165,6 +193,7 @@ class AksharaSFTConfig(SFTConfig):
                 f"loss_normalization must be one of {list(LOSS_NORMALIZATIONS)}, got {self.loss_normalization!r}"
             )
         _check_counts(self)
+        _refuse_sharded_training(self)
         default_frac, default_warmup, default_warmdown = SCHEDULE_DEFAULTS[self.schedule]
         self.init_lr_frac = default_frac if self.init_lr_frac is None else self.init_lr_frac
         if self.warmdown_ratio is None:
@@ -180,6 +209,8 @@ class AksharaSFTConfig(SFTConfig):
             raise AksharaError(f"warmdown_ratio must be in (0, 1], got {self.warmdown_ratio}")
         if self.muon_momentum_warmup_steps < 0:
             raise AksharaError(f"muon_momentum_warmup_steps must be >= 0, got {self.muon_momentum_warmup_steps}")
+        _check_progress_schedule(self)
+        _check_bos_bestfit(self)
         muon_lr = self.matrix_lr * self.init_lr_frac
         if self.learning_rate is not None and not math.isclose(self.learning_rate, muon_lr):
             raise AksharaError(
@@ -254,6 +285,64 @@ def _check_counts(config: "AksharaSFTConfig") -> None:
             raise AksharaError(f"{key} must be >= 0, got {value!r}")
     if config.save_total_limit is not None and (not whole(config.save_total_limit) or config.save_total_limit < 1):
         raise AksharaError(f"save_total_limit must be a positive integer or null, got {config.save_total_limit!r}")
+
+
+def _check_progress_schedule(config: "AksharaSFTConfig") -> None:
+    for key in ("warmup_ratio", "final_lr_frac"):
+        value = getattr(config, key)
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1):
+            raise AksharaError(f"{key} must be in [0, 1], got {value!r}")
+        if value and config.schedule != "sft-2026":
+            raise AksharaError(f"{key} belongs to schedule sft-2026 (by data progress); schedule {config.schedule!r} "
+                               "has no such setting")
+    if config.warmup_ratio + config.warmdown_ratio > 1:
+        raise AksharaError(f"warmup_ratio {config.warmup_ratio} + warmdown_ratio {config.warmdown_ratio} exceed the "
+                           "whole run")
+
+
+def _check_bos_bestfit(config: "AksharaSFTConfig") -> None:
+    """nanochat 2026's packed SFT rows: what they need, refused before any data is read."""
+    if config.packing_strategy not in PACKING_STRATEGIES:
+        raise AksharaError(f"packing_strategy must be one of {list(PACKING_STRATEGIES)}, got {config.packing_strategy!r}")
+    size = config.packing_buffer_size
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise AksharaError(f"packing_buffer_size must be a positive integer, got {size!r}")
+    if config.packing_strategy != "bos_bestfit":
+        return
+    if not config.packing:
+        raise AksharaError("packing_strategy bos_bestfit packs only with packing: true (set both)")
+    if config.stage != "sft":
+        raise AksharaError(f"packing_strategy bos_bestfit packs conversations for stage sft; stage {config.stage!r} "
+                           "packs its own token stream (max_seq_len)")
+    if config.max_length is None:
+        raise AksharaError("packing_strategy bos_bestfit needs max_length (rows are max_length + 1 tokens)")
+    # nanochat's loader yields the rows in the order it packs them, and progress by data needs that order.
+    if config.train_sampling_strategy == "random":  # the Trainer's default
+        config.train_sampling_strategy = "sequential"
+    elif config.train_sampling_strategy != "sequential":
+        raise AksharaError(f"packing_strategy bos_bestfit trains its rows in order; train_sampling_strategy "
+                           f"{config.train_sampling_strategy!r} would reorder them (leave it out, or sequential)")
+
+
+def _sharded_training_refusal(kind: str) -> str:
+    return (
+        f"{kind} is not supported with Muon: it shards each matrix across processes, and Muon must orthogonalise "
+        "whole matrices. Use DDP (accelerate's multi_gpu.yaml; training/accelerate_configs/): each process then "
+        "orthogonalises its share of the matrices and keeps only their Muon state"
+    )
+
+
+def _refuse_sharded_training(config: "AksharaSFTConfig") -> None:
+    """FSDP and DeepSpeed ZeRO, asked for in the config or by `accelerate launch` (its environment variables), are
+    refused before Accelerate sets them up: both hand the optimizer flattened or sharded pieces of each matrix. (Without
+    a GPU, Accelerate 1.x would even set up DDP in FSDP's place and say nothing.)"""
+    def asked(variable: str) -> bool:
+        return os.environ.get(variable, "false").lower() in ("1", "true", "yes")
+
+    if config.fsdp or asked("ACCELERATE_USE_FSDP"):
+        raise AksharaError(_sharded_training_refusal("FSDP"))
+    if config.deepspeed or asked("ACCELERATE_USE_DEEPSPEED"):
+        raise AksharaError(_sharded_training_refusal("DeepSpeed"))
 
 
 def _pretokenized_mask_rule(args: AksharaSFTConfig, dataset) -> AksharaSFTConfig:
@@ -366,16 +455,23 @@ class MuonSFTTrainer(SFTTrainer):
         callbacks = [*(kwargs.pop("callbacks", None) or []), MuonMomentumCallback(args.muon_momentum_warmup_steps)]
         super().__init__(model, args, callbacks=callbacks, **kwargs)
         check_akshara_model(self.model)  # a model given by name is loaded by SFTTrainer
-        if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true") and not self.is_fsdp_enabled:
-            # Measured with accelerate 1.x: `accelerate launch --use_fsdp` without CUDA sets up MULTI_CPU and wraps the
-            # model in DDP, with nothing said; a run that asked for sharding should not train unsharded silently.
-            logger.warning(
-                "the Accelerate config asks for FSDP, but Accelerate set up %s (it does so without a GPU): this run "
-                "trains unsharded, every process holding the whole model",
-                getattr(self.accelerator.distributed_type, "value", self.accelerator.distributed_type),
-            )
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled:  # set up some other way than the config saw
+            raise AksharaError(_sharded_training_refusal("FSDP" if self.is_fsdp_enabled else "DeepSpeed"))
+        self._progress: list[float] | None = None  # "sft-2026": data progress after each step (create_scheduler)
         self._token_bytes = torch.as_tensor(token_byte_lengths(self.processing_class)) if args.eval_bpb else None
         self._bpb_sums = torch.zeros(2, dtype=torch.float64)  # nats, bytes over the current evaluation
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        # Every rank comes here; only the saving one writes optimizer.pt. Under DDP each rank holds the Muon state of
+        # its own matrices, so all of them first gather the whole state (a collective), then drop the copy.
+        optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # inside Accelerate's wrapper
+        if not isinstance(optimizer, MuonAdamW):
+            return super()._save_optimizer_and_scheduler(output_dir)
+        optimizer.consolidate_state_dict()
+        try:
+            super()._save_optimizer_and_scheduler(output_dir)
+        finally:
+            optimizer.release_consolidated_state()
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys: list[str] | None = None):
         # Bits per byte needs the per-token losses, which TRL's fused LM head computes but `compute_loss` does not
@@ -426,6 +522,24 @@ class MuonSFTTrainer(SFTTrainer):
         config = self.accelerator.unwrap_model(self.model).config.to_dict()  # the folder may not hold config.json yet
         self.card_writer(folder, facts=facts, overwrite=True, config=config)
 
+    def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
+        # bos_bestfit: TRL tokenizes (or takes the pre-tokenized rows), builds the labels and cuts each conversation to
+        # max_length, unpacked; the rows are then packed here, nanochat's way, instead of by TRL's `pack_dataset`.
+        if not (packing and args.packing_strategy == "bos_bestfit"):
+            return super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func, dataset_name)
+        from datasets import Dataset
+        from trl.trainer.utils import global_then_local_main_first
+
+        from akshara_hf.tokenization.chat import special_token_ids
+
+        if not isinstance(dataset, Dataset):
+            raise AksharaError(f"packing_strategy bos_bestfit packs a datasets.Dataset; the {dataset_name} data is "
+                               f"a {type(dataset).__name__}")
+        bos = special_token_ids(getattr(processing_class, "tokenizer", processing_class))["<|bos|>"]
+        rows = super()._prepare_dataset(dataset, processing_class, args, False, formatting_func, dataset_name)
+        with global_then_local_main_first():
+            return pack_bos_bestfit(rows, args.max_length + 1, bos, args.packing_buffer_size)
+
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         # Written by hand: no `lr_scheduler_type` equals nanochat's multipliers at every step ("linear" computes
         # (N - s) / N, which differs from 1 - s / N in the last bit; "warmup_stable_decay" starts its decay from 1.0 at
@@ -434,8 +548,9 @@ class MuonSFTTrainer(SFTTrainer):
             if self.args.schedule == "sft":
                 multiplier = partial(sft_lr_multiplier, num_steps=num_training_steps)
             elif self.args.schedule == "sft-2026":
-                multiplier = partial(
-                    warmdown_lr_multiplier, num_steps=num_training_steps, warmdown_ratio=self.args.warmdown_ratio
+                self._progress = self._step_progress(num_training_steps)
+                multiplier = progress_schedule(
+                    self._progress, self.args.warmup_ratio, self.args.warmdown_ratio, self.args.final_lr_frac
                 )
             else:
                 multiplier = partial(
@@ -444,6 +559,22 @@ class MuonSFTTrainer(SFTTrainer):
             self.lr_scheduler = LambdaLR(self.optimizer if optimizer is None else optimizer, multiplier)
             self._created_lr_scheduler = True  # as Trainer.create_scheduler: rebuilt for the next train() call
         return self.lr_scheduler
+
+    def _step_progress(self, num_training_steps: int) -> list[float]:
+        """Data progress after each step ("sft-2026"): from the rows' conversation counts when the rows are known and
+        taken in order, else by steps (a dataset without a length: the Trainer runs `max_steps`)."""
+        dataset = self.train_dataset
+        try:
+            rows = len(dataset)
+        except TypeError:
+            return [(step + 1) / num_training_steps for step in range(num_training_steps)]
+        if not rows:
+            raise AksharaError("the training data has no rows")
+        counts = conversations_per_row(dataset, in_order=self.args.train_sampling_strategy == "sequential")
+        return step_progress(
+            counts, num_training_steps, self.args.per_device_train_batch_size, self.args.gradient_accumulation_steps,
+            self.args.world_size, self.args.dataloader_drop_last,
+        )  # fmt: skip
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
@@ -462,6 +593,9 @@ class MuonSFTTrainer(SFTTrainer):
         if "learning_rate" in logs and groups and groups[0].get("initial_lr"):
             lrm = logs["learning_rate"] / groups[0]["initial_lr"]
             logs["lrm"] = lrm
+            progress = getattr(self, "_progress", None)
+            if progress and self.state.global_step > 0:  # of the step just taken
+                logs["progress"] = progress[min(self.state.global_step, len(progress)) - 1]
             for index, group in enumerate(groups):
                 logs[f"lr/{group.get('name', index)}"] = group["initial_lr"] * lrm
                 if group.get("name") == "muon":

@@ -1,6 +1,7 @@
 """What a run leaves beside its weights: a line-per-log `log.jsonl` and the run facts the model card is built from."""
 
 import json
+import os
 import platform
 import time
 from collections import Counter
@@ -10,6 +11,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
+from akshara_hf.folders import replace_file
 from akshara_hf.training.flops import flops_per_token
 
 
@@ -22,7 +24,9 @@ class JsonlLogCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
-            with self.path.open("a", encoding="utf-8") as file:
+            # O_NOFOLLOW: a link planted at log.jsonl is an error, never a file appended to elsewhere.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+            with os.fdopen(fd, "a", encoding="utf-8") as file:
                 file.write(json.dumps({"step": state.global_step, **logs}) + "\n")
 
 
@@ -116,9 +120,8 @@ class RunFacts:
         return asdict(self)
 
     def write(self, folder: str | Path) -> Path:
-        path = Path(folder) / "run_facts.json"
-        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        return path
+        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        return replace_file(Path(folder) / "run_facts.json", text)  # whole or not at all, never through a link
 
 
 def _mixture_report(mixture_folder: Path) -> dict | None:

@@ -1,0 +1,37 @@
+"""The versions the package claims to work with are the ones tested: setup.cfg's lower bounds equal the pins that
+scripts/test_vllm.sh installs and tests (scripts/lowest-versions.txt), and the remote code runs at the installed ones."""
+
+import configparser
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def lower_bounds() -> dict[str, str]:
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    bounds = {}
+    for line in config["options"]["install_requires"].splitlines():
+        match = re.fullmatch(r"\s*(transformers|trl)>=([\d.]+),<(\d+)\s*", line)
+        if match:
+            bounds[match[1]] = match[2]
+            assert int(match[3]) == int(match[2].split(".")[0]) + 1, f"{line}: up to the next major"
+    return bounds
+
+
+def test_setup_cfg_lower_bounds_are_the_tested_lowest_versions():
+    pins = dict(line.split("==") for line in (ROOT / "scripts" / "lowest-versions.txt").read_text().splitlines()
+                if line and not line.startswith("#"))  # fmt: skip
+    assert lower_bounds() == pins == {"transformers": pins["transformers"], "trl": pins["trl"]}
+    extras = configparser.ConfigParser()
+    extras.read(ROOT / "setup.cfg")
+    for name in ("test", "serve"):
+        assert f"transformers[serving]>={pins['transformers']},<6" in extras["options.extras_require"][name]
+
+
+def test_ci_runs_the_lowest_version_environment_after_the_main_suite():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert ci.index("scripts/test.sh") < ci.index("scripts/test_vllm.sh")
+    script = (ROOT / "scripts" / "test_vllm.sh").read_text()
+    assert "-c scripts/lowest-versions.txt" in script and "tests/test_vllm.py" in script
