@@ -370,15 +370,17 @@ def disk_full_error(error: BaseException, folder: str | os.PathLike, shown_as: s
     folder = Path(folder)
     if not is_disk_full(error, folder):
         return None
-    name = getattr(error, "filename", None)
-    if name is None:
-        files = [path for path in folder.rglob("*") if path.is_file() and not path.is_symlink()] if folder.is_dir() \
-            else []
-        newest = max(files, key=lambda path: path.stat().st_mtime_ns, default=None)
-        name = newest if newest is None else Path(shown_as or folder) / newest.relative_to(folder)
-    elif shown_as is not None and Path(name).is_relative_to(folder):
-        name = Path(shown_as) / Path(name).relative_to(folder)
-    return f"{name or shown_as or folder}: no space left on device while writing it"
+    # A copy's OSError names its source first (`filename`) and the destination second (`filename2`).
+    named = [Path(name) for name in (getattr(error, "filename2", None), getattr(error, "filename", None))
+             if isinstance(name, (str, os.PathLike))]
+    written = next((path for path in named if path.absolute().is_relative_to(folder.absolute())), None)
+    if written is None and folder.is_dir():
+        files = [path for path in folder.rglob("*") if path.is_file() and not path.is_symlink()]
+        written = max(files, key=lambda path: path.stat().st_mtime_ns, default=None)
+    if written is None:
+        return f"{shown_as or folder}: no space left on device while writing it"
+    return f"{Path(shown_as or folder) / written.absolute().relative_to(folder.absolute())}: no space left on device " \
+           "while writing it"
 
 
 def add_overwrite_flag(parser) -> None:

@@ -464,7 +464,9 @@ def test_ctrl_c_during_a_build_keeps_the_old_output(tmp_path):
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
     err = err.decode()
-    assert process.returncode == 130, err[-3000:]
+    # 130 from our handler; CPython itself ends the process by SIGINT (a shell shows 130 all the same) when the
+    # interrupt landed inside an import that a C extension runs through PyRun_* (seen about once in 20 early signals)
+    assert process.returncode in (130, -signal.SIGINT), err[-3000:]
     assert err.strip().splitlines()[-1] == "akshara-hf build-mixture: interrupted" and "Traceback" not in err, err
     assert _digests(out) == before and not list(tmp_path.glob(".out.akshara-hf-staging-*"))
 
