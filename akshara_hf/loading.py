@@ -6,11 +6,22 @@ argument that does not exist is reported at once: transformers would otherwise r
 Hub for ~30 s before a page of traceback about connectivity. `HF_HUB_OFFLINE` is no answer (it also stops real Hub
 ids): the argument is a Hub id only when it is not an existing path, is a valid `ORG/NAME` repo id, and its `ORG` is
 not a folder here (`runs/nope` with a `runs/` folder is a typo, not a Hub id).
+
+The trust rule: nothing here runs Python from a model folder or Hub repo unless the caller passes
+`trust_remote_code=True` (the commands' `--trust-remote-code`). Akshara folders need no remote code with this package
+installed: its classes are registered with the Auto classes, and transformers prefers a registered class that lives
+outside transformers over the folder's copy. `check_folder_code` refuses, in one line naming the file, anything that
+would make transformers reach for the folder's own code: an `auto_map` (config.json, tokenizer_config.json,
+processor/preprocessor configs) naming other classes than the Akshara entries our save writes, or ours under another
+`model_type`; a `tokenizer_class` that is not a plain class name; a `custom_generate/generate.py`. The check compares
+names only and never imports the folder's files. Loading then passes `trust_remote_code=False`, so transformers
+itself refuses whatever the check did not foresee, and never asks "run custom code? [y/N]" on a terminal.
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 from akshara_hf.bounds import regular_tree
@@ -78,40 +89,140 @@ def resolve_model(argument: str | Path, tokenizer: bool = True) -> str:
     return str(path)
 
 
-def _where(source: str, name: str) -> str:
+def source_file(source: str, name: str) -> str:
+    """How errors name a model's file: the path in a local folder, else the Hub id."""
     return str(Path(source) / name) if Path(source).is_dir() else source
 
 
-def load_config(source: str, trust_remote_code: bool = True):
+TRUST_FLAG = "--trust-remote-code"  # how commands spell the opt-in; the training scripts pass their recipe key's
+# The auto_map entries an Akshara save writes (model/*: `register_for_auto_class`), compared by what they name.
+OUR_AUTO_MAP = {"AutoConfig": "configuration_akshara.AksharaConfig", "AutoModel": "modeling_akshara.AksharaModel",
+                "AutoModelForCausalLM": "modeling_akshara.AksharaForCausalLM"}
+OUR_MODEL_TYPE = "akshara"
+# Files whose auto_map (or tokenizer_class) makes transformers import code from the folder.
+CODE_CONFIGS = ("config.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json")
+CUSTOM_GENERATE = "custom_generate/generate.py"  # from_pretrained(trust_remote_code=True) replaces generate with it
+
+
+def add_trust_flag(parser) -> None:
+    """The one opt-in, spelled the same by every command that loads a model (argparse, no heavy import)."""
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow Python code shipped in the model folder or Hub repo (auto_map, custom tokenizer "
+                             "or generate) to run; off by default: Akshara folders load with this package's classes")
+
+
+def _model_file(source: str, name: str) -> Path | None:
+    """The folder's file, or the Hub repo's (fetched into the Hub cache, as from_pretrained fetches it); None if absent."""
+    if Path(source).is_dir():
+        path = Path(source) / name
+        return path if path.is_file() else None
+    if not is_hub_id(source):  # a missing path: the load reports it
+        return None
+    from transformers.utils.hub import cached_file
+
+    try:
+        found = cached_file(source, name, _raise_exceptions_for_missing_entries=False,
+                            _raise_exceptions_for_connection_errors=False)
+    except (OSError, ValueError):  # an unreachable or unknown repo: the load itself reports it
+        return None
+    return Path(found) if found else None
+
+
+def check_folder_code(source: str, flag: str = TRUST_FLAG, own_files: bool = False, hint: str | None = None) -> None:
+    """Refuse (one line naming the file) a model folder or Hub repo that would have transformers run its own Python.
+
+    Names are compared, nothing is imported (see the module docstring). `own_files`: also require the Python files
+    the Akshara auto_map names to be byte for byte the installed package's, for the checks that deliberately load a
+    folder with its remote code in a process without this package (publish, demo). `hint`: what the error suggests
+    (default: the flag)."""
+    hint = hint or f"akshara-hf runs no Python from a model folder unless you pass {flag} (read that code first)"
+
+    def refuse(path, what: str) -> AksharaError:
+        return AksharaError(f"{path}: {what}; {hint}")
+
+    for name in CODE_CONFIGS:
+        path = _model_file(source, name)
+        if path is None:
+            continue
+        data = read_json(path)
+        if not isinstance(data, dict):
+            raise AksharaError(f"{path}: not a JSON object")
+        auto_map = data.get("auto_map")
+        if auto_map is not None:
+            if name != "config.json" or not isinstance(auto_map, dict):
+                raise refuse(path, f"auto_map {json.dumps(auto_map)} names Python code in the model folder")
+            foreign = {key: value for key, value in auto_map.items() if OUR_AUTO_MAP.get(key) != value}
+            if foreign:
+                raise refuse(path, f"auto_map names code other than Akshara's: {json.dumps(foreign)}")
+            if auto_map and data.get("model_type") != OUR_MODEL_TYPE:
+                raise refuse(path, f"auto_map names Akshara's classes but model_type is {data.get('model_type')!r}, "
+                                   "so transformers would import the folder's copies of them")
+        tokenizer_class = data.get("tokenizer_class")
+        if tokenizer_class is not None and not (isinstance(tokenizer_class, str) and tokenizer_class.isidentifier()):
+            raise refuse(path, f"tokenizer_class {tokenizer_class!r} is not a class name but names code (a module)")
+    if Path(source).is_dir() and (Path(source) / CUSTOM_GENERATE).exists():
+        raise refuse(Path(source) / CUSTOM_GENERATE, "a custom generate function that would replace model.generate")
+    if own_files:
+        _check_own_files(source, hint)
+
+
+def _check_own_files(source: str, hint: str) -> None:
+    installed = Path(__file__).parent / "model"
+    config = Path(source) / "config.json"
+    auto_map = read_config_json(config).get("auto_map") or {}
+    for module in sorted({reference.split(".")[0] for reference in auto_map.values()}):
+        path = Path(source) / f"{module}.py"
+        if not path.is_file():
+            raise AksharaError(f"{config}: auto_map names {module}.py, which is not in the folder")
+        if path.read_bytes() != (installed / path.name).read_bytes():
+            raise AksharaError(f"{path}: differs from the installed akshara-hf's {path.name} (edited, or written by "
+                               f"another version), and this step would run it; {hint}")
+
+
+def load_config(source: str, trust_remote_code: bool = False, flag: str = TRUST_FLAG):
     """The folder's config; a bad value (AksharaConfig's validation raises ValueError) becomes one line naming it."""
     import akshara_hf.model.modeling_akshara  # noqa: F401  registers the Auto classes (the package's own code)
     from transformers import AutoConfig
 
+    if not trust_remote_code:
+        check_folder_code(source, flag)
     try:
         return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise AksharaError(f"{_where(source, 'config.json')}: {one_line(error)}") from None
+        raise AksharaError(f"{source_file(source, 'config.json')}: {one_line(error)}") from None
 
 
-def load_model(source: str, trust_remote_code: bool = True, **kwargs):
-    """`AutoModelForCausalLM.from_pretrained` with the config checked first and every load failure as one line."""
-    from transformers import AutoModelForCausalLM
+@contextmanager
+def _quiet_transformers():
+    """No progress bars and no multi-line load report ("LOAD REPORT", a table on stderr) while loading: they would
+    bury the command's own output, or come before the one-line error that says the same."""
     from transformers.utils import logging
 
-    local = Path(source).is_dir()
-    if local:  # bounds before work: sizes, weight dtypes and the generation config, before anything is built
-        check_folder_before_loading(Path(source))
-    config = load_config(source, trust_remote_code)
-    bars = logging.is_progress_bar_enabled()
-    logging.disable_progress_bar()  # "Loading weights" bars on stderr would bury the command's own output or error
+    bars, verbosity = logging.is_progress_bar_enabled(), logging.get_verbosity()
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(source, config=config, trust_remote_code=trust_remote_code,
-                                                           output_loading_info=True, **kwargs)
-    except Exception as error:  # safetensors, torch and transformers raise many types for a broken or foreign file
-        raise AksharaError(f"{source}: the weights do not load ({type(error).__name__}: {one_line(error)})") from None
+        yield
     finally:
+        logging.set_verbosity(verbosity)
         if bars:
             logging.enable_progress_bar()
+
+
+def load_model(source: str, trust_remote_code: bool = False, flag: str = TRUST_FLAG, **kwargs):
+    """`AutoModelForCausalLM.from_pretrained` with the config checked first and every load failure as one line."""
+    from transformers import AutoModelForCausalLM
+
+    if Path(source).is_dir():  # bounds before work: sizes, weight dtypes, generation config
+        check_folder_before_loading(Path(source))
+    config = load_config(source, trust_remote_code, flag)
+    kwargs.setdefault("ignore_mismatched_sizes", True)  # so a wrong shape reaches the refusal below, by name
+    try:
+        with _quiet_transformers():
+            model, info = AutoModelForCausalLM.from_pretrained(source, config=config, output_loading_info=True,
+                                                               trust_remote_code=trust_remote_code, **kwargs)
+    except Exception as error:  # safetensors, torch and transformers raise many types for a broken or foreign file
+        raise AksharaError(f"{source}: the weights do not load ({type(error).__name__}: {one_line(error)})") from None
     # transformers only warns when weights and config disagree, leaving those parameters random: refuse instead
     problems = {"missing": info.get("missing_keys"), "unexpected": info.get("unexpected_keys"),
                 "of another shape": [key for key, *_ in info.get("mismatched_keys") or []]}
@@ -203,16 +314,24 @@ def _check_weight_dtypes(folder: Path) -> None:
                                    "to float without a word")
 
 
-def load_tokenizer(source: str, trust_remote_code: bool = True):
+def load_tokenizer(source: str, trust_remote_code: bool = False, config=None, flag: str = TRUST_FLAG):
+    """`AutoTokenizer.from_pretrained` under the trust rule. `config`: the model's, already loaded (else AutoTokenizer
+    loads config.json again itself)."""
     from transformers import AutoTokenizer
 
+    if not trust_remote_code:
+        check_folder_code(source, flag)
+        import akshara_hf.model.modeling_akshara  # noqa: F401  the registered config: no "run custom code?" prompt
+    kwargs = {} if config is None else {"config": config}
     try:
-        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        with _quiet_transformers():
+            return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
     except Exception as error:  # tokenizers raises its own exception types for a broken tokenizer.json
         raise AksharaError(f"{source}: the tokenizer does not load ({type(error).__name__}: {one_line(error)})") from None
 
 
-def load_model_and_tokenizer(argument: str | Path, trust_remote_code: bool = True, **kwargs):
+def load_model_and_tokenizer(argument: str | Path, trust_remote_code: bool = False, flag: str = TRUST_FLAG, **kwargs):
     """Resolve `argument`, then load both; everything that can go wrong is an AksharaError."""
     source = resolve_model(argument)
-    return load_model(source, trust_remote_code, **kwargs), load_tokenizer(source, trust_remote_code)
+    model = load_model(source, trust_remote_code, flag, **kwargs)
+    return model, load_tokenizer(source, trust_remote_code, config=model.config, flag=flag)

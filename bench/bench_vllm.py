@@ -36,7 +36,7 @@ def make_folder(out: Path) -> Path:
     from akshara_hf.tokenization.tokenizer import train_tokenizer
 
     texts = [line for path in sorted((ROOT / "data" / "samples").glob("*/*.jsonl")) for line in path.open()]
-    tokenizer = train_tokenizer(texts, vocab_size=2048)
+    tokenizer = train_tokenizer(texts, vocab_size=1024)
     shape = {**SHAPES["cpu"], "vocab_size": len(tokenizer)}
     torch.manual_seed(0)
     model = AksharaForCausalLM(AksharaConfig.from_nanochat(shape, initializer_range=0.02))  # not a zero head
@@ -55,7 +55,7 @@ def start(command: list[str], port: int, env: dict, log: Path) -> subprocess.Pop
     deadline = time.monotonic() + 900
     while True:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):  # both servers have it
                 return process
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
@@ -108,7 +108,7 @@ def main():
     results = {}
     for name, command in servers.items():
         port = free_port()
-        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "4", "HF_HUB_OFFLINE": "1"}
+        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "4", "HF_HUB_OFFLINE": "1", "HF_HOME": str(scratch / "hf")}
         process = start([*command, "--port", str(port)], port, env, scratch / f"{name.split()[0]}.log")
         try:
             results[name] = {c: measure(port, model, c, args.rounds * c, args.new_tokens) for c in args.concurrency}

@@ -10,6 +10,11 @@ Rows:
 - SFT: `MuonSFTTrainer` steps on v1-shaped conversations (`bench_sft_batching.v1_rows`), pad-to-longest (the seeds'
   batching, the reference) and TRL's padding-free, 32 conversations per optimizer step; supervised tokens/s and the
   ratio. Projection: the seeds' v1 SFT, 45,102 steps x 32 conversations.
+- memory: one training step with the seed SFT recipe's optimizer (`MuonAdamW.from_model` at its LRs) at two
+  micro-batches of `--seq` tokens (`--memory-batches`), bf16 autocast, after a first step has allocated the
+  optimizer state: peak device memory of each (`torch.cuda.max_memory_allocated`), the memory per row from their
+  difference, and the largest micro-batch of `--seq`-token rows that fits this card within 95 % of its memory (the
+  GPU counterpart of `bench_d20_step.py`'s CPU estimate). On CPU (`--tiny`) only the step rows, without peaks.
 - decode: greedy `generate` with a static cache and transformers' compiled forward (`compile_config`), batch 1 and
   32, against the same model's eager dynamic-cache decoding. Decode tokens/s = batch x (new - 1) / the median over
   `--rounds` of (time of `new` tokens - time of 1 token), after one warm-up call (where compilation happens).
@@ -42,7 +47,8 @@ from akshara_hf.training.flops import flops_per_token  # noqa: E402
 MID_V1 = (1047, 524_288)  # steps, tokens per step
 SFT_V1 = (45_102, 32)  # steps, conversations per step
 TINY = {"shape": "cpu", "batch": 2, "seq": 32, "steps": 1, "warmup": 1, "sft_batch": 2, "sft_accum": 2, "sft_steps": 1,
-        "sft_max_length": 128, "v1_rows": 48, "prompt": 8, "new": 4, "rounds": 1, "compile_backend": "eager"}
+        "sft_max_length": 128, "v1_rows": 48, "prompt": 8, "new": 4, "rounds": 1, "compile_backend": "eager",
+        "memory_batches": "1,2"}
 
 
 def attention_available(attn: str) -> bool:
@@ -80,7 +86,54 @@ def train_step_row(args, attn: str, compiled: bool, device: str, peak: float | N
     return {"measurement": f"train step, {args.batch} x {args.seq}",
             "config": f"{attn}, {'compiled' if compiled else 'eager'}",
             "tok/s": tokens_per_s, "TFLOP/s": tflops, "MFU": tflops / peak if peak else "", "ratio": "",
+            "peak GiB": peak_gib(device),
             "projection": f"mid-v1 ({steps:,} x {tokens:,} tok): {steps * tokens / tokens_per_s / 3600:.2f} h"}
+
+
+def peak_gib(device: str) -> float | str:
+    """Peak device memory since the last reset (CUDA); "" on CPU, where RSS never goes down (bench_d20_step.py)."""
+    return torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else ""
+
+
+def memory_rows(args, device: str) -> list[dict]:
+    """Peak memory of a training step at two micro-batch sizes with the seed SFT recipe's optimizer, and the largest
+    micro-batch of `--seq`-token rows that fits this card (steady state: the optimizer state allocated)."""
+    from akshara_hf.training.optim import MuonAdamW
+
+    peaks, out = {}, []
+    for batch in args.memory_batches:
+        model = build("akshara", SHAPES[args.shape], "sdpa", torch.float32, device)
+        optimizer = MuonAdamW.from_model(model, init_lr_frac=0.02)  # the seed SFT recipe's LRs and optimizer
+        inputs = make_batch(argparse.Namespace(**{**vars(args), "batch": batch}), "padded", device)
+
+        def step():
+            with autocast(device, args.bf16):
+                loss = model(**inputs, use_cache=False).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        step()  # allocates the optimizer state, as every later step finds it
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        seconds = timed(step, 1, 0, device)
+        peaks[batch] = peak_gib(device)
+        out.append({"measurement": f"memory, {batch} x {args.seq}", "config": "MuonAdamW (seed SFT LRs), sdpa, eager",
+                    "tok/s": batch * args.seq / seconds, "TFLOP/s": "", "MFU": "", "ratio": "",
+                    "peak GiB": peaks[batch], "projection": ""})
+        del model, optimizer, inputs
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    if device == "cuda":
+        (b1, p1), (b2, p2) = sorted(peaks.items())
+        per_row = (p2 - p1) / (b2 - b1)
+        fixed = p1 - per_row * b1
+        total = torch.cuda.get_device_properties(0).total_memory / 2**30
+        fits = int((0.95 * total - fixed) // per_row) if per_row > 0 else 0
+        out.append({"measurement": f"memory, rows of {args.seq} that fit", "config": f"{total:.0f} GiB card",
+                    "tok/s": float("nan"), "TFLOP/s": "", "MFU": "", "ratio": "", "peak GiB": fixed + fits * per_row,
+                    "projection": f"{fits} rows ({per_row:.2f} GiB per row, {fixed:.2f} GiB fixed)"})
+    return out
 
 
 def sft_rows(args, device: str) -> list[dict]:
@@ -104,7 +157,7 @@ def sft_rows(args, device: str) -> list[dict]:
         steps, per_step = SFT_V1
         out.append({"measurement": f"SFT, v1 lengths, {args.sft_batch} x {args.sft_accum} conv/step",
                     "config": f"{name}, sdpa", "tok/s": supervised, "TFLOP/s": "", "MFU": "",
-                    "ratio": supervised / reference,
+                    "ratio": supervised / reference, "peak GiB": "",
                     "projection": f"v1 SFT ({steps:,} x {per_step} conv): "
                                   f"{steps * per_step / conversations_per_s / 3600:.2f} h"})
     return out
@@ -145,7 +198,7 @@ def decode_rows(args, device: str) -> list[dict]:
             config = "static cache, compiled" if compiled else "dynamic cache, eager (reference)"
             out.append({"measurement": f"decode, batch {batch}, prompt {args.prompt}, {args.new} new",
                         "config": config, "tok/s": rates[compiled], "TFLOP/s": "", "MFU": "",
-                        "ratio": rates[compiled] / rates[False], "projection": ""})
+                        "ratio": rates[compiled] / rates[False], "peak GiB": "", "projection": ""})
     return out
 
 
@@ -163,17 +216,21 @@ def main():
     parser.add_argument("--sft-steps", type=int, default=4, help="timed SFT optimizer steps per batching")
     parser.add_argument("--sft-max-length", type=int, default=2048)
     parser.add_argument("--v1-rows", type=int, default=2000, help="synthetic v1-shaped conversations")
+    parser.add_argument("--memory-batches", default="1,4", help="memory: two micro-batch sizes (rows of --seq)")
     parser.add_argument("--decode-batches", default="1,32")
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--new", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3, help="decode: timed calls per configuration (median)")
-    parser.add_argument("--skip", default="", help="comma list of parts to leave out: train, sft, decode")
+    parser.add_argument("--skip", default="", help="comma list of parts to leave out: train, memory, sft, decode")
     parser.add_argument("--tiny", action="store_true", help="CPU smoke run: tiny shape, one step each")
     args = parser.parse_args()
     if args.tiny:
         for key, value in TINY.items():
             setattr(args, key, value)
     args.decode_batches = [int(b) for b in str(args.decode_batches).split(",")]
+    args.memory_batches = [int(b) for b in str(args.memory_batches).split(",")]
+    if len(set(args.memory_batches)) != 2:
+        parser.error("--memory-batches: two different micro-batch sizes, e.g. 1,4")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     args.bf16 = device == "cuda"  # bf16 autocast on the GPU, as the recipes train; fp32 on CPU
     transformers.logging.set_verbosity_error()
@@ -196,6 +253,8 @@ def main():
                 continue
             for compiled in (False, True):
                 report([train_step_row(args, attn, compiled, device, peak)])
+    if "memory" not in skip:
+        report(memory_rows(args, device))
     if "sft" not in skip:
         report(sft_rows(args, device))
     if "decode" not in skip:

@@ -2,8 +2,10 @@
 
 The check loads the folder in a fresh Python process where `akshara_hf` cannot be imported, with
 `trust_remote_code=True` and a temporary modules cache: that is what a user without this package gets, so a folder
-that passes cannot depend on the package, on a stale cached copy of the remote code, or on the network. Nothing is
-uploaded unless every check passes. The token is whatever huggingface_hub finds (HF_TOKEN, `hf auth login`).
+that passes cannot depend on the package, on a stale cached copy of the remote code, or on the network. That process
+runs the folder's Python, so without `--trust-remote-code` it runs only when that Python is this package's own
+(`akshara_hf.loading.check_folder_code(own_files=True)`: the Akshara auto_map, files identical to the installed ones,
+no tokenizer or generate code). Nothing is uploaded unless every check passes. The token is whatever huggingface_hub finds (HF_TOKEN, `hf auth login`).
 
 `akshara-hf model-card` writes the README.md the publish check asks for.
 """
@@ -188,12 +190,17 @@ def check_files(folder: str | Path) -> Path:
     return folder
 
 
-def check_loads(folder: str | Path, timeout: float = 600) -> dict:
+def check_loads(folder: str | Path, timeout: float = 600, trust_remote_code: bool = False) -> dict:
     """Load the folder in a fresh process with remote code only and run one forward; returns what it reported.
+    Without `trust_remote_code` the folder's Python must be this package's own (see the module docstring).
 
     What loads is a view of the files that would be uploaded (links to them in a scratch folder), so a file the
     upload leaves out (a symbolic link, one outside the allow-list) fails the check as it would fail a Hub user."""
+    from akshara_hf.loading import check_folder_code
+
     folder = Path(folder).resolve()
+    if not trust_remote_code:
+        check_folder_code(str(folder), own_files=True)
     with tempfile.TemporaryDirectory(prefix="akshara-publish-") as scratch:
         view = Path(scratch) / folder.name
         view.mkdir()
@@ -294,7 +301,7 @@ def _check_repo_id(repo_id: str) -> None:
 
 
 def publish(folder: str | Path, repo_id: str, private: bool = False, revision: str | None = None,
-            dry_run: bool = False, out=None) -> list[tuple[str, int]]:
+            dry_run: bool = False, out=None, trust_remote_code: bool = False) -> list[tuple[str, int]]:
     """Validate, then create the repo (and branch) and upload the folder; with `dry_run`, only say what would go.
 
     Without `private` the namespace's default visibility applies (create_repo gets private=None).
@@ -310,7 +317,7 @@ def publish(folder: str | Path, repo_id: str, private: bool = False, revision: s
                            f"with `akshara-hf model-card {folder} --repo-id {repo_id}`")
     folder = folder.resolve()
     files = files_to_upload(folder)  # listed before the load check, which loads exactly these
-    report = check_loads(folder)
+    report = check_loads(folder, trust_remote_code=trust_remote_code)
     print(f"ok: {folder} loads with its remote code alone ({report['model_class']}); "
           f"one forward on a {report['prompt_tokens']}-token chat prompt", file=out)
     target = f"{repo_id} (revision {revision or 'main'}{', private' if private else ''})"
@@ -344,7 +351,8 @@ def publish(folder: str | Path, repo_id: str, private: bool = False, revision: s
 
 
 def _publish_command(args) -> int:
-    publish(args.folder, args.repo_id, private=args.private, revision=args.revision, dry_run=args.dry_run)
+    publish(args.folder, args.repo_id, private=args.private, revision=args.revision, dry_run=args.dry_run,
+            trust_remote_code=args.trust_remote_code)
     return 0
 
 
@@ -368,6 +376,9 @@ def register(subparsers) -> None:
     p.add_argument("--private", action="store_true", help="create the repo private (else the namespace default)")
     p.add_argument("--revision", default=None, help="branch to upload to (created if missing; default main)")
     p.add_argument("--dry-run", action="store_true", help="validate and list the files; upload nothing")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let the load check run the folder's Python even when it is not this package's own "
+                        "(edited, another version's, a custom tokenizer): read it first")
     p.set_defaults(func=_publish_command)
 
     p = subparsers.add_parser("model-card", help="write README.md (model card) into a model folder")

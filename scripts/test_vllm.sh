@@ -15,5 +15,6 @@ PY="$VENV/bin/python"
 "$PY" -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
 "$PY" -m pytest -q -p no:cacheprovider -m "not slow" \
     tests/test_modeling.py tests/test_tokenizer.py tests/test_chat.py tests/test_convert.py \
-    tests/test_export_nanochat.py tests/test_nanochat2026.py tests/test_native.py tests/test_versions.py \
+    tests/test_export_nanochat.py tests/test_nanochat2026.py tests/test_native.py tests/test_trainer.py \
+    tests/test_versions.py \
     tests/test_vllm.py "$@"

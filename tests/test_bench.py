@@ -2,6 +2,8 @@
 
 Smoke tests against bit-rot only: the figures are in `bench/README.md`, and nothing here asserts a speed (timings on
 a shared CI box are noise). What is asserted is what the scripts compute exactly: ids equal, losses equal, FLOPs.
+All slow (`bash scripts/test.sh --slow`): together about 2.5 minutes on a quiet 2-core machine. The time limit is
+generous on purpose (a shared machine ran them ten times slower): it catches a hang, not a slow run.
 """
 
 import os
@@ -12,12 +14,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+LIMIT = 3600  # seconds per script; see the docstring
+pytestmark = pytest.mark.slow
 
 
 def bench(script: str, *args: str) -> str:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, str(REPO / "bench" / script), *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=LIMIT)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     return done.stdout
 
@@ -83,6 +87,14 @@ def test_sft_batching_padding_free_trains_on_the_same_rows():
     assert padding_free["loss"] == reference["loss"]  # same rows, same order: same losses (as printed)
 
 
+@pytest.mark.slow  # a minute on a loaded 2-core machine (the mixture build and TRL's imports)
+def test_bos_packing_places_every_conversation():
+    out = bench("bench_bos_packing.py", "--copies", "1", "--lengths", "64", "--batch", "4")
+    line = next(line for line in out.splitlines() if line.startswith("max_length 64:"))
+    placed = int(line.split(" conversations placed")[0].split(", ")[-1])
+    assert "63 conversations;" in out and placed >= 63  # the epoch's, and the last row filled from the buffer
+
+
 def test_tokenizer_ids_checked_equal():
     out = bench("bench_tokenizer.py", "--mb", "0.05", "--steps", "1", "--chunk", "50", "--vocab", "512",
                 "--large-vocab", "1024", "--corpus-mb", "0.3")
@@ -98,23 +110,38 @@ def test_mixture_memory():
 def test_gpu_script_runs_tiny_on_cpu():
     """`bench/gpu.sh --tiny`: every part of the GPU table at the CPU shape (compiled rows on Dynamo's eager backend)."""
     done = subprocess.run(["bash", str(REPO / "bench" / "gpu.sh"), "--tiny"], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600)
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=LIMIT)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     rows = table(done.stdout, "GPU benchmark")
     assert [(r["measurement"].split(",")[0], r["config"]) for r in rows] == [
         ("train step", "sdpa, eager"), ("train step", "sdpa, compiled"),
+        ("memory", "MuonAdamW (seed SFT LRs), sdpa, eager"), ("memory", "MuonAdamW (seed SFT LRs), sdpa, eager"),
         ("SFT", "pad-to-longest (reference), sdpa"), ("SFT", "padding-free, sdpa"),
         ("decode", "dynamic cache, eager (reference)"), ("decode", "static cache, compiled"),
         ("decode", "dynamic cache, eager (reference)"), ("decode", "static cache, compiled"),
     ]  # flash_attention_2 is not installed on CPU: its rows are left out
-    assert [r["measurement"] for r in rows[4::2]] == [
+    assert [r["measurement"] for r in rows[6::2]] == [
         "decode, batch 1, prompt 8, 4 new", "decode, batch 32, prompt 8, 4 new"]
-    for row in rows[:4]:
+    assert [r["measurement"] for r in rows[2:4]] == ["memory, 1 x 32", "memory, 2 x 32"]
+    assert all(positive(row["tok/s"]) for row in rows[2:4])
+    for row in rows[:2] + rows[4:6]:
         assert positive(row["tok/s"])
         assert float(row["projection"].split(": ")[1].removesuffix(" h")) > 0
     assert rows[0]["projection"].startswith("mid-v1 (1,047 x 524,288 tok)")
-    assert rows[2]["projection"].startswith("v1 SFT (45,102 x 32 conv)") and rows[2]["ratio"] == "1"
+    assert rows[4]["projection"].startswith("v1 SFT (45,102 x 32 conv)") and rows[4]["ratio"] == "1"
     assert "flash_attention_2: not installed, skipped" in done.stdout
+
+
+@pytest.mark.slow
+def test_d20_step_memory_table_runs_tiny():
+    """`bench_d20_step.py --tiny`: one step of the seed SFT recipe in two fresh processes, and the GPU batch table."""
+    out = bench("bench_d20_step.py", "--tiny")
+    steps = table(out, "one optimizer step of nanochat-telugu-d20-sft-v1.yaml")
+    assert [row["micro-batch"] for row in steps] == ["1 x 16", "1 x 32"]
+    assert all(positive(row["loss"]) and positive(row["fwd+bwd peak GiB"]) for row in steps)
+    cards = table(out, "device batch (rows of 2048 tokens) that fits")
+    assert [row["card"] for row in cards] == ["A30 (24 GB)", "A100 / H100 (80 GB)"]
+    assert int(cards[1]["device batch that fits"]) >= int(cards[0]["device batch that fits"]) >= 0
 
 
 def test_nanochat_comparison_needs_a_nanochat_checkout(tmp_path):
@@ -122,7 +149,7 @@ def test_nanochat_comparison_needs_a_nanochat_checkout(tmp_path):
     a one-line error. Its figures are in bench/README.md."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, str(REPO / "bench" / "bench_nanochat.py"), "--nanochat-src", str(tmp_path)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=LIMIT)
     assert done.returncode != 0 and done.stderr.strip().splitlines() == [
         f"bench_nanochat.py: error: {tmp_path}: not a nanochat checkout (no nanochat/gpt.py)"]
 
@@ -139,11 +166,19 @@ def test_nanochat2026():
     assert float(rows[-1]["ratio"]) == pytest.approx((1 + 3 * 128 / 512) / 4, abs=1e-3)
 
 
+def test_compiled_decode():
+    out = bench("bench_compiled_decode.py", "--depths", "1", "--vocab", "256", "--prompt", "4", "--new", "3",
+                "--rounds", "1")
+    (row,) = table(out, "frozen compiled decoding vs plain generate")
+    assert row["depth"] == "1" and positive(row["speed ratio"]) and positive(row["first compiled call s"])
+    assert row["same tokens"] in ("True", "False") and row["calls to break even"]
+
+
 def test_vllm_comparison_needs_the_vllm_environment(tmp_path):
     """bench_vllm.py starts vLLM from the environment scripts/test_vllm.sh builds; without it, one line and no server
     (the lead runs the comparison on a quiet machine; figures in bench/README.md)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, str(REPO / "bench" / "bench_vllm.py"), "--vllm-python", str(tmp_path / "nope")],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=LIMIT)  # fmt: skip
     assert done.returncode != 0 and done.stderr.strip().splitlines() == [
         f"bench_vllm.py: error: {tmp_path / 'nope'}: no vLLM environment (bash scripts/test_vllm.sh builds it)"]

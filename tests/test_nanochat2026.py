@@ -301,21 +301,25 @@ def test_a_new_2026_model_gets_nanochat_2026s_init():
         assert 0 <= gate.min() and gate.max() <= 0.02
 
 
-def test_tiny_2026_recipe_trains_a_new_2026_model_with_its_groups_and_schedule(run_2026, tmp_path, capsys):
-    """training/recipes/tiny-sft-2026.yaml: a new nanochat 2026 model (depth 4) from model_config, one epoch of
-    chat_sft's packed rows by data progress."""
+def test_tiny_2026_recipe_is_chat_sft_of_a_nanochat_2026_checkpoint(tmp_path, capsys):
+    """training/recipes/tiny-sft-2026.yaml on a nanochat 2026 checkpoint with its optimizer state: converted, the
+    optimizer warm-started, one epoch of chat_sft's packed rows by data progress."""
+    from model_fixtures import random_nanochat_optimizer, save_nanochat_optimizer
+
     from akshara_hf.training.run import main as run_main
 
-    base, checkpoints, _ = run_2026
-    tokenizer = convert_nanochat(checkpoints, tmp_path / "tokenizer_source")
+    _, checkpoints, states = make_nanochat_run(tmp_path / "nanochat", TINY_NANOCHAT_2026)
+    save_nanochat_optimizer(checkpoints, 200, random_nanochat_optimizer(states[200]), world=2)
     recipe = Path(__file__).resolve().parents[1] / "training" / "recipes" / "tiny-sft-2026.yaml"
     argv = sys.argv
-    sys.argv = ["sft.py", "--config", str(recipe), "--tokenizer_name_or_path", str(tokenizer),
+    sys.argv = ["sft.py", "--config", str(recipe), "--model_name_or_path", str(checkpoints),
                 "--output_dir", str(tmp_path / "run")]  # fmt: skip
     try:
         assert run_main(script="sft.py") == 0, capsys.readouterr().err[-2000:]
     finally:
         sys.argv = argv
+    err = capsys.readouterr().err
+    assert f"warm-started the optimizer state of {len(states[200]) - 0} tensors" in err, err[-2000:]
     logs = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     losses = [entry["loss"] for entry in logs if "loss" in entry]
     assert len(losses) > 4 and losses[-1] < losses[0] - 0.5, losses  # one epoch of packed rows, 2 per step
@@ -327,4 +331,24 @@ def test_tiny_2026_recipe_trains_a_new_2026_model_with_its_groups_and_schedule(r
     assert first["lr/x0_lambdas"] == pytest.approx(0.5 * 0.8) and first["lr/scalars"] == pytest.approx(0.2 * 0.8)
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "run")
     assert model.config.nanochat_generation == "2026" and model.config.sliding_window == 129
-    assert model.config.to_nanochat()["window_pattern"] == "S"  # SSSL over 4 layers
+
+
+def test_warm_start_is_refused_before_any_work_without_an_optimizer_state(run_2026, tmp_path, capsys):
+    from akshara_hf.training.run import main as run_main
+
+    _, checkpoints, _ = run_2026  # no optim_*.pt
+    recipe = Path(__file__).resolve().parents[1] / "training" / "recipes" / "tiny-sft-2026.yaml"
+    for extra, message in (
+        (["--model_name_or_path", str(checkpoints)], "has no optim_000200_rank*.pt"),
+        (["--model_config", "{depth: 2, window_pattern: L}", "--tokenizer_name_or_path", "data/samples/tokenizer"],
+         "a new model (model_config) has no optimizer state"),
+    ):
+        argv = sys.argv
+        sys.argv = ["sft.py", "--config", str(recipe), "--output_dir", str(tmp_path / "run"), *extra]
+        try:
+            assert run_main(script="sft.py") == 2
+        finally:
+            sys.argv = argv
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "run" / "converted_base").exists()

@@ -131,12 +131,20 @@ def test_one_sft_step_equals_nanochat_2026_chat_sft(tmp_path):
     model.load_state_dict(nanochat_state_to_akshara(state, config), strict=True)
     rows = [{"input_ids": ref[f"row/{i}/input_ids"].tolist(), "assistant_masks": ref[f"row/{i}/mask"].tolist()}
             for i in range(SETTINGS["sft_settings"]["rows"])]  # fmt: skip
-    args = tiny_config(tmp_path, max_steps=1, per_device_train_batch_size=2, target_examples_per_step=4,
+    # The first step of a 3-step run (the reference rows first, in order): sft-2026's LR goes by data progress, which
+    # after this step is 1/3, so the multiplier is 1 as in the reference; stopped after that step.
+    args = tiny_config(tmp_path, max_steps=3, per_device_train_batch_size=2, target_examples_per_step=4,
                        schedule="sft-2026", **SETTINGS["sft_lrs"])  # fmt: skip
     assert (args.init_lr_frac, args.gradient_accumulation_steps) == (0.8, 2)
+    from transformers import TrainerCallback
+
     from akshara_hf.training.trainer import MuonSFTTrainer
 
-    trainer = MuonSFTTrainer(model, args, train_dataset=Dataset.from_list(rows),
+    class StopAfterOneStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            control.should_training_stop = True
+
+    trainer = MuonSFTTrainer(model, args, train_dataset=Dataset.from_list(rows * 3), callbacks=[StopAfterOneStep()],
                              processing_class=sft_tokenizer(model_config["vocab_size"]))  # fmt: skip
     before = {name: param.detach().clone() for name, param in model.named_parameters()}
     trainer.train()

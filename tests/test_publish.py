@@ -142,7 +142,7 @@ def test_upload_passes_repo_private_revision_and_the_listed_files(folder, hub_ca
 
 def test_upload_defaults_to_main_and_namespace_visibility(folder, hub_calls, monkeypatch):
     # Loading is covered above; here only the arguments matter.
-    monkeypatch.setattr(publish, "check_loads", lambda f: {"model_class": "stub", "prompt_tokens": 1})
+    monkeypatch.setattr(publish, "check_loads", lambda f, **_: {"model_class": "stub", "prompt_tokens": 1})
     assert publish.main_args(["publish", str(folder), "--repo-id", REPO_ID]) == 0
     assert [name for name, _, _ in hub_calls] == ["create_repo", "create_commit"]
     assert hub_calls[0][2]["private"] is None and hub_calls[1][2]["revision"] is None
@@ -190,7 +190,7 @@ def _config_without_auto_map(folder):
     ],
 )
 def test_broken_folder_fails_before_loading_or_uploading(folder, hub_calls, monkeypatch, capsys, breakage, fragment):
-    def no_load(folder):
+    def no_load(folder, **_):
         raise AssertionError("the file checks should have failed first")
 
     monkeypatch.setattr(publish, "check_loads", no_load)
@@ -212,6 +212,9 @@ def test_folder_that_needs_the_package_fails_in_the_fresh_process(folder, hub_ca
     modeling = folder / "modeling_akshara.py"
     modeling.write_text("import akshara_hf  # a leak the Hub user would hit\n" + modeling.read_text())
     assert publish.main_args(["publish", str(folder), "--repo-id", REPO_ID]) == 2
+    err = capsys.readouterr().err  # not this package's own file: not run without the flag (the trust rule)
+    assert f"{modeling}: differs from the installed" in err and err.count("\n") == 1
+    assert publish.main_args(["publish", str(folder), "--repo-id", REPO_ID, "--trust-remote-code"]) == 2
     err = capsys.readouterr().err
     assert hub_calls == []
     assert "does not load with remote code alone" in err and "akshara_hf" in err and err.count("\n") == 1
@@ -266,7 +269,7 @@ def test_a_symlink_is_never_uploaded_and_is_listed_as_skipped(folder, hub_calls,
     assert [path for path, _ in publish.files_to_upload(folder)] == regular
     assert "notes.py" not in "".join(line for line in out.splitlines() if not line.startswith("not uploaded"))
     assert "not uploaded (symbolic links, never followed): extra, loss_curve.png, notes.py" in out
-    monkeypatch.setattr(publish, "check_loads", lambda f: {"model_class": "stub", "prompt_tokens": 1})
+    monkeypatch.setattr(publish, "check_loads", lambda f, **_: {"model_class": "stub", "prompt_tokens": 1})
     assert publish.main_args(["publish", str(folder), "--repo-id", REPO_ID]) == 0
     (name, (_, operations), _), = [call for call in hub_calls if call[0] != "create_repo"]
     assert name == "create_commit"
@@ -298,7 +301,7 @@ def test_a_file_swapped_for_a_link_after_the_check_is_not_sent(folder, hub_calls
     secret = tmp_path / "secret"
     secret.write_text("secret")
 
-    def check_then_swap(f):
+    def check_then_swap(f, **_):
         (folder / "generation_config.json").unlink()
         (folder / "generation_config.json").symlink_to(secret)
         return {"model_class": "stub", "prompt_tokens": 1}

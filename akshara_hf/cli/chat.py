@@ -120,7 +120,7 @@ def _reply(model, tokenizer, ids: list[int], stream) -> str:
 
 def chat(folder: str, system: str | None = None, prompt: str | None = None, max_new_tokens: int | None = None,
          temperature: float | None = None, seed: int | None = None, stdin=None, stdout=None, stderr=None,
-         top_k: int | None = None, top_p: float | None = None) -> int:
+         top_k: int | None = None, top_p: float | None = None, trust_remote_code: bool = False) -> int:
     from akshara_hf.tokenization.chat import CONTROL_MARKERS
     from akshara_hf.loading import load_model_and_tokenizer
 
@@ -144,7 +144,7 @@ def chat(folder: str, system: str | None = None, prompt: str | None = None, max_
         problem = conversation_problem([{"role": "system", "content": system}, {"role": "user", "content": "."}], 1)
         if problem is not None:  # else every message of the session would be refused
             raise AksharaError(f"--system: {problem}")
-    model, tokenizer = load_model_and_tokenizer(folder)
+    model, tokenizer = load_model_and_tokenizer(folder, trust_remote_code)
     model.eval()
     # generate fills unset fields from model.generation_config, so the options replace it rather than being passed
     model.generation_config = generation_overrides(model.generation_config, max_new_tokens, temperature, top_k, top_p)
@@ -203,6 +203,8 @@ def chat(folder: str, system: str | None = None, prompt: str | None = None, max_
 
 
 def register(subparsers) -> None:
+    from akshara_hf.loading import add_trust_flag
+
     p = subparsers.add_parser("chat", help="chat with a model folder in the terminal (streams the reply)")
     p.add_argument("folder", help="model folder or Hub id (ORG/NAME)")
     p.add_argument("--system", default=None, help="system prompt (merged into the first user turn, as nanochat does)")
@@ -212,5 +214,6 @@ def register(subparsers) -> None:
     p.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest tokens; default: generation_config")
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling; default: generation_config")
     p.add_argument("--seed", type=int, default=None)
+    add_trust_flag(p)
     p.set_defaults(func=lambda a: chat(a.folder, a.system, a.prompt, a.max_new_tokens, a.temperature, a.seed,
-                                       top_k=a.top_k, top_p=a.top_p))
+                                       top_k=a.top_k, top_p=a.top_p, trust_remote_code=a.trust_remote_code))

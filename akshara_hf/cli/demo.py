@@ -30,6 +30,7 @@ EXPECTED = ("about 1.5 minutes on an idle 2-core CPU (67 s measured); 40 minutes
 QUIET = {"HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1",
          "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
 
+# Runs in a fresh process: the folder's own remote code, as a Hub user without this package meets it.
 PIPELINE_CHECK = """
 import sys, json
 sys.modules["akshara_hf"] = None  # the folder must stand on its own (remote code), as on the Hub
@@ -108,6 +109,31 @@ def _prepare_output(root: Path, overwrite: bool) -> Path:
     return root
 
 
+def pipeline_check(folder: Path, prompt: str = DEMO_PROMPT) -> dict:
+    """Step 5: `pipeline("text-generation")` on FOLDER in a fresh process without this package; the reply message.
+
+    The one place the demo runs a model folder's Python, announced in its step line: the folder it has just written,
+    and only while that Python is this package's own (`check_folder_code(own_files=True)`: the Akshara auto_map, the
+    installed files byte for byte, no tokenizer or generate code). The remote code goes to a temporary modules cache,
+    as publish's check does, so no stale copy answers for it."""
+    import tempfile
+
+    from akshara_hf.loading import check_folder_code
+
+    check_folder_code(str(folder), own_files=True, hint="the demo runs only the code it wrote itself")
+    with tempfile.TemporaryDirectory(prefix="akshara-demo-") as scratch:
+        env = {**os.environ, "HF_MODULES_CACHE": str(Path(scratch) / "modules"), "HF_HUB_OFFLINE": "1"}
+        result = subprocess.run([sys.executable, "-c", PIPELINE_CHECK, str(folder), prompt],
+                                capture_output=True, text=True, env=env, cwd=scratch)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        raise AksharaError(f"{folder}: the pipeline check failed: {lines[-1] if lines else result.returncode}")
+    reply = json.loads(result.stdout.strip().splitlines()[-1])
+    if reply.get("role") != "assistant":
+        raise AksharaError(f"pipeline returned {reply!r}, expected an assistant message")
+    return reply
+
+
 def _train_tokenizer(root: Path, vocab_size: int) -> Path:
     from akshara_hf.data.mixture import build_mixture
     from akshara_hf.tokenization.tokenizer import train_tokenizer
@@ -151,16 +177,10 @@ def run_demo(output: str | Path = "runs/demo", recipe: str | Path | None = None,
     _run_stage("sft", recipes_dir() / "tiny-sft.yaml",
                ["--model_name_or_path", str(root / "mid"), "--output_dir", str(claim(root, "sft")), *quiet],
                launcher, 4)
-    step = _announce(5, "reload sft/ in a fresh process with its remote code only (as from the Hub) and ask "
-                        "pipeline('text-generation') a Telugu question")
-    result = subprocess.run([sys.executable, "-c", PIPELINE_CHECK, str(root / "sft"), DEMO_PROMPT],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        raise AksharaError(f"{root / 'sft'}: the pipeline check failed: {lines[-1] if lines else result.returncode}")
-    reply = json.loads(result.stdout.strip().splitlines()[-1])
-    if reply.get("role") != "assistant":
-        raise AksharaError(f"pipeline returned {reply!r}, expected an assistant message")
+    step = _announce(5, "reload sft/ in a fresh process without akshara_hf (as from the Hub), trusting the remote code "
+                        "this demo just wrote there (configuration_akshara.py, modeling_akshara.py, checked identical "
+                        "to the installed package's), and ask pipeline('text-generation') a Telugu question")
+    reply = pipeline_check(root / "sft")
     _done(step)
     facts = json.loads((root / "sft" / "run_facts.json").read_text())
     _announce(6, "the answer")

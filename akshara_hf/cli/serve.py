@@ -1,76 +1,394 @@
-"""`akshara-hf serve FOLDER`: the Akshara model itself behind transformers' OpenAI-compatible server.
+"""`akshara-hf serve FOLDER`: one model folder behind transformers' OpenAI-compatible chat server, requests checked.
 
-This is `transformers serve` (its FastAPI app, chat template, `generate`, streaming), started in-process with one
-shim. transformers 5.23's `ModelManager._load_model` ends with `getattr(transformers, config.architectures[0])`,
-the only place in its serving stack that cannot resolve a remote-code class: for a folder whose architecture is
-`AksharaForCausalLM` it raises AttributeError, with or without `--trust-remote-code`. The shim exposes that name on
-the `transformers` module as `AutoModelForCausalLM`, so the server's `<name>.from_pretrained(folder, **kwargs)`
-loads the folder exactly as `pipeline("text-generation")` does: the same class, bf16-rounded rotary tables,
-chat template and `generation_config` (stop at `<|assistant_end|>`). Everything else is transformers' code.
-`akshara-hf export-native` remains for users who want transformers' own NanoChat class.
+The serving is transformers' (`transformers serve`'s `ModelManager`, `ChatCompletionHandler`, `generate`, streaming,
+the folder's chat template and `generation_config`); three things are ours:
+
+* **Loading.** `PinnedModelManager` is transformers' `ModelManager` with its two loading hooks going through
+  `akshara_hf.loading`: the trust rule (no Python from the folder without `--trust-remote-code`), the folder checked
+  before anything loads, one line for a broken one (transformers' own path resolves the class with
+  `getattr(transformers, config.architectures[0])`, which cannot find `AksharaForCausalLM`, and prints its load report).
+* **The app.** `transformers serve`'s app also routes `/load_model` (loads any model, pinned or not), `/reset` (unloads
+  the pinned one), `/v1/completions` (a raw prompt, where control-token text becomes control tokens), `/v1/responses`
+  and others, and `GET /v1/models` scans the whole Hub cache. `build_app` routes only `GET /health`, `GET /v1/models`
+  (the pinned model) and `POST /v1/chat/completions`; everything else is a 404.
+* **Validation.** `check_chat_request` refuses a malformed request with a 4xx in OpenAI's error shape before
+  anything generates (transformers' handler would raise deep inside and answer 500 with a traceback in the log); it
+  renders the prompt with the folder's chat template as the handler will, so the template's own refusals (control-
+  token text in a message, roles out of order) and the context length are checked too. Only `chat_template_kwargs`
+  that cannot change the template or the tokenization pass (`ALLOWED_TEMPLATE_KWARGS`).
 """
 
 import json
-from pathlib import Path
+import math
+import sys
+import uuid
 
-from akshara_hf.errors import AksharaError
+from akshara_hf.errors import AksharaError, one_line
+
+ROLES = ("system", "user", "assistant")
+MESSAGE_KEYS = {"role", "content", "name"}  # `name` is accepted and, as transformers does, not rendered
+# Passed to apply_chat_template as is; everything else there could replace the template (`chat_template`), its
+# rendering (`add_generation_prompt`, `continue_final_message`, `tools`, `documents`) or the tokenization (`tokenize`,
+# `return_*`, `tokenizer_kwargs`, `split_special_tokens`, ...), so it is refused.
+ALLOWED_TEMPLATE_KWARGS = {"sanitize_control_tokens": bool}
+# Fields the OpenAI schema has that change nothing in the reply here: accepted, and dropped before the handler
+# (which would log a warning for each).
+IGNORED_FIELDS = ("user", "metadata", "store", "service_tier", "stream_options", "parallel_tool_calls")
+# Accepted only with their neutral value (transformers' handler ignores them: any other value would be silently lost).
+NEUTRAL_FIELDS = {"n": (1,), "logprobs": (False,), "top_logprobs": (0,), "presence_penalty": (0, 0.0),
+                  "modalities": (["text"],), "response_format": ({"type": "text"},)}
+MAX_BODY_BYTES = 4 << 20  # a request body larger than this is refused before it is parsed
+MAX_STOP = 4  # OpenAI's limit on stop sequences
 
 
-def expose_architecture(folder: str, trust_remote_code: bool = False) -> str:
-    """Make `getattr(transformers, <folder's architecture>)` answer `AutoModelForCausalLM`; return the name.
+class RequestError(Exception):
+    """A refused request: HTTP status and OpenAI's error fields."""
 
-    Names transformers already exports are left alone (the server handles those itself)."""
-    import transformers
-    from transformers import AutoConfig, AutoModelForCausalLM
+    def __init__(self, message: str, param: str | None = None, code: str | None = None, status: int = 400):
+        super().__init__(message)
+        self.message, self.param, self.code, self.status = message, param, code, status
 
-    from akshara_hf.model import modeling_akshara  # noqa: F401  registers the installed Akshara classes with the Auto classes
 
-    if Path(folder).exists():  # a local folder: check it here, with the file named in the error
-        config_file = Path(folder) / "config.json"
-        if not config_file.is_file():
-            raise AksharaError(f"{config_file}: missing (serve needs a saved model folder or a Hub repo id)")
-        try:
-            architectures = json.loads(config_file.read_text(encoding="utf-8")).get("architectures")
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
-            raise AksharaError(f"{config_file}: not a JSON object ({error})") from None
-    else:  # a Hub repo id
-        from akshara_hf.loading import resolve_model
+def error_body(message: str, param: str | None = None, code: str | None = None,
+               kind: str = "invalid_request_error") -> dict:
+    """OpenAI's error shape, message on one line."""
+    return {"error": {"message": one_line(message, limit=1000), "type": kind, "param": param, "code": code}}
 
-        resolve_model(folder)  # a local-looking path that does not exist fails here, without ~30 s of Hub retries
-        config_file = folder
-        try:
-            architectures = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code).architectures
-        except (OSError, ValueError) as error:
-            raise AksharaError(f"{folder}: not a local folder, and no loadable Hub model ({error})") from None
-    if not (isinstance(architectures, list) and architectures and isinstance(architectures[0], str)):
-        raise AksharaError(f"{config_file}: field 'architectures' must be a non-empty list of class names")
-    name = architectures[0]
-    if hasattr(transformers, name):
-        return name
+
+def _number(body: dict, key: str, low: float, high: float, low_open: bool = False, integer: bool = False,
+            name: str | None = None):
+    """body[key] checked to be a number (an integer) in the range; None when absent. `name`: how errors call it."""
+    value, name = body.get(key), name or key
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise RequestError(f"{name} must be {'an integer' if integer else 'a number'}, got {json.dumps(value)}",
+                           name, "invalid_type")
+    finite = isinstance(value, int) or math.isfinite(value)  # NaN and Infinity parse from JSON too
+    if not (finite and (low < value if low_open else low <= value) and value <= high):
+        bound = f"{'above' if low_open else 'at least'} {low}" + ("" if high == math.inf else f" and at most {high}")
+        raise RequestError(f"{name} must be {bound}, got {value}", name, "invalid_value")
+    return value
+
+
+def _messages(body: dict) -> list[dict]:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RequestError("messages must be a non-empty list of {role, content} objects", "messages",
+                           "invalid_type" if messages is not None else "missing_required_parameter")
+    for index, message in enumerate(messages):
+        where = f"messages[{index}]"
+        if not isinstance(message, dict):
+            raise RequestError(f"{where} must be an object with role and content", where, "invalid_type")
+        extra = sorted(set(message) - MESSAGE_KEYS)
+        if extra:
+            raise RequestError(f"{where}: {', '.join(extra)} not supported (this model has no tools or function "
+                               "calls; a message has role, content and optionally name)", f"{where}.{extra[0]}",
+                               "unsupported_parameter")
+        role = message.get("role")
+        if role not in ROLES:
+            raise RequestError(f"{where}.role must be one of {', '.join(ROLES)}, got {json.dumps(role)}",
+                               f"{where}.role", "invalid_value")
+        content = message.get("content")
+        if isinstance(content, list):
+            for part_index, part in enumerate(content):
+                if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+                        and set(part) == {"type", "text"}):
+                    raise RequestError(f"{where}.content[{part_index}] must be {{\"type\": \"text\", \"text\": "
+                                       "string}} (this model reads text only)", f"{where}.content", "invalid_value")
+        elif not isinstance(content, str):
+            raise RequestError(f"{where}.content must be a string or a list of text parts, got "
+                               f"{json.dumps(content)}", f"{where}.content", "invalid_type")
+    return messages
+
+
+def _template_kwargs(body: dict) -> dict:
+    kwargs = body.get("chat_template_kwargs")
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, dict):
+        raise RequestError("chat_template_kwargs must be an object", "chat_template_kwargs", "invalid_type")
+    for key, value in kwargs.items():
+        if key not in ALLOWED_TEMPLATE_KWARGS:
+            raise RequestError(f"chat_template_kwargs.{key} is not accepted: only "
+                               f"{', '.join(sorted(ALLOWED_TEMPLATE_KWARGS))} may be set (the model's chat template "
+                               "and tokenization are fixed)", f"chat_template_kwargs.{key}", "unsupported_parameter")
+        if not isinstance(value, ALLOWED_TEMPLATE_KWARGS[key]):
+            raise RequestError(f"chat_template_kwargs.{key} must be a {ALLOWED_TEMPLATE_KWARGS[key].__name__}",
+                               f"chat_template_kwargs.{key}", "invalid_type")
+    return dict(kwargs)
+
+
+def prompt_ids(messages: list[dict], tokenizer, template_kwargs: dict) -> list[int]:
+    """The prompt exactly as transformers' chat handler builds it (content parts joined, the folder's template, a
+    generation prompt); a template refusal is a RequestError."""
+    from transformers.cli.serving.utils import BaseHandler, Modality
+
+    inputs = BaseHandler.get_processor_inputs_from_messages(messages, Modality.LLM)
     try:
-        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, KeyError) as error:
-        raise AksharaError(f"{config_file}: cannot load the config ({error})") from None
-    remote = name in (getattr(config, "auto_map", None) or {}).get("AutoModelForCausalLM", "")
-    if type(config) not in AutoModelForCausalLM._model_mapping and not (remote and trust_remote_code):
-        raise AksharaError(f"{config_file}: architecture {name!r} is not a causal LM this installation can load "
-                           "(pass --trust-remote-code to use the folder's own modeling code)")
-    setattr(transformers, name, AutoModelForCausalLM)
-    return name
+        rendered = tokenizer.apply_chat_template(inputs, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                                 **template_kwargs)
+    except Exception as error:  # jinja2's TemplateError from the template's raise_exception, or the tokenizer's
+        raise RequestError(f"messages: {one_line(error)}", "messages", "invalid_prompt") from None
+    return list(rendered["input_ids"])
+
+
+def check_chat_request(body, *, model_id: str, tokenizer, context: int | None, default_max_tokens: int) -> dict:
+    """The request to hand to transformers' chat handler, or a RequestError (see the module docstring).
+
+    The returned body always names `max_tokens` (at most what the context leaves after the prompt), so no reply runs
+    past the model's positions."""
+    if not isinstance(body, dict):
+        raise RequestError("the request body must be a JSON object", None, "invalid_type")
+    unknown = sorted(set(body) - {"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p",
+                                  "stream", "seed", "stop", "frequency_penalty", "logit_bias", "chat_template_kwargs",
+                                  *IGNORED_FIELDS, *NEUTRAL_FIELDS})
+    if unknown:
+        hint = {"generation_config": " (the folder's generation_config applies; set max_tokens, temperature, top_p)",
+                "tools": " (this model has no tool use)", "functions": " (this model has no function calls)"}
+        raise RequestError(f"{unknown[0]} is not supported by this server{hint.get(unknown[0], '')}", unknown[0],
+                           "unsupported_parameter")
+    for key, neutral in NEUTRAL_FIELDS.items():
+        if body.get(key) is not None and body[key] not in neutral:
+            raise RequestError(f"{key} {json.dumps(body[key])} is not supported (only {json.dumps(neutral[0])})", key,
+                               "unsupported_parameter")
+    model = body.get("model")
+    if model is not None and model != model_id:
+        raise RequestError(f"this server is pinned to the model {json.dumps(model_id)}; requested {json.dumps(model)}",
+                           "model", "model_not_found")
+    if body.get("stream") is not None and not isinstance(body["stream"], bool):
+        raise RequestError("stream must be true or false", "stream", "invalid_type")
+    _number(body, "temperature", 0, 2)
+    _number(body, "top_p", 0, 1, low_open=True)
+    _number(body, "frequency_penalty", -1, 2, low_open=True)  # transformers maps it to repetition_penalty 1 + value
+    _number(body, "seed", 0, 2**63 - 1, integer=True)
+    stop = body.get("stop")
+    if stop is not None:
+        stops = [stop] if isinstance(stop, str) else stop
+        if not (isinstance(stops, list) and 0 < len(stops) <= MAX_STOP and all(isinstance(s, str) and s for s in stops)):
+            raise RequestError(f"stop must be a non-empty string or a list of 1 to {MAX_STOP} of them", "stop",
+                               "invalid_value")
+    bias = body.get("logit_bias")
+    if bias is not None:
+        if not isinstance(bias, dict):
+            raise RequestError("logit_bias must be an object of token id -> bias", "logit_bias", "invalid_type")
+        for key, value in bias.items():
+            if not (key.isascii() and key.isdigit() and int(key) < len(tokenizer)):
+                raise RequestError(f"logit_bias: {json.dumps(key)} is not a token id of this model (0 to "
+                                   f"{len(tokenizer) - 1})", "logit_bias", "invalid_value")
+            _number(bias, key, -100, 100, name=f"logit_bias[{key}]")
+    limits = {key: _number(body, key, 1, math.inf, integer=True) for key in ("max_completion_tokens", "max_tokens")}
+    template_kwargs = _template_kwargs(body)
+    ids = prompt_ids(_messages(body), tokenizer, template_kwargs)
+    room = context - len(ids) if context else None
+    if room is not None and room < 1:
+        raise RequestError(f"the prompt is {len(ids)} tokens; this model's context is {context} tokens, with at least "
+                           "one left for the reply", "messages", "context_length_exceeded")
+    asked_key = next((key for key, value in limits.items() if value is not None), None)
+    if asked_key is not None and room is not None and limits[asked_key] > room:
+        raise RequestError(f"{asked_key} {limits[asked_key]} does not fit: the prompt is {len(ids)} tokens and this "
+                           f"model's context is {context} (at most {room} new tokens)", asked_key,
+                           "context_length_exceeded")
+    forwarded = {key: value for key, value in body.items()
+                 if key not in IGNORED_FIELDS and key not in NEUTRAL_FIELDS and key != "max_completion_tokens"}
+    forwarded["max_tokens"] = limits[asked_key] if asked_key else min(default_max_tokens, room or default_max_tokens)
+    return forwarded
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# loading
+
+
+def _model_manager_class():
+    from transformers.cli.serving.model_manager import ModelManager
+
+    class PinnedModelManager(ModelManager):
+        """transformers' ModelManager for one local folder or Hub repo, loaded through `akshara_hf.loading`."""
+
+        def __init__(self, name: str, source: str, trust_remote_code: bool = False, **kwargs):
+            self.source = source  # the hooks below load this; `name` is the model id requests must give
+            super().__init__(trust_remote_code=trust_remote_code, force_model=name, **kwargs)
+
+        def _load_processor(self, model_id_and_revision: str, gguf_file: str | None = None):
+            from akshara_hf.loading import load_config, load_tokenizer
+
+            config = load_config(self.source, self.trust_remote_code)  # the config's errors before the tokenizer's
+            return load_tokenizer(self.source, self.trust_remote_code, config=config)
+
+        def _load_model(self, model_id_and_revision: str, tqdm_class=None, progress_callback=None,
+                        gguf_file: str | None = None):
+            from akshara_hf.loading import load_model
+
+            return load_model(self.source, self.trust_remote_code, dtype=self.dtype, device_map=self.device,
+                              attn_implementation=self.attn_implementation).eval()
+
+    return PinnedModelManager
+
+
+def _check_options(device: str, dtype: str) -> None:
+    import torch
+
+    if dtype not in ("auto", None) and not isinstance(getattr(torch, dtype, None), torch.dtype):
+        raise AksharaError(f"--dtype {dtype}: not a torch dtype (auto, float32, bfloat16, float16)")
+    if device != "auto" and not device.isdigit():
+        try:
+            torch.device(device)
+        except (RuntimeError, ValueError) as error:
+            raise AksharaError(f"--device {device}: {one_line(error)}") from None
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse a port we cannot listen on now, before minutes of loading (uvicorn would say so only afterwards)."""
+    import socket
+
+    if not 0 < port < 65536:
+        raise AksharaError(f"--port {port}: must be 1 to 65535")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as error:
+        raise AksharaError(f"--host {host}: {one_line(error)}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise AksharaError(f"--host {host} --port {port}: cannot listen there ({one_line(error)})") from None
+
+
+def load_pinned(folder: str, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False):
+    """transformers' ModelManager holding FOLDER (checked and loaded by `akshara_hf.loading`); AksharaError if not."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging
+
+    from akshara_hf.loading import load_config, resolve_model, source_file
+
+    _check_options(device, dtype)
+    source = resolve_model(folder)
+    config = load_config(source, trust_remote_code)
+    if not trust_remote_code and type(config) not in AutoModelForCausalLM._model_mapping:
+        raise AksharaError(f"{source_file(source, 'config.json')}: model_type {config.model_type!r} is not a causal "
+                           "language model this installation can load")
+    quiet = logging.get_logger("transformers.cli.serving.model_manager")  # its "Loading FOLDER@main" line
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        # pinned to FOLDER as written (`./akshara-tiny`, which a client repeats), loaded from the resolved path
+        return _model_manager_class()(str(folder), source, trust_remote_code, device=device, dtype=dtype)
+    finally:
+        quiet.setLevel(level)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the app
+
+
+def build_app(manager, chat_handler, model_id: str, on_start=None):
+    """A FastAPI app with the three routes (see the module docstring), every error in OpenAI's shape."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI, HTTPException, Request
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    model, tokenizer = manager.load_model_and_processor(manager.process_model_name(model_id))  # loaded: cached
+    context = getattr(model.config, "max_position_embeddings", None)
+    default_max_tokens = max(model.generation_config.max_new_tokens or 0, 1024)  # the handler's own default
+
+    @asynccontextmanager
+    async def lifespan(app):
+        if on_start is not None:
+            on_start()
+        yield
+        manager.shutdown()
+        chat_handler.generation_state.shutdown()
+
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+    def refuse(message, status=400, param=None, code=None, kind="invalid_request_error"):
+        return JSONResponse(error_body(message, param, code, kind), status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException):
+        routes = "this server answers POST /v1/chat/completions, GET /v1/models and GET /health"
+        if error.status_code in (404, 405):
+            what = "not served here" if error.status_code == 404 else "method not allowed"
+            return refuse(f"{request.method} {request.url.path}: {what} ({routes})", error.status_code,
+                          code="not_found" if error.status_code == 404 else "method_not_allowed")
+        return refuse(str(error.detail), error.status_code)
+
+    @app.get("/health")
+    def health():
+        return JSONResponse({"status": "ok"})
+
+    def model_card():
+        return {"id": model_id, "object": "model", "created": 0, "owned_by": "akshara-hf"}
+
+    @app.get("/v1/models")
+    def list_models():
+        return JSONResponse({"object": "list", "data": [model_card()]})
+
+    @app.get("/v1/models/{name:path}")
+    def get_model(name: str):
+        if name != model_id:
+            return refuse(f"model {json.dumps(name)} is not served here (only {json.dumps(model_id)})", 404, "model",
+                          "model_not_found")
+        return JSONResponse(model_card())
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        raw = await request.body()
+        if len(raw) > MAX_BODY_BYTES:
+            return refuse(f"the request body is {len(raw)} bytes; at most {MAX_BODY_BYTES}", 413,
+                          code="request_too_large")
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError) as error:  # not UTF-8, not JSON, nested too deeply
+            return refuse(f"the request body is not JSON ({one_line(error)})", code="invalid_json")
+        try:
+            body = check_chat_request(body, model_id=model_id, tokenizer=tokenizer, context=context,
+                                      default_max_tokens=default_max_tokens)
+        except RequestError as error:
+            return refuse(error.message, error.status, error.param, error.code)
+        request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
+        try:
+            return await chat_handler.handle_request(body, request_id)
+        except HTTPException as error:  # the handler's own checks
+            return refuse(str(error.detail), error.status_code)
+        except Exception as error:  # a failure inside generation: one line here and in the log, no traceback
+            message = f"generation failed ({type(error).__name__}: {one_line(error)})"
+            print(f"akshara-hf serve: error: request {request_id}: {message}", file=sys.stderr, flush=True)
+            return refuse(message, 500, kind="server_error")
+
+    return app
 
 
 def serve(folder: str, host: str = "127.0.0.1", port: int = 8000, device: str = "auto", dtype: str = "auto",
-          trust_remote_code: bool = False, compile: bool = False, log_level: str = "warning",
-          non_blocking: bool = False):
-    """Start `transformers serve` pinned to FOLDER. Blocks unless `non_blocking` (then returns the `Serve`)."""
-    from transformers.cli.serve import Serve
+          trust_remote_code: bool = False, compile: bool = False, log_level: str = "warning") -> None:
+    """Check FOLDER and the address, load, and serve until interrupted."""
+    import uvicorn
+    from transformers.cli.serving.chat_completion import ChatCompletionHandler
+    from transformers.cli.serving.utils import GenerationState
+    from transformers.utils import logging
 
-    expose_architecture(folder, trust_remote_code)
-    return Serve(force_model=str(folder), host=host, port=port, device=device, dtype=dtype,
-                 trust_remote_code=trust_remote_code, compile=compile, log_level=log_level, non_blocking=non_blocking)
+    _check_port(host, port)
+    logging.get_logger("transformers").setLevel(logging.log_levels.get(log_level.lower(), logging.WARNING))
+    manager = load_pinned(folder, device, dtype, trust_remote_code)
+    handler = ChatCompletionHandler(model_manager=manager, generation_state=GenerationState(compile=compile))
+    shown = f"[{host}]" if ":" in host else host
+
+    def started():
+        print(f"akshara-hf serve: {folder} at http://{shown}:{port}/v1 (OpenAI chat completions; model "
+              f"{json.dumps(manager.force_model)}; Ctrl-C stops)", flush=True)
+
+    app = build_app(manager, handler, manager.force_model, on_start=started)
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level.lower())).run()
+    print("akshara-hf serve: stopped", file=sys.stderr, flush=True)  # (a signal ignored by the shell, SIGTERM aside)
 
 
 def register(subparsers) -> None:
+    from akshara_hf.loading import add_trust_flag
+
     p = subparsers.add_parser(
         "serve", help="serve a model folder with transformers' OpenAI-compatible server (/v1/chat/completions)")
     p.add_argument("folder", help="model folder or Hub repo id")
@@ -78,14 +396,17 @@ def register(subparsers) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default="auto", help="e.g. cpu, cuda:0 (default: auto)")
     p.add_argument("--dtype", default="auto", help="default: the folder's dtype")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="allow the folder's own modeling files (only used for classes this package does not register)")
+    add_trust_flag(p)
     p.add_argument("--compile", action="store_true", help="static cache + torch.compile (transformers' flag)")
-    p.add_argument("--log-level", default="warning")
+    p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error", "critical"))
     p.set_defaults(func=_main)
 
 
 def _main(args) -> int:
-    serve(args.folder, args.host, args.port, args.device, args.dtype, args.trust_remote_code, args.compile,
-          args.log_level)
+    try:
+        serve(args.folder, args.host, args.port, args.device, args.dtype, args.trust_remote_code, args.compile,
+              args.log_level)
+    except KeyboardInterrupt:  # Ctrl-C, while loading or serving (uvicorn re-raises it after a clean shutdown)
+        print("akshara-hf serve: stopped", file=sys.stderr, flush=True)
+        return 130
     return 0

@@ -9,7 +9,8 @@ What the HF model cannot hold travels beside it in the converted folder, so that
 checkpoint's tensors bit for bit: the vocab padding rows (never read by the forward) in `nanochat_padding.tensors`
 (safetensors bytes under a name no weight loader globs: vLLM and others read every `*.safetensors` of a folder as
 weights, and these tensors are named like the model's), and each tensor's original dtype (the HF weights are in one dtype, the widest of the checkpoint's: a 2026 bf16 run's
-bf16 embeddings are widened to fp32 losslessly) under `"akshara"` in `nanochat_meta.json`.
+bf16 embeddings are widened to fp32 losslessly) under `"akshara"` in `nanochat_meta.json`. A nanochat 2026
+checkpoint's optimizer state travels too, for SFT's warm start (`optimizer_state`: `nanochat_optimizer.tensors`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from akshara_hf.bounds import check_model_fits, regular_file
 from akshara_hf.errors import AksharaError
 from akshara_hf.folders import add_overwrite_flag, check_output, staged_output
 from akshara_hf.lazy import lazy_import
+from akshara_hf.loading import add_trust_flag
 
 torch = lazy_import("torch")  # loaded by the first converter that runs, not by `akshara-hf --help`
 
@@ -307,10 +309,13 @@ def convert_nanochat(
     tokenizer_dir: str | Path | None = None,
     step: int | None = None,
     overwrite: bool = False,
+    optimizer: bool = True,
 ) -> Path:
     """A nanochat checkpoint directory -> an HF folder loadable by AutoModelForCausalLM/AutoTokenizer/pipeline.
 
-    `overwrite` replaces an earlier convert-nanochat output; any other existing folder is refused."""
+    `overwrite` replaces an earlier convert-nanochat output; any other existing folder is refused. `optimizer`: carry a
+    nanochat 2026 checkpoint's optimizer state (`optim_{step}_rank*.pt`) into the folder for SFT's warm start
+    (`akshara_hf.conversion.optimizer_state`)."""
     from akshara_hf.model.configuration_akshara import AksharaConfig
     from akshara_hf.model.modeling_akshara import AksharaForCausalLM
     from akshara_hf.tokenization.tokenizer import load_tiktoken_encoding, tiktoken_to_fast
@@ -351,6 +356,7 @@ def convert_nanochat(
     model._init_weights(model.transformer.rotary_emb)
     model.config.dtype = dtype
     tokenizer = tiktoken_to_fast(encoding)
+    optimizer_state = _optimizer_state(checkpoint_dir, step, raw, config) if optimizer else None
 
     def write(folder: Path) -> None:
         save_with_tokenizer(model, tokenizer, folder)
@@ -361,9 +367,28 @@ def convert_nanochat(
             from safetensors.torch import save
 
             (folder / PADDING_FILE).write_bytes(save(padding))
+        if optimizer_state is not None:
+            from akshara_hf.conversion.optimizer_state import write_optimizer_state
+
+            write_optimizer_state(folder, *optimizer_state)
 
     inputs = [checkpoint_dir, tokenizer_dir]
     return _write_atomically(output_dir, "convert-nanochat", write, overwrite, inputs)
+
+
+def _optimizer_state(checkpoint_dir: Path, step: int, raw: dict, config):
+    """The checkpoint's optimizer state for the converted folder, or None (none saved, or not a 2026 model's)."""
+    from akshara_hf.conversion.optimizer_state import find_optimizer_files, read_nanochat_optimizer
+
+    files = find_optimizer_files(checkpoint_dir, step)
+    if not files:
+        return None
+    if config.nanochat_generation != "2026":
+        print(f"convert-nanochat: {files[0].name}: optimizer state is carried for nanochat 2026 checkpoints only",
+              file=sys.stderr)
+        return None
+    shapes = {key: tuple(tensor.shape) for key, tensor in raw.items()}
+    return read_nanochat_optimizer(files, shapes, config.vocab_size, nanochat_key_to_ours)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -437,7 +462,7 @@ def native_to_akshara(native, source: str = "model"):
     return model
 
 
-def _tokenizer_of(folder):
+def _tokenizer_of(folder, trust_remote_code: bool = False):
     """The folder's tokenizer, or None for a weights-only folder. A tokenizer saved without a chat template gets the
     package's (nanochat's layout is the only one its special tokens encode), so the converted folder chats and serves."""
     import sys
@@ -447,7 +472,7 @@ def _tokenizer_of(folder):
 
     if not (Path(folder) / "tokenizer.json").is_file():
         return None
-    tokenizer = load_tokenizer(str(folder), trust_remote_code=False)  # a broken tokenizer.json is one line
+    tokenizer = load_tokenizer(str(folder), trust_remote_code)
     if not tokenizer.chat_template:
         try:
             special_token_ids(tokenizer)
@@ -458,8 +483,8 @@ def _tokenizer_of(folder):
     return tokenizer
 
 
-def _save_converted(model, folder, output_dir, command: str, overwrite: bool) -> Path:
-    tokenizer = _tokenizer_of(folder)
+def _save_converted(model, folder, output_dir, command: str, overwrite: bool, trust_remote_code: bool = False) -> Path:
+    tokenizer = _tokenizer_of(folder, trust_remote_code)
 
     def write(out: Path) -> None:
         model.save_pretrained(out)
@@ -469,26 +494,29 @@ def _save_converted(model, folder, output_dir, command: str, overwrite: bool) ->
     return _write_atomically(output_dir, command, write, overwrite, [folder])
 
 
-def export_native(folder: str | Path, output_dir: str | Path, overwrite: bool = False) -> Path:
+def export_native(folder: str | Path, output_dir: str | Path, overwrite: bool = False,
+                  trust_remote_code: bool = False) -> Path:
     """An Akshara folder -> a folder of transformers' native `nanochat` type (loads without remote code)."""
     from akshara_hf.loading import load_model, resolve_model
 
     check_output(output_dir, "export-native", overwrite=overwrite, inputs=[folder])
-    model = load_model(resolve_model(folder, tokenizer=False), trust_remote_code=False)
+    model = load_model(resolve_model(folder, tokenizer=False), trust_remote_code)
     if model.config.model_type != "akshara":
         raise AksharaError(f"{folder}: model_type {model.config.model_type!r}, expected 'akshara'")
-    return _save_converted(akshara_to_native(model), folder, output_dir, "export-native", overwrite)
+    return _save_converted(akshara_to_native(model), folder, output_dir, "export-native", overwrite, trust_remote_code)
 
 
-def import_native(folder: str | Path, output_dir: str | Path, overwrite: bool = False) -> Path:
+def import_native(folder: str | Path, output_dir: str | Path, overwrite: bool = False,
+                  trust_remote_code: bool = False) -> Path:
     """A folder of transformers' native `nanochat` type -> an Akshara folder."""
     from akshara_hf.loading import load_model, resolve_model
 
     check_output(output_dir, "import-native", overwrite=overwrite, inputs=[folder])
-    native = load_model(resolve_model(folder, tokenizer=False), trust_remote_code=False)
+    native = load_model(resolve_model(folder, tokenizer=False), trust_remote_code)
     if native.config.model_type != "nanochat":
         raise AksharaError(f"{folder}: model_type {native.config.model_type!r}, expected 'nanochat'")
-    return _save_converted(native_to_akshara(native, str(folder)), folder, output_dir, "import-native", overwrite)
+    return _save_converted(native_to_akshara(native, str(folder)), folder, output_dir, "import-native", overwrite,
+                           trust_remote_code)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -534,7 +562,7 @@ def _same_nanochat_model(first: dict, second: dict) -> bool:
 
 
 def export_nanochat(folder: str | Path, output_dir: str | Path, step: int | None = None,
-                    overwrite: bool = False) -> Path:
+                    overwrite: bool = False, trust_remote_code: bool = False) -> Path:
     """An Akshara folder -> a nanochat checkpoint directory: `model_{step:06d}.pt`, `meta_{step:06d}.json` and the
     tokenizer (`tokenizer.pkl`, `token_bytes.pt`) beside them, as nanochat's `load_checkpoint` and `get_tokenizer`
     read them (copy the two tokenizer files to nanochat's `BASE/tokenizer/`). A folder converted from nanochat gives
@@ -547,7 +575,7 @@ def export_nanochat(folder: str | Path, output_dir: str | Path, step: int | None
         raise AksharaError(f"--step {step}: must be a non-negative integer (nanochat's file names are model_NNNNNN.pt)")
     check_output(output_dir, "export-nanochat", overwrite=overwrite, inputs=[folder])
     folder = Path(resolve_model(folder, tokenizer=False))
-    model = load_model(str(folder), trust_remote_code=False, dtype="auto")
+    model = load_model(str(folder), trust_remote_code, dtype="auto")
     if model.config.model_type != "akshara":
         raise AksharaError(f"{folder}: model_type {model.config.model_type!r}, expected 'akshara'")
     try:
@@ -571,7 +599,7 @@ def export_nanochat(folder: str | Path, output_dir: str | Path, step: int | None
     state = akshara_state_to_nanochat(model.state_dict(), model.config.vocab_size, extras, padding)
     # Converted before anything is written: a tokenizer.json that is not nanochat's kind is one line, not a half
     # written folder.
-    tokenizer = load_tokenizer(str(folder), trust_remote_code=False)
+    tokenizer = load_tokenizer(str(folder), trust_remote_code, config=model.config)
     try:
         encoding = fast_to_tiktoken(tokenizer)
     except AksharaError as error:
@@ -596,25 +624,34 @@ def register(subparsers) -> None:
     p.add_argument("--tokenizer-dir", default=None,
                    help="folder with tokenizer.pkl (default: beside the checkpoint, else nanochat's BASE/tokenizer/)")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
+    p.add_argument("--no-optimizer", dest="optimizer", action="store_false",
+                   help="leave out the checkpoint's optimizer state (optim_STEP_rank*.pt; carried by default, for "
+                        "SFT's warm_start_optimizer)")
     add_overwrite_flag(p)
     p.set_defaults(func=lambda a: print(convert_nanochat(a.checkpoint_dir, a.output_dir, a.tokenizer_dir, a.step,
-                                                         overwrite=a.overwrite)))
+                                                         overwrite=a.overwrite, optimizer=a.optimizer)))
 
     p = subparsers.add_parser("export-nanochat", help="Akshara folder -> nanochat checkpoint dir (model, meta, tokenizer)")
     p.add_argument("folder")
     p.add_argument("output_dir")
     p.add_argument("--step", type=int, default=None, help="step in the file names (default: the source's, else 0)")
     add_overwrite_flag(p)
-    p.set_defaults(func=lambda a: print(export_nanochat(a.folder, a.output_dir, a.step, overwrite=a.overwrite)))
+    add_trust_flag(p)
+    p.set_defaults(func=lambda a: print(export_nanochat(a.folder, a.output_dir, a.step, overwrite=a.overwrite,
+                                                        trust_remote_code=a.trust_remote_code)))
 
     p = subparsers.add_parser("export-native", help="Akshara folder -> transformers' native nanochat folder")
     p.add_argument("folder")
     p.add_argument("output_dir")
     add_overwrite_flag(p)
-    p.set_defaults(func=lambda a: print(export_native(a.folder, a.output_dir, overwrite=a.overwrite)))
+    add_trust_flag(p)
+    p.set_defaults(func=lambda a: print(export_native(a.folder, a.output_dir, overwrite=a.overwrite,
+                                                      trust_remote_code=a.trust_remote_code)))
 
     p = subparsers.add_parser("import-native", help="transformers' native nanochat folder -> Akshara folder")
     p.add_argument("folder")
     p.add_argument("output_dir")
     add_overwrite_flag(p)
-    p.set_defaults(func=lambda a: print(import_native(a.folder, a.output_dir, overwrite=a.overwrite)))
+    add_trust_flag(p)
+    p.set_defaults(func=lambda a: print(import_native(a.folder, a.output_dir, overwrite=a.overwrite,
+                                                      trust_remote_code=a.trust_remote_code)))

@@ -33,6 +33,7 @@ import yaml
 from akshara_hf.bounds import regular_file, regular_tree
 from akshara_hf.errors import AksharaError
 from akshara_hf.folders import add_overwrite_flag, check_output, staged_output
+from akshara_hf.loading import add_trust_flag
 
 DATA_KEYS = ("seed", "on_bad_row", "validation_fraction", "sources")
 SOURCE_KEYS = ("kind", "path", "split", "config", "revision", "validation_path", "validation_split", "limit",
@@ -531,19 +532,19 @@ def register(subparsers) -> None:
     parser.add_argument("--tokenizer", metavar="PATH",
                         help="count tokens with this tokenizer (AutoTokenizer.from_pretrained) instead of bytes")
     add_overwrite_flag(parser)
+    add_trust_flag(parser)
     parser.set_defaults(func=_run)
 
 
 def _run(args) -> int:
     tokenizer = None
     if args.tokenizer:
-        from transformers import AutoTokenizer
+        from akshara_hf.loading import load_tokenizer
 
         try:
-            tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-        except Exception as error:  # transformers raises OSError/ValueError/... for a bad path
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise AksharaError(f"--tokenizer {args.tokenizer}: could not load a tokenizer ({first})") from None
+            tokenizer = load_tokenizer(args.tokenizer, args.trust_remote_code)
+        except AksharaError as error:
+            raise AksharaError(f"--tokenizer {args.tokenizer}: could not load a tokenizer ({error})") from None
     from akshara_hf.training.shipped import find_recipe
 
     build_mixture(find_recipe(args.recipe), args.output_dir, tokenizer=tokenizer, overwrite=args.overwrite)

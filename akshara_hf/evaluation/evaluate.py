@@ -238,7 +238,8 @@ def _load_eval_data(path: Path, split: str, kinds: dict):
 
 
 def evaluate(model_path, data, split="validation", tasks=("summarization", "paraphrase"), loss=True, all_tokens=False,
-             limit=None, batch_size=8, max_new_tokens=128, output_dir=None, overwrite=False) -> dict:
+             limit=None, batch_size=8, max_new_tokens=128, output_dir=None, overwrite=False,
+             trust_remote_code=False) -> dict:
     from akshara_hf.folders import check_output, staged_output
     from akshara_hf.loading import load_model_and_tokenizer
 
@@ -248,7 +249,7 @@ def evaluate(model_path, data, split="validation", tasks=("summarization", "para
     unknown = sorted(set(tasks) - set(TASK_SOURCES))
     if unknown:
         raise AksharaError(f"--tasks: unknown task(s) {unknown}; known: {sorted(TASK_SOURCES)}")
-    model, tokenizer = load_model_and_tokenizer(model_path)
+    model, tokenizer = load_model_and_tokenizer(model_path, trust_remote_code)
     dataset = load_eval_data(data, split)
     results = {"model": str(model_path), "data": str(data), "split": split}
     # Rows are cut where the rotary tables end (past them: an error deep inside torch); longer prompts fail below.
@@ -274,6 +275,8 @@ def evaluate(model_path, data, split="validation", tasks=("summarization", "para
 
 
 def register(subparsers) -> None:
+    from akshara_hf.loading import add_trust_flag
+
     p = subparsers.add_parser("evaluate", help="validation loss/bpb and task scores (ROUGE, chrF) of a model")
     p.add_argument("model", help="model folder or Hub id")
     p.add_argument("--data", required=True, help="built mixture folder, dataset folder, or .jsonl/.parquet file")
@@ -287,11 +290,12 @@ def register(subparsers) -> None:
     p.add_argument("--output", default=None, help="folder for eval_results.json / .md (a new folder, or an earlier "
                    "evaluate output with --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluate output folder")
+    add_trust_flag(p)
 
     def run(args) -> int:
         tasks = tuple(t for t in args.tasks.split(",") if t)
         results = evaluate(args.model, args.data, args.split, tasks, not args.no_loss, args.all_tokens, args.limit,
-                           args.batch_size, args.max_new_tokens, args.output, args.overwrite)
+                           args.batch_size, args.max_new_tokens, args.output, args.overwrite, args.trust_remote_code)
         print(results_markdown(results))
         return 0
 

@@ -177,10 +177,35 @@ def _check_before_work(args, run) -> None:
         from akshara_hf.data.mixture import check_source_files
 
         check_source_files(run.data)
+    if args.warm_start_optimizer:
+        _check_warm_start(run)
     resume = args.resume_from_checkpoint
     if resume is not None and not (Path(resume) / "trainer_state.json").is_file():
         raise AksharaError(f"resume_from_checkpoint {resume}: not a checkpoint folder (no trainer_state.json)")
     _check_output_dir(Path(args.output_dir), run, resume)
+
+
+def _check_warm_start(run) -> None:
+    """`warm_start_optimizer` needs a model that comes with an optimizer state: a nanochat checkpoint directory with
+    its newest step's `optim_*_rank*.pt`, or a folder convert-nanochat wrote from one."""
+    from akshara_hf.conversion.convert import find_checkpoint
+    from akshara_hf.conversion.optimizer_state import OPTIMIZER_LAYOUT, find_optimizer_files
+
+    if run.model_config is not None:
+        raise AksharaError("warm_start_optimizer: a new model (model_config) has no optimizer state to start from; "
+                           "give model_name_or_path a nanochat 2026 checkpoint or the folder convert-nanochat made of it")
+    source = Path(run.model_name_or_path)
+    if not source.is_dir():
+        raise AksharaError(f"warm_start_optimizer: {source} is not a local folder; the optimizer state comes from a "
+                           "nanochat 2026 checkpoint directory or the folder convert-nanochat made of it")
+    if any(source.glob("model_*.pt")):
+        _, _, step = find_checkpoint(source)
+        if not find_optimizer_files(source, step):
+            raise AksharaError(f"warm_start_optimizer: {source} has no optim_{step:06d}_rank*.pt (the checkpoint was "
+                               "saved without its optimizer state)")
+    elif not (source / OPTIMIZER_LAYOUT).is_file():
+        raise AksharaError(f"warm_start_optimizer: {source} has no {OPTIMIZER_LAYOUT} (convert-nanochat writes it "
+                           "from a nanochat 2026 checkpoint's optim_*_rank*.pt)")
 
 
 def _check_checkpoint_shapes(model, checkpoint: Path) -> None:
@@ -232,7 +257,11 @@ def _check_output_dir(output: Path, run, resume: str | None) -> None:
         raise AksharaError(f"output_dir {error}") from None
 
 
-def _load_model_and_tokenizer(run, output_dir: Path):
+# The recipe's `trust_remote_code` is TRL's SFTConfig field (default false), spelled as a recipe key or flag.
+TRUST_KEY = "trust_remote_code: true (recipe key, or --trust_remote_code true)"
+
+
+def _load_model_and_tokenizer(run, output_dir: Path, trust_remote_code: bool = False):
     from akshara_hf.model.configuration_akshara import AksharaConfig, nanochat_2026_fields
     from akshara_hf.conversion.convert import convert_nanochat
     from akshara_hf.loading import load_model, load_tokenizer
@@ -244,7 +273,7 @@ def _load_model_and_tokenizer(run, output_dir: Path):
         source = str(convert_nanochat(source, output_dir / "converted_base", run.tokenizer_name_or_path,
                                       overwrite=True))
     tokenizer_source = run.tokenizer_name_or_path if run.tokenizer_name_or_path and run.model_config else source
-    tokenizer = load_tokenizer(tokenizer_source)
+    tokenizer = load_tokenizer(tokenizer_source, trust_remote_code, flag=TRUST_KEY)
     if run.model_config is not None:
         spec = dict(run.model_config)
         spec.setdefault("vocab_size", len(tokenizer))
@@ -260,7 +289,7 @@ def _load_model_and_tokenizer(run, output_dir: Path):
         if config.vocab_size != len(tokenizer):
             raise AksharaError(f"model_config vocab_size {config.vocab_size} != tokenizer size {len(tokenizer)}")
         return AksharaForCausalLM(config), tokenizer
-    return load_model(source), tokenizer  # config checked, weights that do not fit refused, one line
+    return load_model(source, trust_remote_code, TRUST_KEY), tokenizer  # config checked, weights that do not fit refused
 
 
 def _mixture(run, output_dir: Path, tokenizer):
@@ -336,8 +365,30 @@ def parse_recipe(argv: list[str] | None = None, script: str | None = None):
                            f"with training/{other} (akshara-hf {other[:-3].replace('_', '-')})")
     if args.stage in ("mid", "base"):
         args.max_length = run.max_seq_len + 1  # rows carry one extra token: the last target
+    _cap_steps(args)
     _check_before_work(args, run)
     return args, run
+
+
+MAX_STEPS_ENV = "AKSHARA_MAX_STEPS"
+
+
+def _cap_steps(args) -> None:
+    """`AKSHARA_MAX_STEPS=N` stops every run after at most N steps (the recipe's schedule fitted to them, as with
+    `--max_steps N`): quick looks at the README's commands and the demo, which runs its stages through here. Said
+    on stderr, so a shortened run is never mistaken for the recipe's."""
+    value = os.environ.get(MAX_STEPS_ENV)
+    if value is None or value == "":
+        return
+    try:
+        cap = int(value)
+    except ValueError:
+        cap = 0
+    if cap < 1:
+        raise AksharaError(f"{MAX_STEPS_ENV}={value!r}: must be a positive whole number of steps (or unset)")
+    if args.max_steps < 1 or args.max_steps > cap:
+        print(f"{MAX_STEPS_ENV}={cap}: this run stops after {cap} steps", file=sys.stderr)
+        args.max_steps = cap
 
 
 def train(argv: list[str] | None = None, script: str | None = None, card_writer=None) -> Path:
@@ -375,7 +426,7 @@ def _train(argv: list[str] | None, script: str | None, card_writer, output: list
         replace_file(output_dir / MARKER, json.dumps({"command": TRAIN_COMMAND, "written_by": "akshara-hf"}) + "\n")
 
     set_seed(args.seed)  # before the model exists: a new model's weights are the recipe's seed's
-    model, tokenizer = _load_model_and_tokenizer(run, output_dir)
+    model, tokenizer = _load_model_and_tokenizer(run, output_dir, args.trust_remote_code)
     check_akshara_model(model)  # before any data is built
     if args.resume_from_checkpoint is not None and not run.use_peft:
         _check_checkpoint_shapes(model, Path(args.resume_from_checkpoint))

@@ -10,6 +10,7 @@ callback, its per-micro-batch loss normalisation in `get_batch_samples`, and per
 import copy
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -101,6 +102,10 @@ class AksharaSFTConfig(SFTConfig):
         loss_normalization: "nanochat" (each micro-batch's mean over its own supervised tokens, averaged over the
             micro-batches and processes) or "tokens" (TRL's: one mean over every supervised token of the step). See
             [`MuonSFTTrainer`].
+        warm_start_optimizer: start from the optimizer state of the model's folder (`nanochat_optimizer.tensors`, which
+            `convert-nanochat` carries from a nanochat 2026 checkpoint's `optim_*_rank*.pt`), as chat_sft's
+            `--load-optimizer`: Muon momentum buffers and second moments, AdamW moments and steps; the LRs and other
+            group settings stay this config's. Not on `resume_from_checkpoint` (the checkpoint's state is loaded).
         adapter_lr: AdamW LR of PEFT adapter weights (`peft_config=`, e.g. LoRA), as given: not scaled by
             `init_lr_frac`; the schedule applies. Adapters go to AdamW, not Muon (reason in [`MuonAdamW`]).
     """
@@ -136,6 +141,11 @@ class AksharaSFTConfig(SFTConfig):
             "rows of max_length + 1 tokens starting with <|bos|>).",
             "choices": list(PACKING_STRATEGIES),
         },
+    )
+    warm_start_optimizer: bool = field(
+        default=False,
+        metadata={"help": "Start from the optimizer state convert-nanochat carried into the model's folder (nanochat "
+                          "2026's chat_sft --load-optimizer: momentum buffers only, LRs ours)."},
     )
     packing_buffer_size: int = field(
         default=BOS_BESTFIT_BUFFER,
@@ -521,6 +531,23 @@ class MuonSFTTrainer(SFTTrainer):
         os.makedirs(folder, exist_ok=True)
         config = self.accelerator.unwrap_model(self.model).config.to_dict()  # the folder may not hold config.json yet
         self.card_writer(folder, facts=facts, overwrite=True, config=config)
+
+    def create_optimizer(self, model=None):
+        fresh = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        # A fresh run (not a resumed one: the Trainer loads the checkpoint's state afterwards) warm-starts here.
+        if fresh and self.args.warm_start_optimizer and self.state.global_step == 0:
+            from akshara_hf.training.warm_start import warm_start_optimizer
+
+            folder = getattr(self.accelerator.unwrap_model(self.model), "name_or_path", None)
+            if not folder or not os.path.isdir(folder):
+                raise AksharaError(f"warm_start_optimizer: the model was not loaded from a local folder ({folder!r}); "
+                                   "give model_name_or_path a folder convert-nanochat wrote (or a nanochat checkpoint)")
+            count = warm_start_optimizer(self.optimizer, folder)
+            if self.is_world_process_zero():
+                print(f"warm-started the optimizer state of {count} tensors from {folder} (learning rates: this "
+                      "run's)", file=sys.stderr)
+        return optimizer
 
     def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
         # bos_bestfit: TRL tokenizes (or takes the pre-tokenized rows), builds the labels and cuts each conversation to
