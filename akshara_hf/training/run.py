@@ -334,8 +334,30 @@ def parse_recipe(argv: list[str] | None = None, script: str | None = None):
                            f"with training/{other} (akshara-hf {other[:-3].replace('_', '-')})")
     if args.stage in ("mid", "base"):
         args.max_length = run.max_seq_len + 1  # rows carry one extra token: the last target
+    _cap_steps(args)
     _check_before_work(args, run)
     return args, run
+
+
+MAX_STEPS_ENV = "AKSHARA_MAX_STEPS"
+
+
+def _cap_steps(args) -> None:
+    """`AKSHARA_MAX_STEPS=N` stops every run after at most N steps (the recipe's schedule fitted to them, as with
+    `--max_steps N`): quick looks at the README's commands and the demo, which runs its stages through here. Said
+    on stderr, so a shortened run is never mistaken for the recipe's."""
+    value = os.environ.get(MAX_STEPS_ENV)
+    if value is None or value == "":
+        return
+    try:
+        cap = int(value)
+    except ValueError:
+        cap = 0
+    if cap < 1:
+        raise AksharaError(f"{MAX_STEPS_ENV}={value!r}: must be a positive whole number of steps (or unset)")
+    if args.max_steps < 1 or args.max_steps > cap:
+        print(f"{MAX_STEPS_ENV}={cap}: this run stops after {cap} steps", file=sys.stderr)
+        args.max_steps = cap
 
 
 def train(argv: list[str] | None = None, script: str | None = None, card_writer=None) -> Path:
