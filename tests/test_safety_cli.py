@@ -551,3 +551,18 @@ def test_a_full_disk_is_told_apart_from_other_errors(tmp_path):
     assert not is_disk_full(RuntimeError("unexpected pos 576 vs 534"), tmp_path)  # this disk has room
     assert not is_disk_full(ValueError("No room for this value"), tmp_path)
     assert disk_full_error(ValueError("x"), tmp_path) is None
+
+
+def test_a_full_disk_outside_a_staged_output_is_one_line(monkeypatch, capsys):
+    """A library that reports the full disk in its own words (safetensors) still ends in one line, status 2."""
+    from safetensors import SafetensorError
+
+    from akshara_hf.cli import recipes
+
+    def full(args):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(recipes, "recipes_command", full)
+    code, err = run_cli(["recipes"], capsys)
+    assert code == 2 and err.startswith("akshara-hf recipes: error: no space left on device (") and \
+        err.count("\n") == 1, err
