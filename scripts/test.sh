@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install --quiet torch==2.13.0
-python -m pip install --quiet -e ".[test]"
+python -m pip install --quiet -c scripts/newest-tested-versions.txt -e ".[test]"
 selection="not slow"
 if [ "${1:-}" = "--slow" ]; then
   selection="slow"

@@ -19,6 +19,29 @@ def converted_folder(tmp_path_factory):
 
 
 @pytest.fixture
+def no_hang():
+    """no_hang(seconds): a context that fails the test (instead of hanging the suite) when its body blocks, e.g.
+    opening a named pipe for reading or building millions of layers."""
+    import contextlib
+    import signal
+
+    @contextlib.contextmanager
+    def guard(seconds: int = 30):
+        def hung(signum, frame):
+            raise TimeoutError(f"blocked for {seconds} s")
+
+        previous = signal.signal(signal.SIGALRM, hung)
+        signal.alarm(seconds)
+        try:
+            yield
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+
+    return guard
+
+
+@pytest.fixture
 def network_calls(monkeypatch):
     """Every attempt to reach another machine (a name lookup or a connection beyond this one), recorded and refused:
     a test asserts the list is empty where a command must not touch the network at all (a mistyped folder must be

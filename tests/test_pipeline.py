@@ -55,6 +55,8 @@ def test_demo_runs_every_stage_and_the_pipeline_answers(demo):
 def test_mid_then_sft_lower_the_sft_validation_loss(demo, tmp_path):
     from transformers import AutoModelForCausalLM
 
+    import akshara_hf.model.modeling_akshara  # noqa: F401  registers the Auto classes (the folders name no remote code we trust)
+
     root, _ = demo
     tokenizer = AutoTokenizer.from_pretrained(root / "sft")
     validation = build_mixture(RECIPES / "tiny-sft.yaml", tmp_path / "mixture")["validation"]

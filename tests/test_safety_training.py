@@ -1,12 +1,14 @@
 """The training scripts as a hostile user would drive them: every bad recipe, flag or path is one line on stderr
 (`sft.py: error: ...`), exit status 2, no traceback, before any model or data is loaded."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from akshara_hf.errors import AksharaError
 from akshara_hf.training.run import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -432,6 +434,67 @@ def test_output_dir_through_a_symlink_is_refused(capsys, monkeypatch, tmp_path):
                        f"output_dir {run}: holds a symbolic link, {run / name}", run)
         (run / name).unlink()
     assert precious.read_text() == "keep me"
+
+
+# --- bounds before work: sizes, named pipes; one error path: Ctrl-C, a full disk -----------------------------------
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--model_config", "{depth: 1000000000}"], "model_config: depth 1,000,000,000: a model of this size needs at least"),
+    (["--model_config", "{depth: 4}", "--max_seq_len", "1000000000"],
+     "model_config: max_seq_len 1,000,000,000: a model of this size needs at least"),
+    (["--model_config", "{num_hidden_layers: 100000, hidden_size: 4096, num_attention_heads: 32}"],
+     "model_config: num_hidden_layers 100,000: a model of this size needs at least"),
+    (["--model_config", "{depth: 4, vocab_size: 10000000000}"], "model_config: vocab_size 10,000,000,000: a model"),
+])
+def test_a_model_too_big_for_this_machine_is_refused_before_any_work(refused, no_hang, flags, fragment):
+    """`{depth: 1000000000}` filled the memory building the config's per-layer lists."""
+    with no_hang(60):
+        line = refused(flags, fragment, script="mid_train.py", recipe=TINY_BASE, parent=False)
+    assert "this machine has" in line
+
+
+def test_named_pipes_are_refused_before_any_work(refused, tmp_path, no_hang):
+    pipe = tmp_path / "pipe.yaml"
+    os.mkfifo(pipe)
+    with no_hang():
+        refused([], f"{pipe}: is a named pipe, not a regular file", recipe=pipe)
+        refused(["--data", f"{{sources: [{{kind: news, path: {pipe}}}]}}"],
+                f"data.sources[0].path: {pipe}: is a named pipe, not a regular file")
+        mixture = tmp_path / "mixture"
+        mixture.mkdir()
+        os.mkfifo(mixture / "dataset_dict.json")
+        refused(["--mixture_dir", str(mixture)], "dataset_dict.json: is a named pipe, not a regular file")
+
+
+def test_ctrl_c_in_a_training_script_is_one_line_and_130(capsys, monkeypatch):
+    from akshara_hf.training import run
+
+    def interrupted(**kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "train", interrupted)
+    assert main(script="sft.py") == 130
+    assert capsys.readouterr().err == "sft.py: interrupted\n"
+
+
+def test_a_full_disk_while_training_names_the_file(tmp_path, monkeypatch):
+    """The Trainer's checkpoint writes fail with safetensors' or torch's own errors; the run says which file."""
+    from safetensors import SafetensorError
+
+    from akshara_hf.training import run
+
+    def training_until_the_disk_fills(argv, script, card_writer, output):
+        output.append(tmp_path)
+        (tmp_path / "checkpoint-5").mkdir()
+        (tmp_path / "checkpoint-5" / "model.safetensors").write_bytes(b"\0" * 10)
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(run, "_train", training_until_the_disk_fills)
+    with pytest.raises(AksharaError) as error:
+        run.train([], "sft.py")
+    assert str(error.value) == (f"{tmp_path}/checkpoint-5/model.safetensors: no space left on device while writing "
+                                "it (checkpoints saved before it are complete)")
 
 
 # --- AKSHARA_MAX_STEPS (the README's quick-look cap) ----------------------------------------------------------
