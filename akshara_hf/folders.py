@@ -26,6 +26,7 @@ Plain Python (no torch) so the checks run before any heavy import.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -317,8 +318,15 @@ def staged_output(output: str | os.PathLike, command: str, *, overwrite: bool = 
         staging = Staging(root / "output", root / "scratch")
         staging.folder.mkdir()
         staging.scratch.mkdir()
-        yield staging
-        (staging.folder / MARKER).write_text(json.dumps({"command": command, "written_by": "akshara-hf"}) + "\n")
+        try:
+            yield staging
+            (staging.folder / MARKER).write_text(json.dumps({"command": command, "written_by": "akshara-hf"}) + "\n")
+        except Exception as error:
+            full = disk_full_error(error, staging.folder, shown_as=target)
+            if full is None:
+                raise
+            raise AksharaError(f"{full}; {target} is as it was" if target.exists() else f"{full}; nothing was written"
+                               ) from None
         # Checked again: the destination may have changed during a long write.
         check_output(output, command, overwrite=overwrite, inputs=inputs)
         if target.exists():
@@ -332,6 +340,47 @@ def staged_output(output: str | os.PathLike, command: str, *, overwrite: bool = 
             print(f"{target}: the earlier output is kept in {previous}", file=sys.stderr)
         else:
             shutil.rmtree(root, ignore_errors=True)  # rmtree never follows symlinks inside the tree
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(error: BaseException, folder: str | os.PathLike) -> bool:
+    """Whether `error`, raised while writing into `folder`, is a full disk (or quota). Libraries report it in their own
+    ways: `OSError` errno 28 (Python, Arrow), a `SafetensorError` quoting "os error 28", and torch.save only a
+    RuntimeError about a stream position; for those the filesystem's free space decides."""
+    if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
+        return True
+    text = str(error)
+    if "No space left on device" in text or "Disk quota exceeded" in text:
+        return True
+    if not isinstance(error, (RuntimeError, OSError)):
+        return False
+    try:
+        status = os.statvfs(folder)
+    except OSError:
+        return False
+    return status.f_bavail * status.f_frsize < 1024 * 1024
+
+
+def disk_full_error(error: BaseException, folder: str | os.PathLike, shown_as: str | os.PathLike | None = None
+                    ) -> str | None:
+    """For a full disk while writing into `folder`: one line naming the file being written (the newest file there:
+    the libraries' errors do not name it), as it lies in `shown_as` (the output a staging folder becomes); else None."""
+    folder = Path(folder)
+    if not is_disk_full(error, folder):
+        return None
+    # A copy's OSError names its source first (`filename`) and the destination second (`filename2`).
+    named = [Path(name) for name in (getattr(error, "filename2", None), getattr(error, "filename", None))
+             if isinstance(name, (str, os.PathLike))]
+    written = next((path for path in named if path.absolute().is_relative_to(folder.absolute())), None)
+    if written is None and folder.is_dir():
+        files = [path for path in folder.rglob("*") if path.is_file() and not path.is_symlink()]
+        written = max(files, key=lambda path: path.stat().st_mtime_ns, default=None)
+    if written is None:
+        return f"{shown_as or folder}: no space left on device while writing it"
+    return f"{Path(shown_as or folder) / written.absolute().relative_to(folder.absolute())}: no space left on device " \
+           "while writing it"
 
 
 def add_overwrite_flag(parser) -> None:

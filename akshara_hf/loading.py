@@ -24,6 +24,7 @@ import json
 from contextlib import contextmanager
 from pathlib import Path
 
+from akshara_hf.bounds import regular_tree
 from akshara_hf.errors import AksharaError, one_line
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -49,7 +50,7 @@ def read_json(path: str | Path):
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise AksharaError(f"{path}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:  # RecursionError: nested too deeply
         raise AksharaError(f"{path}: not valid JSON ({one_line(error)})") from None
 
 
@@ -79,6 +80,7 @@ def resolve_model(argument: str | Path, tokenizer: bool = True) -> str:
         raise AksharaError(f"{argument}: no such folder{hint}")
     if not path.is_dir():
         raise AksharaError(f"{argument}: is a file, not a model folder")
+    regular_tree(path, depth=1)  # transformers opens the folder's files blindly: a named pipe would block forever
     read_config_json(path / "config.json")
     if not any((path / name).is_file() for name in WEIGHT_FILES):
         raise AksharaError(f"{path}: no weights ({WEIGHT_FILES[0]} missing)")
@@ -211,6 +213,8 @@ def load_model(source: str, trust_remote_code: bool = False, flag: str = TRUST_F
     """`AutoModelForCausalLM.from_pretrained` with the config checked first and every load failure as one line."""
     from transformers import AutoModelForCausalLM
 
+    if Path(source).is_dir():  # bounds before work: sizes, weight dtypes, generation config
+        check_folder_before_loading(Path(source))
     config = load_config(source, trust_remote_code, flag)
     kwargs.setdefault("ignore_mismatched_sizes", True)  # so a wrong shape reaches the refusal below, by name
     try:
@@ -228,6 +232,86 @@ def load_model(source: str, trust_remote_code: bool = False, flag: str = TRUST_F
                            for kind, keys in problems.items())
         raise AksharaError(f"{source}: the weights do not fit config.json ({config.model_type}): {listed}")
     return model
+
+
+FLOAT_HEADER_DTYPES = ("F64", "F32", "F16", "BF16")  # safetensors' names of the weight dtypes the model computes in
+
+
+def check_folder_before_loading(folder: Path) -> None:
+    """What `from_pretrained` would otherwise get wrong without a word or only after minutes: a config.json whose
+    sizes cannot fit this machine (refused before the config object builds per-layer lists), non-float weights
+    (int8 or fp8 tensors are cast to float silently), and a corrupt generation_config.json (replaced by defaults
+    with only a log line)."""
+    from akshara_hf.bounds import check_model_fits, dtype_bytes
+
+    config_path = folder / "config.json"
+    config = read_config_json(config_path)
+    check_model_fits(config, str(config_path), bytes_per_parameter=dtype_bytes(config.get("dtype",
+                                                                                         config.get("torch_dtype"))))
+    _check_weight_dtypes(folder)
+    if (folder / "generation_config.json").exists():
+        check_generation_config(folder / "generation_config.json")
+
+
+def _is_number(value, low: float, high: float = float("inf"), integer: bool = False) -> bool:
+    kinds = (int,) if integer else (int, float)
+    return isinstance(value, kinds) and not isinstance(value, bool) and low <= value <= high
+
+
+def _is_token_ids(value) -> bool:
+    return _is_number(value, 0, integer=True) or (isinstance(value, list) and bool(value)
+                                                   and all(_is_number(v, 0, integer=True) for v in value))
+
+
+# The sampling fields `GenerationConfig` takes as they are (temperature "abc" passes its validate()), checked here.
+GENERATION_FIELDS = {
+    "do_sample": lambda v: isinstance(v, bool), "temperature": lambda v: _is_number(v, 0),
+    "top_k": lambda v: _is_number(v, 0, integer=True), "top_p": lambda v: _is_number(v, 0, 1) and v > 0,
+    "max_new_tokens": lambda v: _is_number(v, 1, integer=True), "max_length": lambda v: _is_number(v, 1, integer=True),
+    "bos_token_id": _is_token_ids, "eos_token_id": _is_token_ids, "pad_token_id": _is_token_ids,
+}
+
+
+def check_generation_config(path: Path) -> None:
+    """A folder's generation_config.json loads as written or not at all: transformers' `from_pretrained` replaces a
+    corrupt one by defaults (a log line only), so chat would sample with settings nobody chose."""
+    from transformers import GenerationConfig
+
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise AksharaError(f"{path}: not a JSON object")
+    for key, valid in GENERATION_FIELDS.items():
+        if data.get(key) is not None and not valid(data[key]):
+            raise AksharaError(f"{path}: {key} {data[key]!r} is not a valid value")
+    try:
+        GenerationConfig.from_dict(data)
+    except Exception as error:  # GenerationConfig raises ValueError/TypeError for values it checks itself
+        raise AksharaError(f"{path}: {one_line(error)}") from None
+
+
+def _check_weight_dtypes(folder: Path) -> None:
+    """Every tensor in the folder's safetensors files is floating point (read from the headers, no tensor loaded)."""
+    from safetensors import safe_open
+
+    files = [folder / "model.safetensors"] if (folder / "model.safetensors").is_file() else []
+    index = folder / "model.safetensors.index.json"
+    if not files and index.is_file():
+        data = read_json(index)
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        if not isinstance(weight_map, dict):
+            raise AksharaError(f"{index}: no weight_map object")
+        files = [folder / name for name in sorted(set(map(str, weight_map.values())))]
+    for path in files:
+        try:
+            with safe_open(str(path), framework="pt") as weights:
+                dtypes = {name: weights.get_slice(name).get_dtype() for name in weights.keys()}
+        except Exception:  # a damaged or missing file: from_pretrained reports it, one line (load_model)
+            continue
+        for name, dtype in dtypes.items():
+            if dtype not in FLOAT_HEADER_DTYPES:
+                raise AksharaError(f"{path}: {name} is {dtype}, not a floating-point weight "
+                                   f"({', '.join(FLOAT_HEADER_DTYPES)}); quantized or integer weights would be cast "
+                                   "to float without a word")
 
 
 def load_tokenizer(source: str, trust_remote_code: bool = False, config=None, flag: str = TRUST_FLAG):

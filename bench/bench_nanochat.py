@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import torch  # noqa: E402
 from bench_train_step import build  # noqa: E402
-from common import SHAPES, environment, print_table  # noqa: E402
+from common import SHAPES, environment, frozen_compile_config, print_table  # noqa: E402
 
 
 def import_nanochat(src: str):
@@ -96,11 +96,7 @@ def main():
     engine = engine_module.Engine(gpt, NoSpecialTokens())
     compile_config = CompileConfig(fullgraph=True, dynamic=False)
     compile_config._compile_all_devices = True  # generate compiles only on accelerators unless told
-    # Weights frozen into the graph, GEMMs autotuned between ATen (MKL) and inductor's own CPU kernels (which need
-    # constant weights to pack): inference only; see AksharaForCausalLM.get_compiled_call.
-    frozen_config = CompileConfig(fullgraph=True, dynamic=False, mode=None, options={
-        "freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "ATEN,CPP"})
-    frozen_config._compile_all_devices = True
+    frozen_config = frozen_compile_config()  # the README's: weights frozen, GEMMs autotuned (inference only)
     env = {**environment(torch.float32, "cpu"), "clock": args.clock}
 
     def hf_generate(model, prompt, new, **kwargs):

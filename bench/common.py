@@ -66,6 +66,19 @@ def print_table(title: str, env: dict, rows: list[dict], columns: list[str]) -> 
         print("| " + " | ".join(cells) + " |")
 
 
+def frozen_compile_config():
+    """README "Fast CPU decoding": static-cache decoding compiled with the weights frozen into the graph and the GEMMs
+    autotuned between ATen (MKL) and inductor's own CPU kernels (which need constant weights to pack); inference only
+    (see AksharaForCausalLM.get_compiled_call). The autotuner's tables of kernel timings are not printed."""
+    from transformers import CompileConfig
+
+    config = CompileConfig(fullgraph=True, dynamic=False, mode=None, options={
+        "freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "ATEN,CPP",
+        "autotune_num_choices_displayed": 0, "max_autotune_report_choices_stats": False})
+    config._compile_all_devices = True  # transformers' generate compiles only on accelerators unless told
+    return config
+
+
 def step_parser(steps: int) -> argparse.ArgumentParser:
     """The options every model-step benchmark shares: shape, timed steps, batch x sequence, dtype."""
     parser = argparse.ArgumentParser()

@@ -5,6 +5,8 @@ That nanochat's own loaders accept the exported directories was checked outside 
 snapshots' `checkpoint_manager.build_model` (README, "nanochat generations")."""
 
 import json
+import os
+import shutil
 
 import pytest
 import torch
@@ -112,4 +114,100 @@ def test_export_refuses_a_folder_without_tokenizer_or_of_another_model_type(run_
                                  num_attention_heads=2)).save_pretrained(tmp_path / "llama")  # fmt: skip
     assert cli(["export-nanochat", str(tmp_path / "llama"), str(tmp_path / "out")]) != 0
     assert "model_type 'llama', expected 'akshara'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+# --- hostile folders: every sidecar field checked, one line each, nothing written --------------------------------
+
+
+@pytest.fixture(scope="module")
+def converted_2025(run_2025, tmp_path_factory):
+    return convert_nanochat(run_2025[1], tmp_path_factory.mktemp("hf") / "hf")
+
+
+def _edited_meta(**changes):
+    def edit(folder):
+        meta = json.loads((folder / "nanochat_meta.json").read_text())
+        (folder / "nanochat_meta.json").write_text(json.dumps({**meta, **changes}))
+    return edit
+
+
+def _write(name, data: bytes | str):
+    def edit(folder):
+        path = folder / name
+        path.write_bytes(data) if isinstance(data, bytes) else path.write_text(data)
+    return edit
+
+
+def _crafted_pattern(folder):
+    tokenizer = json.loads((folder / "tokenizer.json").read_text())
+    split = tokenizer["pre_tokenizer"]["pretokenizers"][0]["pattern"]
+    split["Regex"] = r"(a|a)*b|" + split["Regex"]
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
+
+
+def _fifo(name):
+    def edit(folder):
+        (folder / name).unlink()
+        os.mkfifo(folder / name)
+    return edit
+
+
+HOSTILE_FOLDERS = {
+    "tokenizer.json not JSON": (_write("tokenizer.json", "{bad"), "the tokenizer does not load (JSONDecodeError"),
+    "tokenizer.json empty object": (_write("tokenizer.json", "{}"), "the tokenizer does not load"),
+    "crafted split pattern": (_crafted_pattern, "tokenizer.json: pre-tokenizer split regex"),
+    "meta not JSON": (_write("nanochat_meta.json", "{bad"), "nanochat_meta.json: not valid JSON"),
+    "meta not UTF-8": (_write("nanochat_meta.json", b"\xff{}"), "nanochat_meta.json: not UTF-8 text"),
+    "meta a list": (_write("nanochat_meta.json", "[1]"), "nanochat_meta.json: must be a JSON object, got list"),
+    "meta step text": (_edited_meta(step="abc"), "step must be a non-negative integer, got 'abc'"),
+    "meta step negative": (_edited_meta(step=-3), "step must be a non-negative integer, got -3"),
+    "meta step bool": (_edited_meta(step=True), "step must be a non-negative integer, got True"),
+    "meta model_config list": (_edited_meta(model_config=[1]), "model_config must be a dict"),
+    "akshara a string": (_edited_meta(akshara="x"), "akshara must be an object with a dtypes object, got 'x'"),
+    "dtypes a list": (_edited_meta(akshara={"dtypes": []}), "akshara must be an object with a dtypes object"),
+    "dtype unknown": (_edited_meta(akshara={"dtypes": {"lm_head.weight": "float128"}}),
+                      "akshara.dtypes.lm_head.weight is 'float128', not one of"),
+    "dtype int8 (was obeyed)": (_edited_meta(akshara={"dtypes": {"lm_head.weight": "int8"}}),
+                                "akshara.dtypes.lm_head.weight is 'int8', not one of"),
+    "dtype of no tensor": (_edited_meta(akshara={"dtypes": {"nope.weight": "float32"}}),
+                           "akshara.dtypes names 'nope.weight', a tensor this model does not have"),
+    "padding corrupt": (_write("nanochat_padding.tensors", b"garbage"),
+                        "nanochat_padding.tensors: not the padding rows convert-nanochat wrote"),
+    "padding a named pipe": (_fifo("nanochat_padding.tensors"), "nanochat_padding.tensors: is a named pipe"),
+    "meta a named pipe": (_fifo("nanochat_meta.json"), "nanochat_meta.json: is a named pipe, not a regular file"),
+    "tokenizer a named pipe": (_fifo("tokenizer.json"), "tokenizer.json: is a named pipe, not a regular file"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_FOLDERS)
+def test_hostile_folders_are_one_line(converted_2025, tmp_path, capsys, no_hang, case):
+    edit, expected = HOSTILE_FOLDERS[case]
+    folder = tmp_path / "folder"
+    shutil.copytree(converted_2025, folder)
+    edit(folder)
+    with no_hang():
+        code = cli(["export-nanochat", str(folder), str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and err.startswith("akshara-hf export-nanochat: error: "), err
+    assert expected in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_padding_file_of_integer_rows_is_refused(converted_2025, tmp_path):
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "folder"
+    shutil.copytree(converted_2025, folder)
+    save_file({"lm_head.weight": torch.zeros(20, 64, dtype=torch.int8)}, folder / "nanochat_padding.tensors")
+    with pytest.raises(AksharaError, match="lm_head.weight is int8, not a floating-point weight"):
+        export_nanochat(folder, tmp_path / "out")
+
+
+@pytest.mark.parametrize("step", ["-7", "-1"])
+def test_a_negative_step_is_refused_in_one_line(converted_2025, tmp_path, capsys, step):
+    """`--step -7` wrote model_-00007.pt."""
+    assert cli(["export-nanochat", str(converted_2025), str(tmp_path / "out"), "--step", step]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"akshara-hf export-nanochat: error: --step {step}: must be a non-negative") and "\n" not in err
     assert not (tmp_path / "out").exists()

@@ -408,6 +408,7 @@ def test_static_cache_compiled_generate_equals_eager_greedy_with_left_padding(va
     assert torch.equal(compiled, eager)
 
 
+@pytest.mark.slow  # ~40 s quiet: inductor compiles with max-autotune
 def test_frozen_compiled_decoding_equals_eager_through_new_caches():
     """`CompileConfig(options={"freezing": True, ...})`: the weights become constants of the decoding graph, so that
     inductor's own CPU GEMMs can pack them (bench/README.md). Freezing is decided when dynamo traces, and it would also

@@ -181,6 +181,20 @@ def test_a_token_without_its_predecessor_or_smear_state_is_refused():
                 call()
 
 
+@pytest.mark.slow
+def test_a_compiled_model_refuses_the_same_way():
+    """vLLM compiles the model (dynamo + inductor), where a Python `if` on a tensor cannot stand: the check is a graph
+    assertion there, raising the same line when the compiled forward runs. (Traced by dynamo whole; aot_eager spares
+    the C++ build, and tests/test_vllm.py runs inductor's kernel through vLLM.)"""
+    model, _ = model_2026()
+    compiled = torch.compile(model, fullgraph=True, dynamic=False, backend="aot_eager")
+    idx = long_input(8, 1)
+    with torch.no_grad():
+        compiled(idx, position_ids=torch.arange(8)[None], use_cache=False)  # a prefill from 0 passes
+        with pytest.raises(RuntimeError, match=SMEAR_REFUSED):
+            compiled(idx, position_ids=torch.arange(3, 11)[None], use_cache=False)
+
+
 def test_smear_still_runs_where_every_predecessor_is_at_hand():
     """Packed prefill rows (restarts at 0), left padding, and decoding from a cache that holds the smear state."""
     model, _ = model_2026()

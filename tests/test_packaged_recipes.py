@@ -175,6 +175,7 @@ def _build_and_install(tmp: Path) -> tuple[Path, Path]:
     return wheel, tmp / "site"
 
 
+@pytest.mark.slow  # ~30 s quiet: builds and installs the wheel
 def test_the_installed_wheel_runs_packaged_recipes(tmp_path):
     wheel, site = _build_and_install(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())

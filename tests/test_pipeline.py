@@ -28,6 +28,7 @@ def demo(tmp_path_factory):
     return root, result.stdout  # stdout and stderr together, as `akshara-hf demo 2>&1 | tee log` keeps them
 
 
+@pytest.mark.slow  # the demo fixture: ~70 s quiet
 def test_demo_runs_every_stage_and_the_pipeline_answers(demo):
     root, stdout = demo
     for stage in ("base", "mid", "sft"):
@@ -55,8 +56,11 @@ def test_demo_runs_every_stage_and_the_pipeline_answers(demo):
     assert "ai4bharat/IndicParaphrase" in card.text  # the paraphrase source is named and linked
 
 
+@pytest.mark.slow  # the demo fixture: ~70 s quiet
 def test_mid_then_sft_lower_the_sft_validation_loss(demo, tmp_path):
     from transformers import AutoModelForCausalLM
+
+    import akshara_hf.model.modeling_akshara  # noqa: F401  registers the Auto classes (the folders name no remote code we trust)
 
     root, _ = demo
     tokenizer = AutoTokenizer.from_pretrained(root / "sft")
@@ -106,6 +110,7 @@ def test_bad_recipes_fail_before_training(tmp_path, capsys, converted_folder):
     assert code == 2 and "missing" in err
 
 
+@pytest.mark.slow  # the demo fixture: ~70 s quiet
 def test_evaluate_the_tiny_trained_model(demo, tmp_path):
     root, _ = demo
     command = [sys.executable, "-m", "akshara_hf.cli", "evaluate", str(root / "sft"), "--data", str(root / "sft" / "mixture"),
@@ -118,6 +123,7 @@ def test_evaluate_the_tiny_trained_model(demo, tmp_path):
     assert results["loss"]["bpb"] > 0
 
 
+@pytest.mark.slow  # the demo fixture: ~70 s quiet
 def test_sft_rows_without_targets_within_max_length_are_dropped_and_counted(demo, capsys):
     from datasets import Dataset
 

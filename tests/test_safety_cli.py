@@ -1,6 +1,7 @@
 """Hostile input to every `akshara-hf` command that reads a model folder: one line on stderr, exit status 2, no
 traceback, no Hub retries; and generation that fails or outgrows the context never hangs `chat`."""
 
+import errno
 import json
 import os
 import shutil
@@ -8,10 +9,13 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from akshara_hf import cli
+
+ROOT = Path(__file__).resolve().parents[1]
 
 BROKEN = ("missing", "file", "empty folder", "config not JSON", "config wrong type", "zero heads", "config no weights",
           "truncated weights", "fewer layers than weights")
@@ -126,23 +130,25 @@ def test_evaluate_bad_data_is_one_line(converted_folder, tmp_path, capsys, name,
     assert "Traceback" not in err
 
 
-def test_mistyped_folder_fails_at_once_without_the_hub(tmp_path, monkeypatch, capsys):
-    """`runs/nope` with a `runs/` folder here is a typo, not the Hub repo `runs/nope` (was ~28 s of Hub retries)."""
+def test_mistyped_folder_fails_at_once_without_the_hub(tmp_path, monkeypatch, capsys, network_calls):
+    """`runs/nope` with a `runs/` folder here is a typo, not the Hub repo `runs/nope` (was ~28 s of Hub retries):
+    refused without a single attempt to reach the Hub."""
     (tmp_path / "runs").mkdir()
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     for argument, hint in (("runs/nope", "runs/ exists here"), ("./nope", ""), ("nope", "ORG/NAME"), ("a/b/c", "")):
-        start = time.monotonic()
         code, err = run_cli(["chat", argument, "--prompt", "hi"], capsys)
         assert code == 2 and f"{argument}: no such folder" in err and hint in err, err
-        assert time.monotonic() - start < 5
+    assert network_calls == []
 
 
-def test_serve_mistyped_folder_fails_at_once(tmp_path, monkeypatch, capsys):
+def test_serve_mistyped_folder_fails_at_once(tmp_path, monkeypatch, capsys, network_calls):
     (tmp_path / "runs").mkdir()
     monkeypatch.chdir(tmp_path)
-    start = time.monotonic()
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     code, err = run_cli(["serve", "runs/nope"], capsys)
-    assert code == 2 and "runs/nope: no such folder (runs/ exists here" in err and time.monotonic() - start < 10, err
+    assert code == 2 and "runs/nope: no such folder (runs/ exists here" in err, err
+    assert network_calls == []
 
 
 def test_hub_ids_are_told_apart_from_local_paths(tmp_path, monkeypatch):
@@ -310,3 +316,253 @@ def test_output_piped_into_a_reader_that_left_ends_quietly():
     err = process.stderr.read().decode()
     assert process.wait(timeout=60) == 0, err
     assert err == "", err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bounds before work: model folders that were silently wrong, hung or crashed deep inside a library
+
+
+def _int8_weights(folder):
+    from safetensors.torch import load_file, save_file
+    import torch
+
+    state = load_file(folder / "model.safetensors")
+    state["lm_head.weight"] = state["lm_head.weight"].to(torch.int8)
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def _config(**changes):
+    def edit(folder):
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, **changes}))
+    return edit
+
+
+def _generation(text):
+    return lambda folder: (folder / "generation_config.json").write_text(text)
+
+
+def _fifo(name):
+    def edit(folder):
+        (folder / name).unlink()
+        os.mkfifo(folder / name)
+    return edit
+
+
+HOSTILE_FOLDERS = {
+    "int8 weights (chatted, exported silently)": (_int8_weights, "model.safetensors: lm_head.weight is I8, not a "
+                                                                 "floating-point weight"),
+    "generation config not JSON (defaults used)": (_generation("{bad"), "generation_config.json: not valid JSON"),
+    "generation config a list": (_generation("[1]"), "generation_config.json: not a JSON object"),
+    "generation temperature text": (_generation('{"do_sample": true, "temperature": "abc"}'),
+                                    "generation_config.json: temperature 'abc' is not a valid value"),
+    "generation max_new_tokens -1": (_generation('{"max_new_tokens": -1}'), "generation_config.json: max_new_tokens"),
+    "hidden_size 2**20": (_config(hidden_size=2**20, intermediate_size=None, head_dim=None),
+                          "config.json: hidden_size 1,048,576: a model of this size needs at least"),
+    "num_hidden_layers 10**7": (_config(num_hidden_layers=10**7, layer_types=None),
+                                "config.json: num_hidden_layers 10,000,000: a model of this size needs at least"),
+    "generation config a named pipe": (_fifo("generation_config.json"),
+                                       "generation_config.json: is a named pipe, not a regular file"),
+    "tokenizer.json a named pipe": (_fifo("tokenizer.json"), "tokenizer.json: is a named pipe, not a regular file"),
+}
+MODEL_COMMANDS = {name: COMMANDS[name] for name in ("chat", "evaluate", "export-native", "export-nanochat")}
+
+
+@pytest.fixture(scope="module")
+def hostile(converted_folder, tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile")
+    paths = {}
+    for number, (case, (edit, _)) in enumerate(HOSTILE_FOLDERS.items()):
+        paths[case] = root / f"case{number}"
+        shutil.copytree(converted_folder, paths[case])
+        edit(paths[case])
+    return paths
+
+
+@pytest.mark.parametrize("command", MODEL_COMMANDS)
+@pytest.mark.parametrize("case", HOSTILE_FOLDERS)
+def test_hostile_model_folders_are_one_line(command, case, hostile, eval_data, tmp_path, capsys, no_hang):
+    argv = [command, *map(str, MODEL_COMMANDS[command](hostile[case], tmp_path / "out", eval_data))]
+    with no_hang(60):  # 10**7 layers were built one by one; a named pipe blocked the read
+        code, err = run_cli(argv, capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(f"akshara-hf {command}: error: "), err
+    assert HOSTILE_FOLDERS[case][1] in lines[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_native_bad_tokenizer_json_is_one_line(converted_folder, tmp_path, capsys):
+    folder = tmp_path / "folder"
+    shutil.copytree(converted_folder, folder)
+    (folder / "tokenizer.json").write_text("{bad")
+    code, err = run_cli(["export-native", str(folder), str(tmp_path / "out")], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "the tokenizer does not load" in err, err
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32), str(2**70)])
+def test_chat_seed_out_of_range_is_one_line(converted_folder, capsys, seed):
+    code, err = run_cli(["chat", str(converted_folder), "--prompt", "hi", "--seed", seed], capsys)
+    assert code == 2 and err.strip() == f"akshara-hf chat: error: --seed {seed}: must be between 0 and 4294967295"
+
+
+def test_chat_non_utf8_stdin_is_one_line(converted_folder):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run([*CHAT, str(converted_folder), "--max-new-tokens", "2"], input=b"\xff\xfe hi\n",
+                            capture_output=True, timeout=120, env=env)
+    err = result.stderr.decode()
+    assert result.returncode == 2 and err.strip() == "akshara-hf chat: error: stdin: a line is not UTF-8 text (set " \
+        "the terminal to UTF-8)", err[-2000:]
+
+
+def test_chat_prompt_of_undecodable_bytes_is_one_line(converted_folder, capsys):
+    """argv bytes that are not UTF-8 reach Python as lone surrogates, which the tokenizer cannot take."""
+    code, err = run_cli(["chat", str(converted_folder), "--prompt", "hi \udcff"], capsys)
+    assert code == 2 and err.strip().startswith("akshara-hf chat: error: --prompt: not UTF-8 text"), err
+
+
+@pytest.mark.parametrize("size", [str(10**20), str(2**31), "12"])
+def test_train_tokenizer_vocab_size_out_of_range_is_one_line(tmp_path, capsys, size):
+    text = tmp_path / "text.txt"
+    text.write_text("తెలుగు\n")
+    code, err = run_cli(["train-tokenizer", str(text), "--vocab-size", size, "--output", str(tmp_path / "t")], capsys)
+    assert code == 2 and err.strip().startswith(f"akshara-hf train-tokenizer: error: --vocab-size {size}: must be "
+                                                "between 265"), err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One error path: Ctrl-C anywhere is one line and status 130; a full disk names the file and keeps the old output
+
+
+def test_ctrl_c_in_any_command_is_one_line_and_130(monkeypatch, capsys):
+    from akshara_hf.cli import recipes
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recipes, "recipes_command", interrupted)
+    code, err = run_cli(["recipes"], capsys)
+    assert code == 130 and err == "akshara-hf recipes: interrupted\n", err
+
+
+def _digests(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_ctrl_c_during_a_build_keeps_the_old_output(tmp_path):
+    """A real SIGINT while `build-mixture --overwrite` writes its staging folder: status 130, one line, the earlier
+    build byte for byte as it was, and no staging folder left."""
+    import signal
+
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"ప్రశ్న {n} " * 20},
+                                                      {"role": "assistant", "content": f"జవాబు {n} " * 20}]},
+                                        ensure_ascii=False) + "\n" for n in range(30000)), encoding="utf-8")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"data:\n  validation_fraction: 0.01\n  sources: [{{kind: smoltalk, path: {chats}}}]\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".akshara-hf.json").write_text(json.dumps({"command": "build-mixture", "written_by": "akshara-hf"}))
+    (out / "report.md").write_text("the earlier build")
+    before = _digests(out)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    process = subprocess.Popen([sys.executable, "-m", "akshara_hf.cli", "build-mixture", str(recipe), str(out),
+                                "--overwrite"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 240
+    while not list(tmp_path.glob(".out.akshara-hf-staging-*")) and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    err = err.decode()
+    # 130 from our handler; CPython itself ends the process by SIGINT (a shell shows 130 all the same) when the
+    # interrupt landed inside an import that a C extension runs through PyRun_* (seen about once in 20 early signals)
+    assert process.returncode in (130, -signal.SIGINT), err[-3000:]
+    assert err.strip().splitlines()[-1] == "akshara-hf build-mixture: interrupted" and "Traceback" not in err, err
+    assert _digests(out) == before and not list(tmp_path.glob(".out.akshara-hf-staging-*"))
+
+
+def _fill_disk(path: Path):
+    """What a full disk does to a write: part of the file lands, then errno 28."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\0" * 100)
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_full_disk_in_build_mixture_names_the_file_and_keeps_the_old_output(tmp_path, capsys, monkeypatch):
+    import datasets
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"data:\n  sources: [{{kind: stories, path: {ROOT / 'data/samples/stories'}}}]\n")
+    out = tmp_path / "out"
+    assert cli.main(["build-mixture", str(recipe), str(out)]) == 0
+    before = _digests(out)
+    monkeypatch.setattr(datasets.DatasetDict, "save_to_disk",
+                        lambda self, folder, **kw: _fill_disk(Path(folder) / "train" / "data-00000-of-00001.arrow"))
+    capsys.readouterr()
+    code, err = run_cli(["build-mixture", str(recipe), str(out), "--overwrite"], capsys)
+    assert code == 2 and [line for line in err.splitlines() if "error" in line] == [(f"akshara-hf build-mixture: error: {out}/train/data-00000-of-00001.arrow: "
+                                         f"no space left on device while writing it; {out} is as it was")], err
+    assert _digests(out) == before and not list(tmp_path.glob(".out.akshara-hf-staging-*"))
+
+
+def test_full_disk_under_torch_save_names_the_file(converted_folder, tmp_path, capsys, monkeypatch):
+    """torch.save says only 'unexpected pos' on a full disk (measured on a 2 MB tmpfs); the free space decides."""
+    import torch
+
+    from akshara_hf import folders
+
+    def torch_save_on_a_full_disk(obj, path, *args, **kwargs):
+        Path(path).write_bytes(b"PK" * 50)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+    monkeypatch.setattr(torch, "save", torch_save_on_a_full_disk)
+    monkeypatch.setattr(folders.os, "statvfs", lambda path: os.statvfs_result((4096, 4096, 100, 0, 0, 0, 0, 0, 0, 255)))
+    code, err = run_cli(["export-nanochat", str(converted_folder), str(tmp_path / "out")], capsys)
+    assert code == 2 and err.strip() == (f"akshara-hf export-nanochat: error: {tmp_path / 'out'}/model_000200.pt: no "
+                                         "space left on device while writing it; nothing was written"), err
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.akshara-hf-staging-*"))
+
+
+def test_full_disk_under_safetensors_names_the_file(tmp_path, capsys, monkeypatch):
+    from model_fixtures import make_nanochat_run
+    from safetensors import SafetensorError
+    from transformers import modeling_utils
+
+    _, checkpoints, _ = make_nanochat_run(tmp_path / "nanochat")
+
+    def safetensors_on_a_full_disk(tensors, path, *args, **kwargs):
+        Path(path).write_bytes(b"\0" * 100)
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(modeling_utils, "safe_save_file", safetensors_on_a_full_disk)
+    code, err = run_cli(["convert-nanochat", str(checkpoints), str(tmp_path / "hf")], capsys)
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert code == 2 and errors == [f"akshara-hf convert-nanochat: error: {tmp_path / 'hf'}/model.safetensors: no "
+                                    "space left on device while writing it; nothing was written"], err
+    assert "Traceback" not in err and not (tmp_path / "hf").exists()
+
+
+def test_a_full_disk_is_told_apart_from_other_errors(tmp_path):
+    from akshara_hf.folders import disk_full_error, is_disk_full
+
+    assert is_disk_full(OSError(errno.ENOSPC, "No space left on device"), tmp_path)
+    assert is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"), tmp_path)
+    assert not is_disk_full(OSError(errno.EACCES, "Permission denied"), tmp_path)
+    assert not is_disk_full(RuntimeError("unexpected pos 576 vs 534"), tmp_path)  # this disk has room
+    assert not is_disk_full(ValueError("No room for this value"), tmp_path)
+    assert disk_full_error(ValueError("x"), tmp_path) is None
+
+
+def test_a_full_disk_outside_a_staged_output_is_one_line(monkeypatch, capsys):
+    """A library that reports the full disk in its own words (safetensors) still ends in one line, status 2."""
+    from safetensors import SafetensorError
+
+    from akshara_hf.cli import recipes
+
+    def full(args):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(recipes, "recipes_command", full)
+    code, err = run_cli(["recipes"], capsys)
+    assert code == 2 and err.startswith("akshara-hf recipes: error: no space left on device (") and \
+        err.count("\n") == 1, err

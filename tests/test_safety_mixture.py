@@ -1,11 +1,9 @@
 """A mixture never trains on its own validation rows: one input listed twice (each copy would hold out other rows),
 or one entry's validation input being another's train input, is refused; `repeat` is the way to use a source twice."""
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 from pathlib import Path
 
 import datasets
@@ -271,23 +269,8 @@ def test_a_folder_and_something_inside_it_are_refused(tmp_path, capsys, inner, k
 # --- named pipes and devices: refused at once, never a read that waits forever -----------------------------------
 
 
-@contextlib.contextmanager
-def no_hang(seconds: int = 20):
-    """Fails the test (instead of hanging the suite) if the body blocks, e.g. opening a named pipe for reading."""
-    def hung(signum, frame):
-        raise TimeoutError(f"blocked for {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 @pytest.mark.parametrize("where", ["source", "validation_path", "file in a dataset folder", "recipe"])
-def test_a_named_pipe_is_refused_at_once(tmp_path, capsys, where):
+def test_a_named_pipe_is_refused_at_once(tmp_path, capsys, where, no_hang):
     pipe = tmp_path / "rows.jsonl"
     os.mkfifo(pipe)
     sources = [{"kind": "smoltalk", "path": str(pipe)}]
@@ -311,6 +294,6 @@ def test_a_named_pipe_is_refused_at_once(tmp_path, capsys, where):
     assert "\n" not in err and f"{pipe}: is a named pipe, not a regular file" in err, err
 
 
-def test_a_device_is_refused_as_a_data_file(tmp_path):
+def test_a_device_is_refused_as_a_data_file(tmp_path, no_hang):
     with no_hang(), pytest.raises(AksharaError, match="/dev/zero: is a character device, not a regular file"):
         build_mixture(recipe(tmp_path, [{"kind": "smoltalk", "path": "/dev/zero"}]), tmp_path / "out")

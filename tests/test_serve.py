@@ -42,7 +42,7 @@ def _free_port() -> int:
 def _server(command: list[str], port: int, model: str):
     """Start a server process, wait (bounded) for /health, yield an OpenAI client; stop it at the end."""
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 180
+    deadline = time.time() + 600  # a hang guard, generous for a loaded machine
     try:
         while True:
             try:

@@ -219,12 +219,8 @@ def test_nanochat_format_round_trip_and_token_bytes(tmp_path, trained):
     assert_same_ids(tiktoken_to_fast(encoding), encoding, VARIED)
 
 
-def test_fixture_is_fast_and_deterministic(tmp_path):
-    import time
-
-    start = time.perf_counter()
+def test_fixture_is_deterministic(tmp_path):
     first = make_nanochat_tokenizer_dir(tmp_path / "a")
-    assert time.perf_counter() - start < 2
     second = make_nanochat_tokenizer_dir(tmp_path / "b")
     assert (first / "tokenizer.pkl").read_bytes() == (second / "tokenizer.pkl").read_bytes()
     assert torch.equal(torch.load(first / "token_bytes.pt", weights_only=True), torch.load(second / "token_bytes.pt", weights_only=True))

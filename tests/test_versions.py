@@ -35,3 +35,15 @@ def test_ci_runs_the_lowest_version_environment_after_the_main_suite():
     assert ci.index("scripts/test.sh") < ci.index("scripts/test_vllm.sh")
     script = (ROOT / "scripts" / "test_vllm.sh").read_text()
     assert "-c scripts/lowest-versions.txt" in script and "tests/test_vllm.py" in script
+
+
+def test_the_main_suite_runs_the_newest_tested_versions_inside_the_range():
+    from packaging.version import Version
+
+    pins = dict(line.split("==") for line in (ROOT / "scripts" / "newest-tested-versions.txt").read_text().splitlines()
+                if line and not line.startswith("#"))  # fmt: skip
+    low = lower_bounds()
+    assert set(pins) == set(low)
+    for name, version in pins.items():
+        assert Version(low[name]) <= Version(version) < Version(f"{Version(low[name]).major + 1}")
+    assert "-c scripts/newest-tested-versions.txt" in (ROOT / "scripts" / "test.sh").read_text()

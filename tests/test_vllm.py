@@ -127,14 +127,14 @@ def test_offline_llm_refuses_a_2026_folder_naming_smear(folders, tmp_path):
 def readme_serve_command() -> str:
     """The command README's "Serve with vLLM" shows, as written."""
     section = (ROOT / "README.md").read_text().split("## Serve with vLLM", 1)[1].split("\n## ", 1)[0]
-    commands = re.findall(r"^(?:\S+=\S+ )*(?:python -m vllm\S*|vllm) .*FOLDER.*$", section, flags=re.M)
+    commands = re.findall(r"^(?:\S+=\S+ )*(?:python -m vllm\S*|vllm) .*runs/tiny-sft.*$", section, flags=re.M)
     assert len(commands) == 1, commands
     return commands[0]
 
 
 def test_readme_and_model_card_show_the_same_serve_command():
     card = (ROOT / "model_card" / "template.md").read_text()
-    assert readme_serve_command().replace("FOLDER", "{{ model_id }}") in card
+    assert readme_serve_command().replace("runs/tiny-sft", "{{ model_id }}") in card
 
 
 def free_port() -> int:
@@ -147,7 +147,7 @@ def free_port() -> int:
 def server(folders, tmp_path):
     """README's command with the folder substituted, on a free loopback port."""
     port = free_port()
-    command = readme_serve_command().replace("FOLDER", str(folders["late-2025"]))
+    command = readme_serve_command().replace("runs/tiny-sft", str(folders["late-2025"]))  # its --port: ours below wins
     env = vllm_env(tmp_path)
     for assignment in re.findall(r"^((?:\S+=\S+ )*)", command)[0].split():
         key, value = assignment.split("=", 1)

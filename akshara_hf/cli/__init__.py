@@ -47,7 +47,17 @@ def build_parser(modules: tuple[str, ...] | None = None) -> argparse.ArgumentPar
 
 
 def main(argv: list[str] | None = None, modules: tuple[str, ...] | None = None) -> int:
-    """Run a command; bad input is one line on stderr and exit status 2. `modules` narrows the commands loaded."""
+    """Run a command; bad input is one line on stderr and exit status 2, Ctrl-C one line and status 130 (the shell's
+    128 + SIGINT), wherever it lands. `modules` narrows the commands loaded."""
+    try:
+        return _main(argv, modules)
+    except KeyboardInterrupt:
+        words = [arg for arg in (sys.argv[1:] if argv is None else argv) if not arg.startswith("-")]
+        print(f"akshara-hf{f' {words[0]}' if words else ''}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None, modules: tuple[str, ...] | None) -> int:
     parser = build_parser(modules)
     args, unknown = parser.parse_known_args(argv)
     if unknown and not hasattr(args, "recipe_flags"):  # only the training commands pass flags on (to the recipe)
@@ -63,5 +73,12 @@ def main(argv: list[str] | None = None, modules: tuple[str, ...] | None = None) 
         return 0
     except (AksharaError, OSError) as error:  # bad input, or a file the command could not read or write
         print(f"akshara-hf {args.command}: error: {one_line(error, limit=2000)}", file=sys.stderr)
+        return 2
+    except Exception as error:  # a full disk under a library that does not say OSError (safetensors, torch.save)
+        from akshara_hf.folders import is_disk_full
+
+        if not is_disk_full(error, "."):
+            raise
+        print(f"akshara-hf {args.command}: error: no space left on device ({one_line(error)})", file=sys.stderr)
         return 2
 

@@ -57,6 +57,32 @@ def fit_to_context(history: list[dict], tokenizer, context: int | None, notice) 
     return history, ids
 
 
+def _is_utf8(text: str) -> bool:
+    """False for text holding lone surrogates: Python's stand-ins for bytes that were not UTF-8 (argv, and stdin
+    decoded with `surrogateescape`), which the tokenizer cannot take."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _read_line(stdin) -> str | None:
+    """One line of the user's input, None at its end; AksharaError for bytes that are not UTF-8 (a terminal set to
+    another encoding: every line would be garbage to the model)."""
+    buffer = getattr(stdin, "buffer", None)
+    raw = buffer.readline() if buffer is not None else stdin.readline()  # bytes, decoded strictly below
+    if not raw:
+        return None
+    try:
+        line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError:
+        line = None
+    if line is None or not _is_utf8(line):
+        raise AksharaError("stdin: a line is not UTF-8 text (set the terminal to UTF-8)")
+    return line
+
+
 def _generate(model, kwargs: dict, streamer, failures: list) -> None:
     try:
         model.generate(**kwargs)
@@ -107,6 +133,11 @@ def chat(folder: str, system: str | None = None, prompt: str | None = None, max_
         raise AksharaError(f"--top-p {top_p}: must be in (0, 1]")
     if max_new_tokens is not None and max_new_tokens < 1:
         raise AksharaError(f"--max-new-tokens {max_new_tokens}: must be >= 1")
+    if seed is not None and not 0 <= seed < 2**32:  # numpy's range, which transformers' set_seed seeds too
+        raise AksharaError(f"--seed {seed}: must be between 0 and {2**32 - 1}")
+    for option, text in (("--prompt", prompt), ("--system", system)):
+        if text is not None and not _is_utf8(text):
+            raise AksharaError(f"{option}: not UTF-8 text (the terminal or shell passed other bytes)")
     if system is not None:
         from akshara_hf.tokenization.chat import conversation_problem
 
@@ -136,8 +167,8 @@ def chat(folder: str, system: str | None = None, prompt: str | None = None, max_
             if interactive:
                 stdout.write("you> ")
                 stdout.flush()
-                line = stdin.readline()
-                if not line:  # EOF
+                line = _read_line(stdin)
+                if line is None:  # EOF
                     stdout.write("\n")
                     return 0
                 text = line.strip()

@@ -21,6 +21,7 @@ import re
 import sys
 from pathlib import Path
 
+from akshara_hf.bounds import check_model_fits, regular_file
 from akshara_hf.errors import AksharaError
 from akshara_hf.folders import add_overwrite_flag, check_output, staged_output
 from akshara_hf.lazy import lazy_import
@@ -59,6 +60,9 @@ PADDING_FILE = "nanochat_padding.tensors"
 # Folders converted before the rename hold the same bytes here; read for export, never written.
 OLD_PADDING_FILE = "nanochat_padding.safetensors"
 NANOCHAT_META_FILE = "nanochat_meta.json"
+# The dtypes a weight may have (and that nanochat_meta.json may name): an int8, fp8 or complex tensor is quantized or
+# not a weight, and would be cast to float without a word.
+WEIGHT_DTYPES = ("float32", "bfloat16", "float16", "float64")
 
 
 def _top_level_2026(key: str) -> bool:
@@ -91,6 +95,8 @@ def rename_key(key: str, to_native: bool) -> str | None:
 def find_checkpoint(checkpoint_dir: str | Path, step: int | None = None) -> tuple[Path, Path, int]:
     """`model_{step:06d}.pt` and `meta_{step:06d}.json`: the given step, else the newest one."""
     checkpoint_dir = Path(checkpoint_dir)
+    if step is not None and (type(step) is not int or step < 0):
+        raise AksharaError(f"--step {step}: must be a non-negative integer (nanochat's files are model_NNNNNN.pt)")
     if not checkpoint_dir.is_dir():
         raise AksharaError(f"{checkpoint_dir}: not a directory")
     steps = sorted(int(m.group(1)) for p in checkpoint_dir.glob("model_*.pt") if (m := re.fullmatch(r"model_(\d+)\.pt", p.name)))
@@ -101,9 +107,10 @@ def find_checkpoint(checkpoint_dir: str | Path, step: int | None = None) -> tupl
     elif step not in steps:
         raise AksharaError(f"{checkpoint_dir}: no checkpoint for step {step} (have {steps})")
     model_path, meta_path = checkpoint_dir / f"model_{step:06d}.pt", checkpoint_dir / f"meta_{step:06d}.json"
-    if not meta_path.is_file():
+    if not meta_path.exists():
         raise AksharaError(f"{meta_path}: missing (the model_config is read from it)")
-    return model_path, meta_path, step
+    # A named pipe or device would block the read forever.
+    return regular_file(model_path, "checkpoint file"), regular_file(meta_path, "meta file"), step
 
 
 def find_tokenizer_dir(checkpoint_dir: Path) -> Path:
@@ -119,7 +126,7 @@ def find_tokenizer_dir(checkpoint_dir: Path) -> Path:
     if resolved.parent.name.endswith("_checkpoints"):
         candidates.append(resolved.parent.parent / "tokenizer")
     for candidate in candidates:
-        if (candidate / "tokenizer.pkl").is_file():
+        if (candidate / "tokenizer.pkl").exists():  # not only a regular file: load_tiktoken_encoding says what it is
             return candidate
     where = ", ".join(str(c / "tokenizer.pkl") for c in candidates)
     raise AksharaError(f"{checkpoint_dir}: no nanochat tokenizer (looked for {where}); pass --tokenizer-dir")
@@ -130,9 +137,71 @@ def load_nanochat_state(model_path: Path) -> dict[str, torch.Tensor]:
         state = torch.load(model_path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for a corrupt or non-tensor pickle
         raise AksharaError(f"{model_path}: not a loadable state dict ({type(error).__name__}: {error})") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
         raise AksharaError(f"{model_path}: expected a dict of tensors")
-    return {key.removeprefix("_orig_mod."): value for key, value in state.items()}
+    stripped = {}
+    for key, value in state.items():
+        name = key.removeprefix("_orig_mod.")
+        if name in stripped:  # one of the two would be dropped without a word: which is the model?
+            raise AksharaError(f"{model_path}: holds both {name} and _orig_mod.{name} (torch.compile's name for the "
+                               "same tensor); keep one")
+        check_weight_dtype(value.dtype, f"{model_path}: {key}")
+        stripped[name] = value
+    return stripped
+
+
+def check_weight_dtype(dtype, where: str) -> None:
+    """Weights are floating point (`WEIGHT_DTYPES`); anything else is refused, naming the tensor."""
+    name = str(dtype).removeprefix("torch.")
+    if name not in WEIGHT_DTYPES:
+        raise AksharaError(f"{where} is {name}, not a floating-point weight ({', '.join(WEIGHT_DTYPES)}); a quantized "
+                           "or integer tensor would be cast to float without a word")
+
+
+def read_nanochat_meta(meta_path: Path) -> dict:
+    """nanochat's `meta_{step}.json`, checked: a JSON object with a `model_config` object of integer sizes (nanochat
+    writes more, e.g. `user_config`; that is kept as it is)."""
+    try:
+        meta = json.loads(meta_path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise AksharaError(f"{meta_path}: not UTF-8 text (a nanochat meta file is JSON)") from None
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise AksharaError(f"{meta_path}: not valid JSON ({error})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("model_config"), dict):
+        raise AksharaError(f"{meta_path}: not a nanochat meta file (a JSON object with a model_config object)")
+    step = meta.get("step")
+    if step is not None and (type(step) is not int or step < 0):
+        raise AksharaError(f"{meta_path}: step must be a non-negative integer, got {step!r}")
+    from akshara_hf.model.configuration_akshara import NANOCHAT_CONFIG_KEYS
+
+    for key in NANOCHAT_CONFIG_KEYS:
+        value = meta["model_config"].get(key)
+        if value is not None and type(value) is not int:
+            raise AksharaError(f"{meta_path}: model_config.{key} must be an integer, got {value!r}")
+    return meta
+
+
+def check_nanochat_sizes(model_config: dict, where: str) -> None:
+    """A nanochat `model_config` whose model cannot fit this machine is refused before anything is built (the
+    estimate counts bf16 weights, nanochat's narrowest, and our rotary tables)."""
+    from akshara_hf.model.configuration_akshara import NANOCHAT_CONFIG_KEYS, AksharaConfig
+
+    fields = {ours: model_config.get(theirs) for theirs, ours in NANOCHAT_CONFIG_KEYS.items()}
+    fields.update(rotary_cache_factor=AksharaConfig.rotary_cache_factor,
+                  use_value_embeddings="window_pattern" in model_config)
+    check_model_fits(fields, where, names={ours: theirs for theirs, ours in NANOCHAT_CONFIG_KEYS.items()},
+                     given=model_config, bytes_per_parameter=2)
+
+
+def check_layer_count(state: dict, config, source: str) -> None:
+    """The checkpoint's layers are the config's, checked from the key names before a model is built (building
+    `n_layer` modules to find the keys missing would take minutes for a wrong n_layer)."""
+    found = {int(match.group(1)) for key in state if (match := re.match(r"transformer\.h\.(\d+)\.", key))}
+    if found != set(range(config.num_hidden_layers)):
+        held = f"layers 0-{max(found)}" if found == set(range(len(found))) and found else f"{len(found)} layers"
+        raise AksharaError(f"{source}: holds {held}, the meta file's model_config says n_layer "
+                           f"{config.num_hidden_layers}")
 
 
 def split_nanochat_state(state: dict[str, torch.Tensor], config, source: str = "checkpoint") -> tuple[dict, dict]:
@@ -198,11 +267,17 @@ def read_padding(folder: Path) -> dict[str, torch.Tensor] | None:
 
     for name in (PADDING_FILE, OLD_PADDING_FILE):
         path = Path(folder) / name
-        if path.is_file():
+        if path.exists():
+            regular_file(path, "padding file")  # a named pipe would block the read forever
             try:
-                return load(path.read_bytes())
+                padding = load(path.read_bytes())
             except Exception as error:  # SafetensorError (a truncated or foreign file) has no public class
                 raise AksharaError(f"{path}: not the padding rows convert-nanochat wrote ({' '.join(str(error).split())})") from None
+            for key, tensor in padding.items():  # floating-point rows of the padded tables only
+                if not VOCAB_ROWS.fullmatch(nanochat_key_to_ours(key)) or tensor.ndim != 2:
+                    raise AksharaError(f"{path}: {key} is not padding rows of a vocabulary table")
+                check_weight_dtype(tensor.dtype, f"{path}: {key}")
+            return padding
     return None
 
 
@@ -250,11 +325,9 @@ def convert_nanochat(
     checkpoint_dir = Path(checkpoint_dir)
     model_path, meta_path, step = find_checkpoint(checkpoint_dir, step)
     check_output(output_dir, "convert-nanochat", overwrite=overwrite, inputs=[checkpoint_dir, tokenizer_dir])
-    try:
-        meta = json.loads(meta_path.read_text())
-        model_config = meta["model_config"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise AksharaError(f"{meta_path}: not a nanochat meta file with a model_config ({error})") from None
+    meta = read_nanochat_meta(meta_path)
+    model_config = meta["model_config"]
+    check_nanochat_sizes(model_config, str(meta_path))  # before anything is loaded or built
     raw = load_nanochat_state(model_path)
     next_phase()
     if isinstance(model_config, dict) and "window_pattern" not in model_config and any(
@@ -265,6 +338,7 @@ def convert_nanochat(
         config = AksharaConfig.from_nanochat(model_config)
     except ValueError as error:
         raise AksharaError(f"{meta_path}: {error}") from None
+    check_layer_count(raw, config, str(model_path))
     tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir is not None else find_tokenizer_dir(checkpoint_dir)
     encoding = load_tiktoken_encoding(tokenizer_dir)
     tokenizer_file = tokenizer_dir / "tokenizer.pkl" if tokenizer_dir.is_dir() else tokenizer_dir
@@ -460,6 +534,35 @@ def import_native(folder: str | Path, output_dir: str | Path, overwrite: bool = 
 # Back to nanochat
 
 
+def read_sidecar_meta(path: Path, tensor_names: set[str]) -> dict:
+    """A converted folder's `nanochat_meta.json`, checked field by field: it decides the exported file names (`step`)
+    and each tensor's dtype (`akshara.dtypes`, from `WEIGHT_DTYPES` only, for tensors the model has)."""
+    regular_file(path, "nanochat meta file")
+    try:
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise AksharaError(f"{path}: not UTF-8 text") from None
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise AksharaError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(meta, dict):
+        raise AksharaError(f"{path}: must be a JSON object, got {type(meta).__name__}")
+    step = meta.get("step", 0)
+    if type(step) is not int or step < 0:
+        raise AksharaError(f"{path}: step must be a non-negative integer, got {step!r}")
+    for key, kind in (("model_config", dict), ("source_checkpoint", str), ("source_tokenizer", str)):
+        if key in meta and not isinstance(meta[key], kind):
+            raise AksharaError(f"{path}: {key} must be a {kind.__name__}, got {meta[key]!r}")
+    extras = meta.get("akshara", {})
+    if not isinstance(extras, dict) or set(extras) - {"dtypes"} or not isinstance(extras.get("dtypes", {}), dict):
+        raise AksharaError(f"{path}: akshara must be an object with a dtypes object, got {extras!r}")
+    for name, dtype in extras.get("dtypes", {}).items():
+        if name not in tensor_names:
+            raise AksharaError(f"{path}: akshara.dtypes names {name!r}, a tensor this model does not have")
+        if dtype not in WEIGHT_DTYPES:
+            raise AksharaError(f"{path}: akshara.dtypes.{name} is {dtype!r}, not one of {', '.join(WEIGHT_DTYPES)}")
+    return meta
+
+
 def _same_nanochat_model(first: dict, second: dict) -> bool:
     from akshara_hf.model.configuration_akshara import AksharaConfig
 
@@ -478,39 +581,48 @@ def export_nanochat(folder: str | Path, output_dir: str | Path, step: int | None
     back its checkpoint's tensors bit for bit (padding rows and dtypes from the files described above) and its meta;
     any other folder gets zero padding rows, its own dtypes and `step` (default 0)."""
     from akshara_hf.loading import load_model, load_tokenizer, resolve_model
-    from akshara_hf.tokenization.tokenizer import save_nanochat_tokenizer
+    from akshara_hf.tokenization.tokenizer import fast_to_tiktoken, save_nanochat_tokenizer
 
+    if step is not None and (type(step) is not int or step < 0):
+        raise AksharaError(f"--step {step}: must be a non-negative integer (nanochat's file names are model_NNNNNN.pt)")
     check_output(output_dir, "export-nanochat", overwrite=overwrite, inputs=[folder])
     folder = Path(resolve_model(folder, tokenizer=False))
     model = load_model(str(folder), trust_remote_code, dtype="auto")
     if model.config.model_type != "akshara":
         raise AksharaError(f"{folder}: model_type {model.config.model_type!r}, expected 'akshara'")
     next_phase()
-    meta_path = folder / NANOCHAT_META_FILE
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    extras = meta.pop("akshara", {})
-    for key in ("source_checkpoint", "source_tokenizer"):
-        meta.pop(key, None)
-    step = step if step is not None else int(meta.get("step", 0))
     try:
         model_config = model.config.to_nanochat()
     except ValueError as error:
         raise AksharaError(f"{folder}: {error}") from None
+    names = {our_key_to_nanochat(key) for key in model.state_dict()}
+    meta = read_sidecar_meta(folder / NANOCHAT_META_FILE, names) if (folder / NANOCHAT_META_FILE).exists() else {}
+    extras = meta.pop("akshara", {})
+    for key in ("source_checkpoint", "source_tokenizer"):
+        meta.pop(key, None)
+    step = step if step is not None else meta.get("step", 0)
     if not (folder / "tokenizer.json").is_file():
         raise AksharaError(f"{folder}: no tokenizer.json (nanochat's loader needs the tokenizer beside the weights)")
     source = meta.get("model_config")
-    if isinstance(source, dict) and _same_nanochat_model(source, model_config):
+    if isinstance(source, dict) and all(source.get(key) == model_config[key] for key in model_config
+                                        if key != "window_pattern") and _same_nanochat_model(source, model_config):
         model_config = source  # the same model, as its checkpoint spelled it (e.g. window_pattern "SSSL", not "S")
     meta = {**meta, "step": step, "model_config": model_config}
     padding = read_padding(folder)
     state = akshara_state_to_nanochat(model.state_dict(), model.config.vocab_size, extras, padding)
+    # Converted before anything is written: a tokenizer.json that is not nanochat's kind is one line, not a half
+    # written folder.
     tokenizer = load_tokenizer(str(folder), trust_remote_code, config=model.config)
+    try:
+        encoding = fast_to_tiktoken(tokenizer)
+    except AksharaError as error:
+        raise AksharaError(f"{folder / 'tokenizer.json'}: {error}") from None
     next_phase()
 
     def write(out: Path) -> None:
         torch.save(state, out / f"model_{step:06d}.pt")
         (out / f"meta_{step:06d}.json").write_text(json.dumps(meta, indent=2))
-        save_nanochat_tokenizer(tokenizer, out)
+        save_nanochat_tokenizer(encoding, out)
 
     return _write_atomically(output_dir, "export-nanochat", write, overwrite, [folder])
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from akshara_hf.bounds import regular_file
+from akshara_hf.bounds import regular_file, regular_tree
 from akshara_hf.errors import AksharaError
 from akshara_hf.folders import add_overwrite_flag, check_output, staged_output
 from akshara_hf.loading import add_trust_flag
@@ -332,6 +332,7 @@ def build_mixture(recipe_path: str | os.PathLike | DataSection, output_dir: str 
     from datasets import DatasetDict, concatenate_datasets, load_from_disk
 
     section = recipe_path if isinstance(recipe_path, DataSection) else load_data_section(recipe_path)
+    check_source_files(section)
     _check_distinct_sources(section)
     inputs = [section.recipe, *(location for spec in section.sources
                                 for location in (spec.location, spec.validation_location))]
@@ -383,6 +384,22 @@ def build_mixture(recipe_path: str | os.PathLike | DataSection, output_dir: str 
         (staging.folder / "report.md").write_text(markdown, encoding="utf-8")
     print(markdown, end="")
     return load_from_disk(str(output))
+
+
+def check_source_files(section: DataSection) -> None:
+    """Every local input is a regular file or a folder of them: a named pipe or device would block the build (or a
+    training run, which calls this before any work) forever. Missing inputs are left to the build, which names them."""
+    for spec in section.sources:
+        for key, location in (("path", spec.location), ("validation_path", spec.validation_location)):
+            if location is None or spec.is_hub and key == "path" or not os.path.lexists(location):
+                continue
+            try:
+                if os.path.isdir(location):
+                    regular_tree(location, depth=3)
+                else:
+                    regular_file(location, "data file")
+            except AksharaError as error:
+                raise AksharaError(f"{section.recipe}: data.sources[{spec.index}].{key}: {error}") from None
 
 
 def _check_distinct_sources(section: DataSection) -> None:

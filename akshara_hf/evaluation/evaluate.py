@@ -189,9 +189,15 @@ def eval_results_for_card(results: dict, dataset_name: str) -> list[dict]:
 
 def load_eval_data(path: str | Path, split: str):
     """A `save_to_disk` DatasetDict/Dataset folder, or a .jsonl/.json/.parquet file."""
+    from akshara_hf.bounds import regular_file, regular_tree
+
     path = Path(path)
     if not path.exists():
         raise AksharaError(f"{path}: no such file or folder")
+    if path.is_dir():  # a named pipe here or inside would block the read forever
+        regular_tree(path, depth=3)
+    else:
+        regular_file(path, "data file")
     kinds = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
     if not path.is_dir() and path.suffix not in kinds:
         raise AksharaError(f"{path}: expected a dataset folder or a .jsonl/.json/.parquet file")

@@ -262,18 +262,13 @@ class AksharaConfig(PreTrainedConfig):
     ):
         """nanochat's depth rule: `n_layer = depth`, `n_embd = 64 * depth`, head_dim 128 (`n_head = ceil(n_embd/128)`).
         With a `window_pattern` (e.g. "SSSL"), nanochat 2026's architecture."""
-        _require(isinstance(depth, int) and not isinstance(depth, bool) and depth >= 1, "depth", "must be an int >= 1",
-                 depth)  # fmt: skip
-        hidden_size = depth * 64
-        num_heads = max(1, math.ceil(hidden_size / 128))
+        shape = depth_shape(depth)
         if window_pattern is not None:
             kwargs = {**nanochat_2026_fields(window_pattern, max_position_embeddings, depth), **kwargs}
         return cls(
             vocab_size=vocab_size,
-            hidden_size=hidden_size,
-            num_hidden_layers=depth,
-            num_attention_heads=num_heads,
-            num_key_value_heads=kwargs.pop("num_key_value_heads", num_heads),
+            **shape,
+            num_key_value_heads=kwargs.pop("num_key_value_heads", shape["num_attention_heads"]),
             max_position_embeddings=max_position_embeddings,
             **kwargs,
         )
@@ -320,6 +315,15 @@ class AksharaConfig(PreTrainedConfig):
                 "2026 features; nanochat 2026 has all of them, with its windows, q/k scale 1.2 and rope theta 1e5)"
             )
         return model_config
+
+
+def depth_shape(depth: int) -> dict:
+    """nanochat's depth rule as our fields: `n_layer = depth`, `n_embd = 64 * depth`, `n_head = ceil(n_embd / 128)`."""
+    _require(isinstance(depth, int) and not isinstance(depth, bool) and depth >= 1, "depth", "must be an int >= 1",
+             depth)  # fmt: skip
+    hidden_size = depth * 64
+    return {"hidden_size": hidden_size, "num_hidden_layers": depth,
+            "num_attention_heads": max(1, math.ceil(hidden_size / 128))}
 
 
 def nanochat_2026_fields(window_pattern, sequence_len: int, num_layers: int) -> dict:

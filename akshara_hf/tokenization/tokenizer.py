@@ -13,6 +13,7 @@ import pickle
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from akshara_hf.bounds import regular_file
 from akshara_hf.errors import AksharaError
 from akshara_hf.folders import add_overwrite_flag, check_output, staged_output
 
@@ -32,6 +33,13 @@ SPECIAL_TOKENS = (
 SPLIT_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
 )
+
+# Split patterns accepted from a tokenizer file: nanochat's is the only one it has ever written. The pattern runs in
+# tiktoken's and tokenizers' backtracking regex engines on every text: a crafted one (`(a|a)*b`) backtracks
+# exponentially or aborts the process (tiktoken panics on 24 x "a"), so other patterns are refused, not probed.
+KNOWN_SPLIT_PATTERNS = (SPLIT_PATTERN,)
+# Ids must fit int32 (`token_bytes.pt`, Arrow and torch id tensors); `tokenizers` itself overflows past 2**64.
+MAX_VOCAB_SIZE = 2**31 - 1
 
 BOS, EOS, PAD = "<|bos|>", "<|assistant_end|>", "<|assistant_end|>"
 
@@ -115,6 +123,7 @@ def _encoding_from_state(path: Path, state):
         if not isinstance(state[key], kind):
             raise AksharaError(
                 f"{path}: tiktoken.Encoding {key} is a {type(state[key]).__name__}, not a {kind.__name__}")
+    check_split_pattern(state["pat_str"], f"{path}: tiktoken.Encoding pat_str")
     ranks, specials = state["mergeable_ranks"], state["special_tokens"]
     if not all(isinstance(k, bytes) and type(v) is int for k, v in ranks.items()):
         raise AksharaError(f"{path}: tiktoken.Encoding mergeable_ranks must map bytes to int")
@@ -126,6 +135,14 @@ def _encoding_from_state(path: Path, state):
         raise AksharaError(f"{path}: not a valid tiktoken.Encoding ({type(error).__name__}: {error})") from None
 
 
+def check_split_pattern(pattern: str, where: str) -> None:
+    """Refuse a split pattern that is not nanochat's (`KNOWN_SPLIT_PATTERNS`, see there why)."""
+    if pattern not in KNOWN_SPLIT_PATTERNS:
+        shown = pattern if len(pattern) <= 60 else pattern[:59] + "…"
+        raise AksharaError(f"{where} {shown!r} is not nanochat's split pattern; refused (a crafted pattern can make "
+                           "the regex engine backtrack for hours or abort)")
+
+
 def load_tiktoken_encoding(tokenizer_dir_or_pkl: str | Path):
     """nanochat's `tokenizer.pkl` (a directory holding it, or the file itself) as a `tiktoken.Encoding`.
 
@@ -135,8 +152,9 @@ def load_tiktoken_encoding(tokenizer_dir_or_pkl: str | Path):
     path = Path(tokenizer_dir_or_pkl)
     if path.is_dir():
         path = path / "tokenizer.pkl"
-    if not path.is_file():
+    if not path.exists():
         raise AksharaError(f"{path}: no such file (nanochat's tokenizer.pkl)")
+    regular_file(path, "tokenizer file")  # a named pipe would block the read forever
     try:
         with path.open("rb") as f:
             loaded = _TiktokenUnpickler(f).load()
@@ -242,6 +260,9 @@ def fast_to_tiktoken(tokenizer, name: str = "rustbpe"):
         vocab = state["model"]["vocab"]
     except (KeyError, IndexError, TypeError):
         raise AksharaError("tokenizer is not a split-regex byte-level BPE (nanochat's kind)") from None
+    if not isinstance(pattern, str) or not isinstance(vocab, dict):
+        raise AksharaError("tokenizer is not a split-regex byte-level BPE (nanochat's kind)")
+    check_split_pattern(pattern, "pre-tokenizer split regex")
     byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
     try:
         ranks = {bytes(byte_of[char] for char in token): index for token, index in vocab.items()}
@@ -297,6 +318,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
+    if type(vocab_size) is not int or vocab_size > MAX_VOCAB_SIZE:
+        raise AksharaError(f"vocab_size {vocab_size}: at most {MAX_VOCAB_SIZE:,} (token ids are int32)")
     n_ranks = vocab_size - len(SPECIAL_TOKENS)
     if n_ranks < 256:
         raise AksharaError(f"vocab_size {vocab_size} is too small: 256 bytes + {len(SPECIAL_TOKENS)} special tokens")
@@ -333,8 +356,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
 def iter_texts(paths: Iterable[str | Path]) -> Iterator[str]:
     """Documents from .txt (one per line, blank lines skipped), .jsonl or .parquet (a `text` column)."""
     for path in map(Path, paths):
-        if not path.is_file():
-            raise AksharaError(f"{path}: {'is a folder, not a text file' if path.is_dir() else 'no such file'}")
+        regular_file(path)  # a named pipe or device would block or never end
         suffix = path.suffix.lower()
         if suffix == ".txt":
             with path.open(encoding="utf-8") as f:
@@ -399,7 +421,10 @@ def register(subparsers) -> None:
 
 
 def _train_command(args) -> int:
-    # Fail fast on a missing or unsupported input, or an output we may not replace, rather than after training.
+    # Fail fast on a size, a missing or unsupported input, or an output we may not replace, rather than after training.
+    if not len(SPECIAL_TOKENS) + 256 <= args.vocab_size <= MAX_VOCAB_SIZE:
+        raise AksharaError(f"--vocab-size {args.vocab_size}: must be between {len(SPECIAL_TOKENS) + 256} (256 bytes + "
+                           f"{len(SPECIAL_TOKENS)} special tokens) and {MAX_VOCAB_SIZE:,} (token ids are int32)")
     for path in args.inputs:
         next(iter_texts([path]), None)
     check_output(args.output, "train-tokenizer", overwrite=args.overwrite, inputs=args.inputs)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from akshara_hf.training.adapters import AksharaPeftArguments
 from akshara_hf.data.mixture import DataSection, yaml_where
+from akshara_hf.bounds import regular_tree
 from akshara_hf.errors import AksharaError, one_line
 from akshara_hf.folders import MARKER, check_run_folder, output_marker, replace_file
 from akshara_hf.training.help import ALL_STAGES as STAGES, SCRIPT_STAGES
@@ -68,6 +69,7 @@ class AksharaRunArguments(AksharaPeftArguments):
             raise AksharaError(f"model_config must be a mapping of AksharaConfig fields, got {self.model_config!r}")
         if self.model_config is not None:
             _check_model_config_fields(self.model_config)
+            check_model_config_size(self.model_config, None, self.max_seq_len)
         for key in ("max_seq_len", "eval_tokens"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -90,6 +92,28 @@ def _check_model_config_fields(spec: dict) -> None:
     if unknown:
         raise AksharaError(f"model_config: unknown field(s) {unknown}; give AksharaConfig fields, or depth (and "
                            "window_pattern for nanochat 2026) for nanochat's shape at that depth")
+
+
+def check_model_config_size(spec: dict, vocab_size: int | None, max_seq_len) -> None:
+    """A new model that cannot fit this machine is refused before its config is built (AksharaConfig makes per-layer
+    lists: `{depth: 1000000000}` would fill the memory there already). Without the tokenizer's `vocab_size` yet, the
+    estimate leaves the vocabulary out (a lower bound)."""
+    from akshara_hf.bounds import check_model_fits
+    from akshara_hf.model.configuration_akshara import AksharaConfig, depth_shape
+
+    fields = {"vocab_size": vocab_size or 0, "max_position_embeddings": max_seq_len,
+              "rotary_cache_factor": AksharaConfig.rotary_cache_factor, **spec,
+              "use_value_embeddings": spec.get("use_value_embeddings") or "window_pattern" in spec}
+    names = {}
+    if "depth" in spec:
+        try:
+            fields.update(depth_shape(spec["depth"]))
+        except ValueError:
+            return  # AksharaConfig.from_depth reports it, naming the field
+        names = {key: "depth" for key in ("hidden_size", "num_hidden_layers", "num_attention_heads")}
+    if "max_position_embeddings" not in spec:
+        names["max_position_embeddings"] = "max_seq_len"
+    check_model_fits(fields, "model_config", names=names, given={**spec, "max_seq_len": max_seq_len})
 
 
 def check_model_source(name: str, key: str) -> None:
@@ -133,6 +157,8 @@ def _check_before_work(args, run) -> None:
         check_model_source(run.model_name_or_path, "model_name_or_path")
     if run.mixture_dir is not None:
         folder = Path(run.mixture_dir)
+        if folder.is_dir():
+            regular_tree(folder, depth=3)  # datasets opens the files it lists: a named pipe would block forever
         if not (folder / "dataset_dict.json").is_file():
             raise AksharaError(f"mixture_dir {folder}: not a build-mixture output (no dataset_dict.json); build one "
                                "with `akshara-hf build-mixture RECIPE FOLDER`")
@@ -145,6 +171,10 @@ def _check_before_work(args, run) -> None:
             raise AksharaError(f"mixture_dir {folder}: needs train and validation splits, has {splits}")
     elif run.data is None:
         raise AksharaError("no data: give the recipe a data: section (or --data, or mixture_dir)")
+    else:
+        from akshara_hf.data.mixture import check_source_files
+
+        check_source_files(run.data)
     if args.warm_start_optimizer:
         _check_warm_start(run)
     resume = args.resume_from_checkpoint
@@ -246,6 +276,7 @@ def _load_model_and_tokenizer(run, output_dir: Path, trust_remote_code: bool = F
         spec = dict(run.model_config)
         spec.setdefault("vocab_size", len(tokenizer))
         spec.setdefault("max_position_embeddings", run.max_seq_len)
+        check_model_config_size(spec, len(tokenizer), run.max_seq_len)  # with the vocabulary, before building
         try:
             if "window_pattern" in spec and "depth" not in spec:  # nanochat 2026 (from_depth takes it itself)
                 spec.update(nanochat_2026_fields(spec.pop("window_pattern"), spec["max_position_embeddings"],
@@ -337,14 +368,50 @@ def parse_recipe(argv: list[str] | None = None, script: str | None = None):
                            f"with training/{other} (akshara-hf {other[:-3].replace('_', '-')})")
     if args.stage in ("mid", "base"):
         args.max_length = run.max_seq_len + 1  # rows carry one extra token: the last target
+    _cap_steps(args)
     _check_before_work(args, run)
     return args, run
+
+
+MAX_STEPS_ENV = "AKSHARA_MAX_STEPS"
+
+
+def _cap_steps(args) -> None:
+    """`AKSHARA_MAX_STEPS=N` stops every run after at most N steps (the recipe's schedule fitted to them, as with
+    `--max_steps N`): quick looks at the README's commands and the demo, which runs its stages through here. Said
+    on stderr, so a shortened run is never mistaken for the recipe's."""
+    value = os.environ.get(MAX_STEPS_ENV)
+    if value is None or value == "":
+        return
+    try:
+        cap = int(value)
+    except ValueError:
+        cap = 0
+    if cap < 1:
+        raise AksharaError(f"{MAX_STEPS_ENV}={value!r}: must be a positive whole number of steps (or unset)")
+    if args.max_steps < 1 or args.max_steps > cap:
+        print(f"{MAX_STEPS_ENV}={cap}: this run stops after {cap} steps", file=sys.stderr)
+        args.max_steps = cap
 
 
 def train(argv: list[str] | None = None, script: str | None = None, card_writer=None) -> Path:
     """Run one recipe; returns the output folder. `card_writer` writes the model cards (the trainer's card hook calls
     it at every checkpoint and the final save): the training scripts pass `model_card.write_model_card` (this package
-    does not import model_card, which imports it)."""
+    does not import model_card, which imports it). A full disk is one line naming the file being written (the
+    Trainer's torch.save / safetensors errors do not)."""
+    from akshara_hf.folders import disk_full_error
+
+    output: list[Path] = []  # the run's output_dir, once known
+    try:
+        return _train(argv, script, card_writer, output)
+    except Exception as error:
+        full = disk_full_error(error, output[0]) if output else None
+        if full is None:
+            raise
+        raise AksharaError(f"{full} (checkpoints saved before it are complete)") from None
+
+
+def _train(argv: list[str] | None, script: str | None, card_writer, output: list[Path]) -> Path:
     import torch
     from transformers import GenerationConfig, set_seed
 
@@ -358,6 +425,7 @@ def train(argv: list[str] | None = None, script: str | None = None, card_writer=
     args, run = parse_recipe(argv, script)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    output.append(output_dir)
     if output_marker(output_dir) is None:  # ours from the start: a run that fails before its first save can rerun
         replace_file(output_dir / MARKER, json.dumps({"command": TRAIN_COMMAND, "written_by": "akshara-hf"}) + "\n")
 
@@ -452,3 +520,6 @@ def main(script: str | None = None, card_writer=None) -> int:
     except AksharaError as error:
         print(f"{script}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, the shell's 128 + SIGINT; checkpoints already saved stay
+        print(f"{script}: interrupted", file=sys.stderr)
+        return 130
