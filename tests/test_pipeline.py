@@ -20,7 +20,7 @@ RECIPES = REPO / "training" / "recipes"
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    """The README's demo with every stage capped at 10 steps (the full demo runs 40 + 40 + 30 steps, ~2 min on an idle 2-core CPU)."""
+    """The README's demo with every stage capped at 10 steps (the full demo runs 40 + 40 + 28 steps: bench/README.md has its times)."""
     root = tmp_path_factory.mktemp("demo")
     result = subprocess.run([sys.executable, "-m", "akshara_hf.cli", "demo", "--output", str(root), "--max-steps", "10"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900, cwd=REPO)
