@@ -259,6 +259,13 @@ def test_nanochat_meta_folder(folder):
         ({"eval_results": [{"task": "t", "dataset": "d", "metric": "m"}]}, "eval_results[0].value: required"),
         ({"run_name": None}, "run_name: required"),
         ({"in_progress": "yes"}, "in_progress: must be true or false"),
+        ({"checkpoint_steps": [20, -1]}, "checkpoint_steps[1]: must be a non-negative integer"),
+        ({"checkpoint_steps": [None]}, "checkpoint_steps: must be a list of non-negative integers, got a null"),
+        ({"checkpoint_steps": "20,40"}, "checkpoint_steps: must be a list of non-negative integers"),
+        ({"learning_rates": [{"group": "muon"}]}, "learning_rates[0].lr: required"),
+        ({"learning_rates": [{"group": "muon", "lr": "fast"}]}, "learning_rates[0].lr: must be a finite number"),
+        ({"learning_rates": [{"group": "muon", "lr": 0.02, "scale": 2}]}, "learning_rates[0]: unknown keys ['scale']"),
+        ({"learning_rates": {"muon": 0.02}}, "learning_rates: must be a list"),
     ],
 )
 def test_bad_facts_are_refused_naming_the_field(overrides, fragment):
@@ -599,3 +606,14 @@ def test_the_cards_serve_snippet_answers_as_written(converted_folder, tmp_path):
             answer = json.loads(response.read())
     assert answer["choices"][0]["message"]["role"] == "assistant"
     assert isinstance(answer["choices"][0]["message"]["content"], str)
+
+
+def test_learning_rates_the_rule_does_not_give_are_shown_as_recorded(folder):
+    """The card derives each LR from the base LR and the width only where the optimizer's recorded value agrees; a
+    2026 model's extra groups are listed by name."""
+    facts = run_facts(init_lr_frac=1.0, learning_rates=[
+        {"group": "muon", "lr": 0.02}, {"group": "embedding", "lr": 0.5}, {"group": "value_embeddings", "lr": 0.1}])
+    text = write_model_card(folder, facts).read_text(encoding="utf-8")
+    assert "| Muon LR (block matrices) | 0.02 |" in text  # init_lr_frac 1 and no width scaling: the base LR itself
+    assert "| Embedding LR (AdamW, token embedding) | 0.5 (as applied; base embedding_lr 0.2) |" in text
+    assert "| LR of group `value_embeddings` (AdamW) | 0.1 |" in text
