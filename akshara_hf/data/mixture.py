@@ -39,6 +39,9 @@ DATA_KEYS = ("seed", "on_bad_row", "validation_fraction", "sources")
 SOURCE_KEYS = ("kind", "path", "split", "config", "revision", "validation_path", "validation_split", "limit",
                "repeat")
 COMMAND = "build-mixture"
+# `repeat` copies a source's train rows (one Arrow table per copy, concatenated): a weight, not a way to multiply data
+# without end (`repeat: 1000000000` built a billion-entry list before any row was read). nanochat repeats twice.
+MAX_REPEAT = 1000
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,8 @@ def parse_data_section(data: Any, origin: Path | str, base: Path | None = None) 
             value = entry.get(key, default)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise AksharaError(f"{where}.{key}: must be a positive integer, got {value!r}")
+            if key == "repeat" and value > MAX_REPEAT:
+                raise AksharaError(f"{where}.repeat: {value} copies; at most {MAX_REPEAT} (repeat weights a source)")
             counts[key] = value
         sources.append(SourceSpec(
             index=index, kind=kind, path=text["path"], location=locate(text["path"]), split=text["split"],
