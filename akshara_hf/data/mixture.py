@@ -34,6 +34,7 @@ from akshara_hf.bounds import regular_file, regular_tree
 from akshara_hf.errors import AksharaError
 from akshara_hf.folders import add_overwrite_flag, check_output, staged_output
 from akshara_hf.loading import add_trust_flag
+from akshara_hf.progress import progress
 
 DATA_KEYS = ("seed", "on_bad_row", "validation_fraction", "sources")
 SOURCE_KEYS = ("kind", "path", "split", "config", "revision", "validation_path", "validation_split", "limit",
@@ -345,11 +346,14 @@ def build_mixture(recipe_path: str | os.PathLike | DataSection, output_dir: str 
     _clean_legacy_staging(output)
     with staged_output(output, COMMAND, overwrite=overwrite, inputs=inputs) as staging:
         converted = []
-        for spec in section.sources:
-            try:
-                converted.append(_convert_inputs(section, spec, staging.scratch / "cache"))
-            except AksharaError as error:
-                raise AksharaError(f"{section.recipe}: data.sources[{spec.index}] ({spec.kind}): {error}") from None
+        with progress(len(section.sources), f"{COMMAND}: sources", "source") as bar:
+            for spec in section.sources:
+                bar.set_postfix_str(spec.kind, refresh=False)
+                try:
+                    converted.append(_convert_inputs(section, spec, staging.scratch / "cache"))
+                except AksharaError as error:
+                    raise AksharaError(f"{section.recipe}: data.sources[{spec.index}] ({spec.kind}): {error}") from None
+                bar.update(1)
         # Deduplicated by content across the whole mixture before any row is held out, whatever the files are called:
         # validation inputs first (their conversations are validation rows wherever else they appear), then the
         # train rows in recipe order (a conversation seen earlier is dropped). Held-out rows are then unique too.
