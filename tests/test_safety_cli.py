@@ -414,6 +414,23 @@ def test_chat_non_utf8_stdin_is_one_line(converted_folder):
         "the terminal to UTF-8)", err[-2000:]
 
 
+def test_chat_stdin_without_line_ends_is_one_line(converted_folder):
+    """`chat < /dev/zero` read one endless line into memory (a MemoryError traceback under a memory limit, else the
+    machine's memory); a line is refused past 1 MiB. The limit here makes the old behaviour fail fast."""
+    import resource
+
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    with open("/dev/zero", "rb") as zeros:
+        result = subprocess.run([*CHAT, str(converted_folder), "--max-new-tokens", "2"], stdin=zeros,
+                                capture_output=True, timeout=300, env=env, preexec_fn=limit_memory)
+    err = result.stderr.decode()
+    assert result.returncode == 2 and err.strip() == "akshara-hf chat: error: stdin: a line longer than 1,048,576 " \
+        "bytes (no model's context holds it)", err[-2000:]
+
+
 def test_chat_prompt_of_undecodable_bytes_is_one_line(converted_folder, capsys):
     """argv bytes that are not UTF-8 reach Python as lone surrogates, which the tokenizer cannot take."""
     code, err = run_cli(["chat", str(converted_folder), "--prompt", "hi \udcff"], capsys)
