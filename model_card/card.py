@@ -71,6 +71,19 @@ def eval_results_from_file(path: str | Path, dataset: str | None = None) -> list
 # formatting
 
 
+def project_url() -> str | None:
+    """The project's repository, from the installed package's metadata (`url` / `project_urls` in setup.cfg), if it
+    names one; the card then says where to clone from (without one: "a clone of the project repository")."""
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    try:
+        meta = metadata("akshara-hf")
+    except PackageNotFoundError:
+        return None
+    urls = [meta.get("Home-page")] + [entry.split(",", 1)[-1].strip() for entry in meta.get_all("Project-URL") or []]
+    return next((url for url in urls if url and url.startswith("https://")), None)
+
+
 def _short_count(n: float) -> str:
     for unit, name in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
         if n >= unit:
@@ -188,13 +201,11 @@ def _training_rows(facts: dict, architecture: dict) -> list[tuple[str, str]]:
         else:  # the run's cut limit exceeded what the model is configured for: say both, not two unexplained numbers
             rows.append(("Training sequence length (tokens, at most)",
                          f"{_num(context)} (the model's context; the run's cut limit was set to {_num(f['max_seq_len'])})"))
-    add("Matrix LR (Muon)", f["matrix_lr"])
-    add("Embedding LR (AdamW)", f["embedding_lr"])
-    add("Unembedding LR (AdamW)", f["unembedding_lr"])
+    rows += _lr_rows(f, architecture["hidden_size"])
     add("Initial LR fraction", f["init_lr_frac"])
     add("Weight decay", f["weight_decay"])
-    add("Epochs", f["num_epochs"])
-    add("Validation every (steps)", f["eval_every"])
+    add("Epochs (passes over the training data)", f["num_epochs"])
+    rows += _cadence_rows(f)
     add("Validation tokens", f["eval_tokens"])
     last = "Last" if f["in_progress"] else "Final"  # a checkpoint's figures are not the run's final ones
     add(f"{last} LR multiplier", f["final_lrm"])
@@ -206,6 +217,83 @@ def _training_rows(facts: dict, architecture: dict) -> list[tuple[str, str]]:
     if f["total_flops"] is not None and f["train_time_seconds"]:
         add("Achieved throughput (FLOPs / time)", f["total_flops"] / f["train_time_seconds"] / 1e12,
             lambda v: f"≈ {v:.3g} TFLOP/s")
+    return rows
+
+
+# nanochat tuned its AdamW LRs at width 768 and scales them by (width / 768) ** -0.5 (akshara_hf.training.optim's
+# REFERENCE_WIDTH; tests/test_model_card.py checks they agree: this package does not import torch to render a card).
+REFERENCE_WIDTH = 768
+# The three base LRs as the optimizer applies them: (label, base LR key, optimizer group, scaled by width).
+BASE_LRS = (("Muon LR (block matrices)", "matrix_lr", "muon", False),
+            ("Embedding LR (AdamW, token embedding)", "embedding_lr", "embedding", True),
+            ("Unembedding LR (AdamW, lm_head)", "unembedding_lr", "unembedding", True))
+
+
+def _lr_rows(f: dict, width: int) -> list[tuple[str, str]]:
+    """The LRs the run applied at the start (before the schedule's multiplier), each with how it follows from the
+    recipe's base LR: `0.3464 = embedding_lr 0.2 × (256/768)^-0.5`. A run's facts record the optimizer's own values
+    (`learning_rates`); where they do not (published seed runs, converted checkpoints) the values follow from the
+    rule. A recorded value the rule does not give is shown as recorded, with the base LR beside it."""
+    import math
+
+    recorded = {entry["group"]: entry["lr"] for entry in f["learning_rates"]}
+    rows = []
+    for label, key, group, scaled in BASE_LRS:
+        base = f[key]
+        if base is None:
+            continue
+        factors = [f"{key} {_num(base)}"]
+        value = base
+        if scaled:
+            factors.append(f"({_num(width)}/{REFERENCE_WIDTH})^-0.5")
+            value *= (width / REFERENCE_WIDTH) ** -0.5
+        if f["init_lr_frac"] is not None and f["init_lr_frac"] != 1:
+            factors.append(f"init_lr_frac {_num(f['init_lr_frac'])}")
+            value *= f["init_lr_frac"]
+        applied = recorded.pop(group, None)
+        if applied is not None and not math.isclose(applied, value, rel_tol=1e-6):
+            rows.append((label, _cell(f"{_num(applied)} (as applied; base {key} {_num(base)})")))
+        elif len(factors) == 1:
+            rows.append((label, _num(value)))
+        else:
+            rows.append((label, _cell(f"{_num(value)} = {' × '.join(factors)}")))
+    for group, applied in recorded.items():  # nanochat 2026's extra groups, PEFT adapters, leftovers
+        rows.append((f"LR of group `{_cell(group)}` (AdamW)", _num(applied)))
+    if rows:
+        rows.append(("LR schedule", "the LRs above × the schedule's multiplier at each step (its last value is below)"))
+    return rows
+
+
+def _steps_text(steps: list[int]) -> str:
+    if len(steps) > 8:
+        return f"{', '.join(map(_num, steps[:3]))}, …, {_num(steps[-1])} ({len(steps)} in all)"
+    return ", ".join(map(_num, steps))
+
+
+def _cadence_rows(f: dict) -> list[tuple[str, str]]:
+    """When the run validated and saved: the steps it did (from its log and checkpoints), not only the cadence set.
+    A 5-step run of a recipe that validates every 20 steps validated once, at its end."""
+    rows = []
+    evaluated = [entry["step"] for entry in f["log_history"] if entry.get("eval_loss") is not None]
+    if evaluated:
+        every = f["eval_every"]
+        off_cadence = every is not None and any(step % every for step in evaluated)
+        note = ""
+        if every is not None and not any(step % every == 0 for step in evaluated):
+            note = f" (the set cadence, every {_num(every)} steps, was not reached: evaluated at the end)"
+        elif off_cadence:
+            note = f" (every {_num(every)} steps, and at the end)"
+        elif every is not None:
+            note = f" (every {_num(every)} steps)"
+        rows.append((f"Validation at step{'s' * (len(evaluated) > 1)}", _cell(_steps_text(evaluated) + note)))
+    elif f["eval_every"] is not None:
+        if f["log_history"]:  # a run's log without any evaluation
+            rows.append(("Validation", _cell(f"none (set to every {_num(f['eval_every'])} steps; the run took "
+                                             f"{_num(f['num_steps'] or 0)})")))
+        else:  # published figures without a log
+            rows.append(("Validation every (steps)", _num(f["eval_every"])))
+    if f["checkpoint_steps"]:
+        rows.append(("Checkpoints saved at steps", _cell(_steps_text(f["checkpoint_steps"]))))
     return rows
 
 
@@ -276,6 +364,7 @@ def render_model_card(facts: dict, architecture: dict, model_id: str, license: s
         greeting=GREETING_PROMPT,
         summary_prompt=SUMMARY_PROMPT,
         license_id=license,
+        project_url=project_url(),
     )
 
 

@@ -37,8 +37,11 @@ RUN_FACTS_FIELDS: dict[str, tuple[str, str]] = {
     "unembedding_lr": ("num", "AdamW learning rate for lm_head"),
     "init_lr_frac": ("num", "fraction of the base learning rates the run starts from"),
     "weight_decay": ("num", "weight decay"),
-    "num_epochs": ("num", "passes over the training mixture"),
-    "eval_every": ("int", "steps between validation evaluations"),
+    "num_epochs": ("num", "passes over the training mixture the run made (a fraction when it stopped within one)"),
+    "eval_every": ("int", "steps between validation evaluations, as set (log_history has the ones that happened)"),
+    "checkpoint_steps": ("ints", "steps at which the run saved a checkpoint"),
+    "learning_rates": ("learning_rates", "list of {group, lr}: each optimizer group's LR as applied before the "
+                                         "schedule's multiplier (width scaling and init_lr_frac included)"),
     "eval_tokens": ("int", "tokens per validation evaluation"),
     "final_train_loss": ("num", "last training loss (nats per target token)"),
     "final_val_loss": ("num", "last validation loss (nats per target token)"),
@@ -55,6 +58,7 @@ RUN_FACTS_FIELDS: dict[str, tuple[str, str]] = {
 }
 LOG_VALUES = ("loss", "eval_loss", "eval_bpb", "lrm")
 MIXTURE_FIELDS = {"source": ("str", True), "rows": ("int", False), "tokens": ("int", False), "hub_id": ("str", False)}
+LR_FIELDS = {"group": ("str", True), "lr": ("num", True)}
 EVAL_FIELDS = {"task": ("str", True), "dataset": ("str", True), "metric": ("str", True), "value": ("num", True),
                "split": ("str", False)}
 
@@ -130,6 +134,15 @@ def validate_run_facts(facts: Any, source: str = RUN_FACTS_FILE) -> dict:
             if not isinstance(value, list):
                 raise AksharaError(f"{where}: must be a list of strings")
             out[name] = [_check_value("str", v, f"{where}[{i}]") for i, v in enumerate(value)]
+        elif kind == "ints":
+            value = [] if value is None else value
+            if not isinstance(value, list):
+                raise AksharaError(f"{where}: must be a list of non-negative integers")
+            out[name] = [_check_value("int", v, f"{where}[{i}]") for i, v in enumerate(value)]
+            if any(v is None for v in out[name]):
+                raise AksharaError(f"{where}: must be a list of non-negative integers, got a null")
+        elif kind == "learning_rates":
+            out[name] = _check_records(value or [], where, LR_FIELDS)
         elif kind == "mixture":
             out[name] = _check_records(value or [], where, MIXTURE_FIELDS)
         elif kind == "log_history":

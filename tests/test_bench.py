@@ -166,6 +166,23 @@ def test_nanochat2026():
     assert float(rows[-1]["ratio"]) == pytest.approx((1 + 3 * 128 / 512) / 4, abs=1e-3)
 
 
+def test_threads_compares_the_settings_alone_and_beside_busy_processes():
+    out = bench("bench_threads.py", "--rounds", "1", "--busy", "1", "--seconds", "0.1", "--settings",
+                "torch default,akshara")
+    rows = table(out, "CPU threads beside busy processes")
+    assert [(r["condition"], r["setting"]) for r in rows] == [
+        ("alone", "torch default"), ("alone", "akshara"), ("beside 1 busy", "torch default"), ("beside 1 busy", "akshara")]
+    assert rows[0]["x torch default alone (median)"] == "1"  # the reference of its round
+    assert all(positive(r["s/step median"]) for r in rows)
+
+
+def test_first_hour_times_every_help():
+    rows = table(bench("bench_first_hour.py", "--only", "help", "--rounds", "1"), "First hour")
+    assert [r["what"] for r in rows] == ["akshara-hf --help", "akshara-hf demo --help", "python training/sft.py --help",
+                                         "python training/mid_train.py --help"]
+    assert all(positive(r["seconds (median)"]) for r in rows)
+
+
 def test_compiled_decode():
     out = bench("bench_compiled_decode.py", "--depths", "1", "--vocab", "256", "--prompt", "4", "--new", "3",
                 "--rounds", "1")

@@ -113,7 +113,11 @@ def test_sft_v1_card_carries_the_seed_figures_and_valid_metadata(d20_folder):
         "| Final validation loss | 0.89 |",
         "| Final LR multiplier | 0.000044 |",
         "| Initial LR fraction | 0.02 |",
-        "| Unembedding LR (AdamW) | 0.004 |",
+        # the LRs nanochat applied: base LR x (width/768)^-0.5 x init_lr_frac, said so
+        "| Unembedding LR (AdamW, lm_head) | 0.00006197 = unembedding_lr 0.004 × (1,280/768)^-0.5 × init_lr_frac 0.02 |",
+        "| Muon LR (block matrices) | 0.0004 = matrix_lr 0.02 × init_lr_frac 0.02 |",
+        "| Epochs (passes over the training data) | 1 |",
+        "| Validation every (steps) | 100 |",
         "| Examples per step | 32 |",
         "| Conversations seen (steps × examples per step) | 1,443,264 |",
         "| Hardware | 1 × NVIDIA A30 |",

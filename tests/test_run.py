@@ -17,8 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "training" / "recipes"
 # Tiny size for every README command: flags added after the README's own (the last of a repeated flag wins).
 TINY = ["--max_steps", "2", "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "2",
-        "--target_examples_per_step", "2", "--max_seq_len", "64", "--eval_tokens", "128", "--max_length", "128",
-        "--disable_tqdm", "true"]
+        "--target_examples_per_step", "2", "--max_seq_len", "64", "--eval_tokens", "128", "--max_length", "128"]
 
 
 def readme_first_training() -> list[list[str]]:
@@ -34,7 +33,7 @@ def readme_first_training() -> list[list[str]]:
 @pytest.fixture(scope="module")
 def readme_runs(tmp_path_factory):
     """A fresh clone's view: a folder with the repository's training/ and data/ and nothing else (no runs/); each
-    README command run there as written, plus the tiny size."""
+    README command run there as written, plus the tiny size. Each command's stderr is kept in `stderr-N.txt`."""
     root = tmp_path_factory.mktemp("clone")
     for name in ("training", "data"):
         (root / name).symlink_to(REPO / name)
@@ -44,6 +43,7 @@ def readme_runs(tmp_path_factory):
         result = subprocess.run([sys.executable, *command[1:], *TINY], cwd=root, env=env, capture_output=True,
                                 text=True, timeout=600)
         assert result.returncode == 0, f"{shlex.join(command)}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+        (root / f"stderr-{len(results)}.txt").write_text(result.stderr, encoding="utf-8")
         results.append(Path(result.stdout.strip().splitlines()[-1]))
     return root, results
 
@@ -62,6 +62,49 @@ def test_readme_first_training_runs_in_order_on_a_fresh_clone(readme_runs):
         assert (facts["stage"], facts["num_steps"]) == (stage, 2)
         assert (root / output / "model.safetensors").is_file() and (root / output / "README.md").is_file()
     assert json.loads((root / "runs/tiny-mid/run_facts.json").read_text())["base_model"] == "runs/tiny-base"
+
+
+def test_training_shows_steps_eta_loss_and_tokens_per_second(readme_runs):
+    """Off a terminal (here: a pipe) the Trainer's bar is whole lines: step i/N, elapsed<ETA, rate, and the last loss
+    and tokens/s; every logged loss has its tokens/s in log.jsonl too."""
+    root, outputs = readme_runs
+    for index, output in enumerate(outputs):
+        err = (root / f"stderr-{index}.txt").read_text(encoding="utf-8")
+        assert "\r" not in err
+        lines = [line for line in err.splitlines() if line.startswith("training:") and "|" in line]
+        assert lines and re.search(r"\| 2/2 \[\d\d:\d\d<\d\d:\d\d, ", lines[-1]), (output, err[-2000:])
+        log = [json.loads(line) for line in (root / output / "log.jsonl").read_text().splitlines()]
+        assert all(entry["train_tokens_per_second"] > 0 for entry in log if "loss" in entry)
+    sft_line = [line for line in (root / "stderr-2.txt").read_text().splitlines() if line.startswith("training:")][-1]
+    assert re.search(r"loss=\d+\.\d+, tokens/s=[\d,]+]$", sft_line), sft_line  # tiny-sft logs its loss at step 2
+
+
+def test_the_card_states_the_run_not_the_recipe(readme_runs, straight_sft):
+    """tiny-sft's recipe says 2 epochs, validation and checkpoints every 10 steps; a 2-step run made a fraction of an
+    epoch, validated and saved once, at its end. The LRs are those the optimizer applied, the scaling named."""
+    from model_card.card import _num
+
+    root, _ = readme_runs
+    facts = json.loads((root / "runs/tiny-sft/run_facts.json").read_text())
+    text = (root / "runs/tiny-sft/README.md").read_text(encoding="utf-8")
+    assert 0 < facts["num_epochs"] < 0.2
+    assert f"| Epochs (passes over the training data) | {_num(facts['num_epochs'])} |" in text
+    assert "| Epochs (passes over the training data) | 2 |" not in text and "Validation every" not in text
+    assert ("| Validation at step | 2 (the set cadence, every 10 steps, was not reached: evaluated at the end) |"
+            in text)
+    assert "| Checkpoints saved at steps | 2 |" in text and facts["checkpoint_steps"] == [2]
+    rates = {entry["group"]: entry["lr"] for entry in facts["learning_rates"]}
+    assert rates["embedding"] == pytest.approx(0.2 * 3 ** 0.5 * 0.02)  # width 256: (256/768)^-0.5 = sqrt(3)
+    assert rates["muon"] == pytest.approx(0.02 * 0.02) and rates["unembedding"] == pytest.approx(0.004 * 3 ** 0.5 * 0.02)
+    assert ("| Embedding LR (AdamW, token embedding) | 0.006928 = embedding_lr 0.2 × (256/768)^-0.5 × init_lr_frac "
+            "0.02 |") in text
+    assert "| Muon LR (block matrices) | 0.0004 = matrix_lr 0.02 × init_lr_frac 0.02 |" in text
+    base = (root / "runs/tiny-base/README.md").read_text(encoding="utf-8")  # init_lr_frac 1: the issue's 0.3464
+    assert "| Embedding LR (AdamW, token embedding) | 0.3464 = embedding_lr 0.2 × (256/768)^-0.5 |" in base
+    assert "no PyPI release" in text and 'pip install ".[serve]"' in text and "clone" in text
+    straight = (straight_sft / "README.md").read_text(encoding="utf-8")  # eval and save every 2 of 4 steps
+    assert "| Validation at steps | 2, 4 (every 2 steps) |" in straight
+    assert "| Checkpoints saved at steps | 2, 4 |" in straight
 
 
 def test_one_final_evaluation_and_the_sources_used(readme_runs):

@@ -429,6 +429,33 @@ def test_train_tokenizer_vocab_size_out_of_range_is_one_line(tmp_path, capsys, s
                                                 "between 265"), err
 
 
+def _parquet(path, **columns):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table(columns), path)
+
+
+TOKENIZER_INPUTS = {  # name -> (write the file, what the line says); each was a traceback, mid-training
+    "txt not UTF-8 late": ("a.txt", lambda p: p.write_bytes("తెలుగు భాష\n".encode() * 300 + b"\xff\xfe\n"),
+                           "a.txt:301: not UTF-8 text"),
+    "jsonl not UTF-8 late": ("a.jsonl", lambda p: p.write_bytes(b'{"text": "hello"}\n' * 300 + b'{"text": "\xff"}\n'),
+                             "a.jsonl:301: not UTF-8 text"),
+    "parquet text of ints": ("a.parquet", lambda p: _parquet(p, text=list(range(50))),
+                             "a.parquet: the 'text' column holds int64, not strings"),
+}
+
+
+@pytest.mark.parametrize("case", TOKENIZER_INPUTS)
+def test_train_tokenizer_bad_input_is_one_line_naming_the_line(tmp_path, capsys, case):
+    name, write, expected = TOKENIZER_INPUTS[case]
+    write(tmp_path / name)
+    code, err = run_cli(["train-tokenizer", str(tmp_path / name), "--vocab-size", "300", "--output",
+                         str(tmp_path / "t")], capsys)
+    assert code == 2 and err.strip() == f"akshara-hf train-tokenizer: error: {tmp_path / expected}", err
+    assert not (tmp_path / "t").exists()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # One error path: Ctrl-C anywhere is one line and status 130; a full disk names the file and keeps the old output
 

@@ -297,3 +297,15 @@ def test_a_named_pipe_is_refused_at_once(tmp_path, capsys, where, no_hang):
 def test_a_device_is_refused_as_a_data_file(tmp_path, no_hang):
     with no_hang(), pytest.raises(AksharaError, match="/dev/zero: is a character device, not a regular file"):
         build_mixture(recipe(tmp_path, [{"kind": "smoltalk", "path": "/dev/zero"}]), tmp_path / "out")
+
+
+@pytest.mark.parametrize("repeat", [10**9, 1001])
+def test_an_absurd_repeat_is_refused_before_any_work(tmp_path, capsys, no_hang, repeat):
+    """`repeat: 1000000000` built a billion-entry list of copies (minutes, then the memory) before one line."""
+    path = recipe(tmp_path, [{"kind": "smoltalk", "path": SMOLTALK, "repeat": repeat}])
+    with no_hang(30):
+        assert cli(["build-mixture", str(path), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"akshara-hf build-mixture: error: {path}: data.sources[0].repeat: {repeat} copies; at most "
+                   "1000 (repeat weights a source)"), err
+    assert not (tmp_path / "out").exists()

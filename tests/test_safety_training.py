@@ -212,7 +212,7 @@ def test_help_leads_with_the_recipe_options(script):
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"usage: {script} [--config RECIPE]")
-    assert len(lines) < 200  # TrainingArguments' 800 lines only with --help-all
+    assert len(lines) < 300  # TrainingArguments' 800+ lines only with --help-all (main's recipe options: 216-220 lines)
     options = [line.split()[0] for line in lines if line.startswith("  --")]
     assert options[0] == "--config" and "--stage" in options and "--data" in options and "--max_steps" in options
     assert "--help-all lists them" in result.stdout
@@ -524,3 +524,27 @@ def test_the_step_cap_shortens_every_run(tmp_path, monkeypatch, capsys, recipe, 
     assert args.max_steps == expected
     said = capsys.readouterr().err
     assert (f"AKSHARA_MAX_STEPS={cap}: this run stops after {cap} steps" in said) == (expected != 40 and not flags)
+
+
+def test_a_mixture_without_a_learnable_row_is_one_line(capsys, monkeypatch, tmp_path, converted_folder):
+    """Every conversation's assistant tokens beyond max_length: all rows dropped, and TRL's trainer stopped with a
+    StopIteration traceback looking at the first one."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    news = REPO / "data" / "samples" / "news" / "train.jsonl"  # every article longer than 64 tokens
+    base = ["--config", str(TINY_SFT), "--model_name_or_path", str(converted_folder), "--max_length", "64",
+            "--data", f"{{sources: [{{kind: news, path: {news}}}], validation_fraction: 0.2}}"]
+    code, line = run_script("sft.py", [*base, "--output_dir", str(tmp_path / "a")], capsys, monkeypatch)
+    assert line == ("sft.py: error: no training rows: none of the 16 training conversations has an assistant token "
+                    "within max_length 64; raise max_length"), line
+
+
+@pytest.mark.parametrize("where, fragment", [("file/out", "Not a directory"), ("/proc/akshara-run", "/proc/akshara-run")])
+def test_an_output_dir_that_cannot_be_made_is_one_line(capsys, monkeypatch, tmp_path, converted_folder, where,
+                                                       fragment):
+    """An output_dir under a file, or where nothing may be created, was an OSError traceback from mkdir."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, line = run_script("sft.py", ["--config", str(TINY_SFT), "--model_name_or_path", str(converted_folder),
+                                       "--output_dir", where], capsys, monkeypatch)
+    assert code == 2 and line.startswith("sft.py: error: ") and fragment in line, line

@@ -10,6 +10,8 @@ import os
 import sys
 
 from akshara_hf.errors import AksharaError, one_line
+from akshara_hf.progress import quiet_library_bars_off_terminal
+from akshara_hf.threads import configure_threads
 
 COMMAND_MODULES = (
     "akshara_hf.conversion.convert",
@@ -62,6 +64,8 @@ def _main(argv: list[str] | None, modules: tuple[str, ...] | None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if hasattr(args, "recipe_flags"):
         args.recipe_flags = unknown
+    configure_threads()  # before torch is imported: OpenMP's idle threads sleep instead of spinning
+    quiet_library_bars_off_terminal()
     try:
         return args.func(args) or 0
     except BrokenPipeError:  # `akshara-hf recipes | head`: the reader left; stop quietly, as Unix tools do

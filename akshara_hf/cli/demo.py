@@ -6,10 +6,14 @@ user-facing script (`training/*.py --config training/recipes/tiny-*.yaml`) in it
 clone's, or the installed wheel's (`akshara_hf.training.shipped`). With a recipe argument (a file or a packaged
 recipe's name) it runs that recipe instead (e.g. a seed run on a GPU).
 
-The log stays readable: no progress bars (dataset split generation, weight loading and the Trainer's bar would
-fill it with carriage returns for files of a few kilobytes); the Trainer prints each log line instead.
+Progress is shown all the way: each training stage's step count, rate, ETA, loss and tokens/s (the Trainer's tqdm
+bar on a terminal; one line per step when the output goes to a log or a pipe, `akshara_hf.progress`), and each
+stage's time. The small progress bars of `datasets` and the Hub (split generation, weight loading of files of a few
+kilobytes) stay off. Idle CPU threads sleep instead of spinning, in every stage (`akshara_hf.threads`): on a machine
+shared with other jobs that made the demo many times faster.
 """
 
+import argparse
 import json
 import os
 import subprocess
@@ -27,7 +31,7 @@ STEPS = 6
 # Measured with `time bash scripts/demo.sh` on the 2-core development machine (see README.md).
 EXPECTED = ("about 1.5 minutes on an idle 2-core CPU (67 s measured); 40 minutes when that machine is busy (measured with other "
             "test runs beside it, load average 9-15: base 19 min, mid 12 min, SFT 9 min)")
-QUIET = {"HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1",
+QUIET = {"HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
          "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
 
 # Runs in a fresh process: the folder's own remote code, as a Hub user without this package meets it.
@@ -56,7 +60,7 @@ def _stage_of(recipe: Path) -> str:
 
 
 def _quiet() -> None:
-    """No progress bars in this process or the stages it starts."""
+    """No `datasets` / Hub progress bars in this process or the stages it starts (the training bars stay)."""
     os.environ.update(QUIET)
     from datasets import disable_progress_bars
 
@@ -167,15 +171,14 @@ def run_demo(output: str | Path = "runs/demo", recipe: str | Path | None = None,
     step = _announce(1, "tokenizer: training a byte-level BPE (nanochat's split regex) on the shipped Telugu samples")
     tokenizer = _train_tokenizer(root, vocab_size)
     _done(step)
-    quiet = ["--disable_tqdm", "true", *steps]  # the Trainer prints each log as a line instead of a bar
     _run_stage("base", recipes_dir() / "tiny-base.yaml",
-               ["--tokenizer_name_or_path", str(tokenizer), "--output_dir", str(claim(root, "base")), *quiet],
+               ["--tokenizer_name_or_path", str(tokenizer), "--output_dir", str(claim(root, "base")), *steps],
                launcher, 2)
     _run_stage("mid", recipes_dir() / "tiny-mid.yaml",
-               ["--model_name_or_path", str(root / "base"), "--output_dir", str(claim(root, "mid")), *quiet],
+               ["--model_name_or_path", str(root / "base"), "--output_dir", str(claim(root, "mid")), *steps],
                launcher, 3)
     _run_stage("sft", recipes_dir() / "tiny-sft.yaml",
-               ["--model_name_or_path", str(root / "mid"), "--output_dir", str(claim(root, "sft")), *quiet],
+               ["--model_name_or_path", str(root / "mid"), "--output_dir", str(claim(root, "sft")), *steps],
                launcher, 4)
     step = _announce(5, "reload sft/ in a fresh process without akshara_hf (as from the Hub), trusting the remote code "
                         "this demo just wrote there (configuration_akshara.py, modeling_akshara.py, checked identical "
@@ -209,11 +212,21 @@ Try next:
 def register(subparsers) -> None:
     from akshara_hf.folders import add_overwrite_flag
 
-    p = subparsers.add_parser("demo", help="the whole pipeline on the shipped samples (or run one recipe)")
+    p = subparsers.add_parser(
+        "demo", help="the whole pipeline on the shipped samples (or run one recipe)",
+        description="Train a tokenizer, a tiny Akshara (depth 4) through base, mid and SFT stages (40 + 40 + 30 "
+                    "steps) on the Telugu samples shipped with the package, write an HF folder with its model card, "
+                    "reload it with its remote code only and ask pipeline('text-generation') a Telugu question. "
+                    "Each stage shows its step count, ETA, loss and tokens/s, and its time.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("recipe", nargs="?", default=None,
-                   help="run this recipe (a file, or a packaged recipe's name) instead of the tiny pipeline")
-    p.add_argument("--output", default="runs/demo")
-    p.add_argument("--vocab-size", type=int, default=1024)
-    p.add_argument("--max-steps", type=int, default=None, help="cap every stage (quick checks)")
+                   help="run this one recipe (a file, or a packaged recipe's name, e.g. nanochat-telugu-d20-sft-v1 on "
+                        "a GPU) instead of the tiny pipeline")
+    p.add_argument("--output", default="runs/demo", metavar="FOLDER",
+                   help="where everything goes (tokenizer/, base/, mid/, sft/); a new folder, or an earlier demo "
+                        "output with --overwrite")
+    p.add_argument("--vocab-size", type=int, default=1024, metavar="N", help="size of the tokenizer the demo trains")
+    p.add_argument("--max-steps", type=int, default=None, metavar="N",
+                   help="cap every training stage at N steps, a quick check (None: the recipes' own step counts)")
     add_overwrite_flag(p)
     p.set_defaults(func=lambda a: run_demo(a.output, a.recipe, a.vocab_size, a.max_steps, a.overwrite) and 0)

@@ -26,6 +26,7 @@ from akshara_hf.errors import AksharaError
 from akshara_hf.folders import add_overwrite_flag, check_output, staged_output
 from akshara_hf.lazy import lazy_import
 from akshara_hf.loading import add_trust_flag
+from akshara_hf.progress import next_phase, with_phases
 
 torch = lazy_import("torch")  # loaded by the first converter that runs, not by `akshara-hf --help`
 
@@ -303,6 +304,7 @@ def save_with_tokenizer(model, tokenizer, output_dir: Path) -> None:
     tokenizer.save_pretrained(output_dir)
 
 
+@with_phases("convert-nanochat", "reading the checkpoint", "converting the weights", "writing the folder")
 def convert_nanochat(
     checkpoint_dir: str | Path,
     output_dir: str | Path,
@@ -327,6 +329,7 @@ def convert_nanochat(
     model_config = meta["model_config"]
     check_nanochat_sizes(model_config, str(meta_path))  # before anything is loaded or built
     raw = load_nanochat_state(model_path)
+    next_phase()
     if isinstance(model_config, dict) and "window_pattern" not in model_config and any(
         _top_level_2026(key) or ".attn.ve_gate." in key for key in raw
     ):  # nanochat 2026's loader reads a missing window_pattern as "L"
@@ -357,6 +360,7 @@ def convert_nanochat(
     model.config.dtype = dtype
     tokenizer = tiktoken_to_fast(encoding)
     optimizer_state = _optimizer_state(checkpoint_dir, step, raw, config) if optimizer else None
+    next_phase()
 
     def write(folder: Path) -> None:
         save_with_tokenizer(model, tokenizer, folder)
@@ -494,6 +498,7 @@ def _save_converted(model, folder, output_dir, command: str, overwrite: bool, tr
     return _write_atomically(output_dir, command, write, overwrite, [folder])
 
 
+@with_phases("export-native", "loading the model", "converting", "writing the folder")
 def export_native(folder: str | Path, output_dir: str | Path, overwrite: bool = False,
                   trust_remote_code: bool = False) -> Path:
     """An Akshara folder -> a folder of transformers' native `nanochat` type (loads without remote code)."""
@@ -503,9 +508,13 @@ def export_native(folder: str | Path, output_dir: str | Path, overwrite: bool = 
     model = load_model(resolve_model(folder, tokenizer=False), trust_remote_code)
     if model.config.model_type != "akshara":
         raise AksharaError(f"{folder}: model_type {model.config.model_type!r}, expected 'akshara'")
-    return _save_converted(akshara_to_native(model), folder, output_dir, "export-native", overwrite, trust_remote_code)
+    next_phase()
+    native = akshara_to_native(model)
+    next_phase()
+    return _save_converted(native, folder, output_dir, "export-native", overwrite, trust_remote_code)
 
 
+@with_phases("import-native", "loading the model", "converting", "writing the folder")
 def import_native(folder: str | Path, output_dir: str | Path, overwrite: bool = False,
                   trust_remote_code: bool = False) -> Path:
     """A folder of transformers' native `nanochat` type -> an Akshara folder."""
@@ -515,8 +524,10 @@ def import_native(folder: str | Path, output_dir: str | Path, overwrite: bool = 
     native = load_model(resolve_model(folder, tokenizer=False), trust_remote_code)
     if native.config.model_type != "nanochat":
         raise AksharaError(f"{folder}: model_type {native.config.model_type!r}, expected 'nanochat'")
-    return _save_converted(native_to_akshara(native, str(folder)), folder, output_dir, "import-native", overwrite,
-                           trust_remote_code)
+    next_phase()
+    model = native_to_akshara(native, str(folder))
+    next_phase()
+    return _save_converted(model, folder, output_dir, "import-native", overwrite, trust_remote_code)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -561,6 +572,7 @@ def _same_nanochat_model(first: dict, second: dict) -> bool:
         return False
 
 
+@with_phases("export-nanochat", "loading the model", "converting the weights", "writing the checkpoint")
 def export_nanochat(folder: str | Path, output_dir: str | Path, step: int | None = None,
                     overwrite: bool = False, trust_remote_code: bool = False) -> Path:
     """An Akshara folder -> a nanochat checkpoint directory: `model_{step:06d}.pt`, `meta_{step:06d}.json` and the
@@ -578,6 +590,7 @@ def export_nanochat(folder: str | Path, output_dir: str | Path, step: int | None
     model = load_model(str(folder), trust_remote_code, dtype="auto")
     if model.config.model_type != "akshara":
         raise AksharaError(f"{folder}: model_type {model.config.model_type!r}, expected 'akshara'")
+    next_phase()
     try:
         model_config = model.config.to_nanochat()
     except ValueError as error:
@@ -604,6 +617,7 @@ def export_nanochat(folder: str | Path, output_dir: str | Path, step: int | None
         encoding = fast_to_tiktoken(tokenizer)
     except AksharaError as error:
         raise AksharaError(f"{folder / 'tokenizer.json'}: {error}") from None
+    next_phase()
 
     def write(out: Path) -> None:
         torch.save(state, out / f"model_{step:06d}.pt")

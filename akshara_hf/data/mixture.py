@@ -34,11 +34,15 @@ from akshara_hf.bounds import regular_file, regular_tree
 from akshara_hf.errors import AksharaError
 from akshara_hf.folders import add_overwrite_flag, check_output, staged_output
 from akshara_hf.loading import add_trust_flag
+from akshara_hf.progress import progress
 
 DATA_KEYS = ("seed", "on_bad_row", "validation_fraction", "sources")
 SOURCE_KEYS = ("kind", "path", "split", "config", "revision", "validation_path", "validation_split", "limit",
                "repeat")
 COMMAND = "build-mixture"
+# `repeat` copies a source's train rows (one Arrow table per copy, concatenated): a weight, not a way to multiply data
+# without end (`repeat: 1000000000` built a billion-entry list before any row was read). nanochat repeats twice.
+MAX_REPEAT = 1000
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,8 @@ def parse_data_section(data: Any, origin: Path | str, base: Path | None = None) 
             value = entry.get(key, default)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise AksharaError(f"{where}.{key}: must be a positive integer, got {value!r}")
+            if key == "repeat" and value > MAX_REPEAT:
+                raise AksharaError(f"{where}.repeat: {value} copies; at most {MAX_REPEAT} (repeat weights a source)")
             counts[key] = value
         sources.append(SourceSpec(
             index=index, kind=kind, path=text["path"], location=locate(text["path"]), split=text["split"],
@@ -340,11 +346,14 @@ def build_mixture(recipe_path: str | os.PathLike | DataSection, output_dir: str 
     _clean_legacy_staging(output)
     with staged_output(output, COMMAND, overwrite=overwrite, inputs=inputs) as staging:
         converted = []
-        for spec in section.sources:
-            try:
-                converted.append(_convert_inputs(section, spec, staging.scratch / "cache"))
-            except AksharaError as error:
-                raise AksharaError(f"{section.recipe}: data.sources[{spec.index}] ({spec.kind}): {error}") from None
+        with progress(len(section.sources), f"{COMMAND}: sources", "source") as bar:
+            for spec in section.sources:
+                bar.set_postfix_str(spec.kind, refresh=False)
+                try:
+                    converted.append(_convert_inputs(section, spec, staging.scratch / "cache"))
+                except AksharaError as error:
+                    raise AksharaError(f"{section.recipe}: data.sources[{spec.index}] ({spec.kind}): {error}") from None
+                bar.update(1)
         # Deduplicated by content across the whole mixture before any row is held out, whatever the files are called:
         # validation inputs first (their conversations are validation rows wherever else they appear), then the
         # train rows in recipe order (a conversation seen earlier is dropped). Held-out rows are then unique too.

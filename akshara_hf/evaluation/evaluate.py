@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 
 from akshara_hf.errors import AksharaError, one_line
+from akshara_hf.progress import progress
 from akshara_hf.tokenization.tokenizer import encode_ordinary
 
 def _no_grad(function):
@@ -66,25 +67,28 @@ def evaluate_loss(model, tokenizer, dataset, batch_size: int = 4, all_tokens: bo
     model.eval()
     loss_sum, loss_count, bpb_nats, bpb_bytes = 0.0, 0, 0.0, 0
     rows = list(_rows_for_loss(dataset, tokenizer, all_tokens, max_tokens))
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start : start + batch_size]
-        width = max(len(ids) for ids, _ in batch)
-        input_ids = torch.zeros(len(batch), width, dtype=torch.long)
-        targets = torch.full((len(batch), width), -100, dtype=torch.long)
-        attention = torch.zeros(len(batch), width, dtype=torch.long)
-        for row, (ids, mask) in enumerate(batch):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            attention[row, : len(ids)] = 1
-            targets[row, : len(ids)] = torch.tensor([i if m else -100 for i, m in zip(ids, mask)])
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=False).logits
-        shifted = targets[:, 1:].to(device)
-        per_token = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), shifted.flatten(), ignore_index=-100, reduction="none")
-        per_token = per_token.view_as(shifted)
-        valid = shifted != -100
-        loss_sum += float(per_token[valid].sum())
-        loss_count += int(valid.sum())
-        nats, num_bytes = bpb_from_losses(per_token.cpu(), shifted.cpu(), token_bytes)
-        bpb_nats, bpb_bytes = bpb_nats + nats, bpb_bytes + num_bytes
+    with progress(len(rows), "evaluate: loss", "row") as bar:
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start : start + batch_size]
+            width = max(len(ids) for ids, _ in batch)
+            input_ids = torch.zeros(len(batch), width, dtype=torch.long)
+            targets = torch.full((len(batch), width), -100, dtype=torch.long)
+            attention = torch.zeros(len(batch), width, dtype=torch.long)
+            for row, (ids, mask) in enumerate(batch):
+                input_ids[row, : len(ids)] = torch.tensor(ids)
+                attention[row, : len(ids)] = 1
+                targets[row, : len(ids)] = torch.tensor([i if m else -100 for i, m in zip(ids, mask)])
+            logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=False).logits
+            shifted = targets[:, 1:].to(device)
+            per_token = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), shifted.flatten(), ignore_index=-100,
+                                        reduction="none")
+            per_token = per_token.view_as(shifted)
+            valid = shifted != -100
+            loss_sum += float(per_token[valid].sum())
+            loss_count += int(valid.sum())
+            nats, num_bytes = bpb_from_losses(per_token.cpu(), shifted.cpu(), token_bytes)
+            bpb_nats, bpb_bytes = bpb_nats + nats, bpb_bytes + num_bytes
+            bar.update(len(batch))
     if loss_count == 0:
         raise AksharaError("the evaluation data has no targets")
     return {
@@ -96,7 +100,8 @@ def evaluate_loss(model, tokenizer, dataset, batch_size: int = 4, all_tokens: bo
 
 
 @_no_grad
-def generate_replies(model, tokenizer, prompts: list[list[dict]], batch_size: int = 8, max_new_tokens: int = 128) -> list[str]:
+def generate_replies(model, tokenizer, prompts: list[list[dict]], batch_size: int = 8, max_new_tokens: int = 128,
+                     desc: str = "evaluate: replies") -> list[str]:
     """Batched greedy replies to chat prompts, left-padded, rendered as nanochat renders them."""
     import torch
 
@@ -106,23 +111,25 @@ def generate_replies(model, tokenizer, prompts: list[list[dict]], batch_size: in
     device = next(model.parameters()).device
     model.eval()
     replies = []
-    for start in range(0, len(prompts), batch_size):
-        batch = [render_for_generation(messages, tokenizer) for messages in prompts[start : start + batch_size]]
-        width = max(len(ids) for ids in batch)
-        input_ids = torch.full((len(batch), width), special["pad_token_id"], dtype=torch.long)
-        attention = torch.zeros(len(batch), width, dtype=torch.long)
-        for row, ids in enumerate(batch):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            attention[row, width - len(ids) :] = 1
-        output = model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention.to(device),
-            do_sample=False,
-            max_new_tokens=max_new_tokens,
-            eos_token_id=special["eos_token_id"],
-            pad_token_id=special["pad_token_id"],
-        )
-        replies.extend(tokenizer.batch_decode(output[:, width:], skip_special_tokens=True))
+    with progress(len(prompts), desc, "reply") as bar:
+        for start in range(0, len(prompts), batch_size):
+            batch = [render_for_generation(messages, tokenizer) for messages in prompts[start : start + batch_size]]
+            width = max(len(ids) for ids in batch)
+            input_ids = torch.full((len(batch), width), special["pad_token_id"], dtype=torch.long)
+            attention = torch.zeros(len(batch), width, dtype=torch.long)
+            for row, ids in enumerate(batch):
+                input_ids[row, width - len(ids) :] = torch.tensor(ids)
+                attention[row, width - len(ids) :] = 1
+            output = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention.to(device),
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                eos_token_id=special["eos_token_id"],
+                pad_token_id=special["pad_token_id"],
+            )
+            replies.extend(tokenizer.batch_decode(output[:, width:], skip_special_tokens=True))
+            bar.update(len(batch))
     return [reply.strip() for reply in replies]
 
 
@@ -149,7 +156,7 @@ def evaluate_tasks(model, tokenizer, dataset, tasks=("summarization", "paraphras
             continue
         prompts = [messages[:-1] for messages in rows["messages"]]
         references = [_content_text(messages[-1]["content"]) for messages in rows["messages"]]
-        predictions = generate_replies(model, tokenizer, prompts, batch_size, max_new_tokens)
+        predictions = generate_replies(model, tokenizer, prompts, batch_size, max_new_tokens, desc=f"evaluate: {task}")
         results[task] = {"rows": len(rows), "sources": sorted(set(rows["source"])), **score_pairs(predictions, references),
                          "examples": [{"reference": r, "prediction": p} for r, p in zip(references[:3], predictions[:3])]}
     return results

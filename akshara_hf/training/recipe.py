@@ -50,20 +50,21 @@ class RecipeParser(TrlParser):
     def error(self, message):  # argparse's own: usage (every TrainingArguments option) + message, exit 2
         raise AksharaError(message)
 
+    def recipe_actions(self) -> list[argparse.Action]:
+        """The options `--help` shows after `--config`: the recipe's own, in the parser's order."""
+        return [action for action in self._actions
+                if action.dest in self.recipe_fields and action.option_strings[0] == f"--{action.dest}"]
+
+    def option_count(self) -> int:
+        return sum(1 for action in self._actions if action.option_strings)
+
     def format_help(self) -> str:
-        """The recipe's options first: `--config`, the run options, Akshara's trainer options."""
-        short = argparse.ArgumentParser(prog=self.prog, description=self.description, add_help=False,
-                                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        short.add_argument("--config", metavar="RECIPE", help="the recipe YAML, or a packaged recipe's name (tiny-sft; "
-                           "`akshara-hf recipes` lists them); every key in it can be overridden by the flag of the "
-                           "same name")
-        group = short.add_argument_group("recipe options")
-        for action in self._actions:
-            if action.dest in self.recipe_fields and action.option_strings[0] == f"--{action.dest}":
-                group._add_action(action)
-        total = sum(1 for action in self._actions if action.option_strings)
-        return (short.format_help() + f"\nAny other field of TRL's SFTConfig / transformers' TrainingArguments is a "
-                f"recipe key and a flag too ({total} options in all): --help-all lists them.\n")
+        """The recipe's options first: `--config`, the run options, Akshara's trainer options (the same text as the
+        light `--help` of the training scripts, `akshara_hf.training.help`)."""
+        from akshara_hf.training.help import format_recipe_help, option_record
+
+        return format_recipe_help(self.prog, self.description, [option_record(a) for a in self.recipe_actions()],
+                                  self.option_count())
 
     def parse_args_and_config(self, args=None, **kwargs):
         args = list(sys.argv[1:] if args is None else args)
@@ -105,9 +106,10 @@ class RecipeParser(TrlParser):
         self.set_defaults_with_config(**config)
         where = f"{self.recipe}: " if self.recipe else ""
         try:
-            unused = self.parse_known_args(args)[1]  # before the dataclasses, whose own checks would speak first
+            namespace, unused = self.parse_known_args(args)  # before the dataclasses, whose own checks speak first
             if unused:
                 raise AksharaError(f"unrecognized arguments: {' '.join(unused)} (see --help)")
+            _check_precision_device(namespace)
             return tuple(self.parse_args_into_dataclasses(args=args, look_for_args_file=False))
         except AksharaError as error:
             raise AksharaError(f"{where}{error}") from None
@@ -116,9 +118,30 @@ class RecipeParser(TrlParser):
             raise AksharaError(f"{where}{first}") from None
 
 
-def parse_config(args: list[str] | None = None, *extra_dataclasses, prog: str | None = None,
-                 description: str | None = None) -> tuple:
-    """`AksharaSFTConfig` (and `extra_dataclasses`) from `--config recipe.yaml` and flags; returns the instances."""
+def _check_precision_device(namespace) -> None:
+    """A recipe that trains in bf16 on a GPU (the seed runs: `bf16: true`, no `use_cpu`) on a machine without one is
+    refused here, saying what to do, before any model or data is loaded (transformers' own check says only "Your setup
+    doesn't support bf16/gpu"). Same condition as `TrainingArguments`'."""
+    bf16 = getattr(namespace, "bf16", None)
+    if bf16 is None:  # SFTConfig's default: bf16 unless fp16 is set
+        bf16 = not getattr(namespace, "fp16", False)
+    if not (bf16 or getattr(namespace, "bf16_full_eval", False)):
+        return
+    if getattr(namespace, "use_cpu", False):
+        return
+    from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
+
+    if is_torch_bf16_gpu_available() or is_torch_xla_available():
+        return
+    raise AksharaError("this recipe trains in bf16 on a GPU (bf16: true, use_cpu not set), and this machine has no GPU "
+                       "that supports bf16: add --bf16 false --use_cpu true to train on the CPU (a d20 model takes "
+                       "days there), or run a tiny recipe (akshara-hf recipes lists them)")
+
+
+def recipe_parser(*extra_dataclasses, prog: str | None = None, description: str | None = None,
+                  defaults: dict | None = None, helps: dict | None = None) -> RecipeParser:
+    """The parser of `AksharaSFTConfig` and `extra_dataclasses`; `defaults` / `helps` replace options' defaults and
+    help texts (a training script's own stage)."""
     from akshara_hf.training.trainer import AksharaSFTConfig
 
     not_inputs = ("learning_rate", "gradient_checkpointing", "ddp_find_unused_parameters")
@@ -129,4 +152,15 @@ def parse_config(args: list[str] | None = None, *extra_dataclasses, prog: str | 
                                          "per_device_train_batch_size", "per_device_eval_batch_size", "eval_steps",
                                          "save_steps", "logging_steps", "seed", "bf16", "use_cpu",
                                          "resume_from_checkpoint"))
-    return parser.parse_args_and_config(args)
+    for action in parser._actions:
+        if action.dest in (helps or {}):
+            action.help = helps[action.dest]
+    if defaults:
+        parser.set_defaults(**defaults)
+    return parser
+
+
+def parse_config(args: list[str] | None = None, *extra_dataclasses, prog: str | None = None,
+                 description: str | None = None) -> tuple:
+    """`AksharaSFTConfig` (and `extra_dataclasses`) from `--config recipe.yaml` and flags; returns the instances."""
+    return recipe_parser(*extra_dataclasses, prog=prog, description=description).parse_args_and_config(args)

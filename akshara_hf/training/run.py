@@ -26,9 +26,7 @@ from akshara_hf.data.mixture import DataSection, yaml_where
 from akshara_hf.bounds import regular_tree
 from akshara_hf.errors import AksharaError, one_line
 from akshara_hf.folders import MARKER, check_run_folder, output_marker, replace_file
-
-STAGES = ("base", "mid", "sft")
-SCRIPT_STAGES = {"sft.py": ("sft",), "mid_train.py": ("mid", "base")}
+from akshara_hf.training.help import ALL_STAGES as STAGES, SCRIPT_STAGES
 
 
 @dataclass
@@ -312,6 +310,12 @@ def _mixture(run, output_dir: Path, tokenizer):
     return build_mixture(run.data, output_dir / "mixture", tokenizer=tokenizer, overwrite=True), output_dir / "mixture"
 
 
+def _no_rows(split: str, conversations: int, max_length: int | None) -> str:
+    """Why an SFT split has no rows although the mixture has conversations (`_tokenize` drops those without targets)."""
+    return (f"no {split} rows: none of the {conversations} {split} conversations has an assistant token within "
+            f"max_length {max_length or 2048}; raise max_length")
+
+
 def _documents(conversations):
     """The base stage's plain text: each message's text as its own document."""
     from datasets import Dataset
@@ -350,15 +354,20 @@ def _tokenize(stage: str, split, tokenizer, max_seq_len: int, max_length: int | 
     return pack_documents(_documents(split), tokenizer, max_seq_len)
 
 
+def recipe_parser(script: str | None = None):
+    """The recipe parser of a training script: its name in errors and `--help`, its first stage the default."""
+    from akshara_hf.training import help
+    from akshara_hf.training.recipe import recipe_parser as parser
+
+    return parser(AksharaRunArguments, prog=script, description=help.description(script),
+                  defaults={"stage": help.stages_of(script)[0]}, helps={"stage": help.stage_help(script)})
+
+
 def parse_recipe(argv: list[str] | None = None, script: str | None = None):
     """(trainer config, run arguments) of a recipe and flags, checked; `script` ("sft.py" / "mid_train.py") names
     the command in errors and `--help` and limits the stages it runs."""
-    from akshara_hf.training.recipe import parse_config
-
     stages = SCRIPT_STAGES.get(script, STAGES)
-    description = (f"Train an Akshara model from a recipe (stage {' or '.join(stages)}). "
-                   "Example: --config training/recipes/tiny-sft.yaml --max_steps 20")
-    args, run = parse_config(argv, AksharaRunArguments, prog=script, description=description)
+    args, run = recipe_parser(script).parse_args_and_config(argv)
     if args.stage not in stages:
         other = next(name for name, allowed in SCRIPT_STAGES.items() if args.stage in allowed)
         raise AksharaError(f"stage {args.stage!r}: {script} runs stage {' or '.join(stages)}; run this recipe "
@@ -412,10 +421,11 @@ def _train(argv: list[str] | None, script: str | None, card_writer, output: list
     import torch
     from transformers import GenerationConfig, set_seed
 
+    from akshara_hf.progress import use_step_progress
     from akshara_hf.training.adapters import peft_config
     from akshara_hf.tokenization.chat import generation_config_kwargs
     from akshara_hf.training.trainer import MuonSFTTrainer, check_akshara_model
-    from akshara_hf.training.training_log import JsonlLogCallback, RunClock, run_facts
+    from akshara_hf.training.training_log import CheckpointSteps, JsonlLogCallback, RunClock, run_facts
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args, run = parse_recipe(argv, script)
@@ -444,12 +454,15 @@ def _train(argv: list[str] | None, script: str | None, card_writer, output: list
     mixture, mixture_folder = _mixture(run, output_dir, tokenizer)
     train_rows = _tokenize(args.stage, mixture["train"], tokenizer, run.max_seq_len, args.max_length,
                            args.assistant_only_loss)
+    if len(train_rows) == 0:  # TRL would stop with a StopIteration traceback looking at its first row
+        raise AksharaError(_no_rows("training", len(mixture["train"]), args.max_length))
     eval_rows = _tokenize(args.stage, mixture["validation"], tokenizer, run.max_seq_len, args.max_length,
                           args.assistant_only_loss)
     if run.eval_tokens is not None and args.stage != "sft":
         eval_rows = eval_rows.select(range(min(len(eval_rows), max(1, run.eval_tokens // run.max_seq_len))))
     if args.eval_strategy != "no" and len(eval_rows) == 0:
-        raise AksharaError("the validation split is empty; set validation_fraction in the data section")
+        raise AksharaError(_no_rows("validation", len(mixture["validation"]), args.max_length) if len(
+            mixture["validation"]) else "the validation split is empty; set validation_fraction in the data section")
     seq_len = run.max_seq_len if args.stage != "sft" else args.max_length or 2048
     if args.stage == "sft" and args.padding_free and not args.packing:
         # The rows are cut to max_length above; TRL refuses padding_free with a max_length (it would not enforce it).
@@ -459,22 +472,23 @@ def _train(argv: list[str] | None, script: str | None, card_writer, output: list
     padded = args.stage == "sft" and not (args.padding_free or args.packing)
     args.include_num_input_tokens_seen = "non_padding" if padded else "all"
 
-    clock = RunClock()
+    clock, checkpoints = RunClock(), CheckpointSteps()
     facts_so_far = partial(run_facts, run=run, mixture=mixture, torch=torch, seq_len=seq_len,
-                           mixture_folder=mixture_folder, clock=clock)
+                           mixture_folder=mixture_folder, clock=clock, checkpoints=checkpoints)
     trainer = MuonSFTTrainer(
         model,
         args=args,
         train_dataset=train_rows,
         eval_dataset=eval_rows if len(eval_rows) else None,
         processing_class=tokenizer,
-        callbacks=[JsonlLogCallback(output_dir / "log.jsonl"), clock],
+        callbacks=[JsonlLogCallback(output_dir / "log.jsonl"), clock, checkpoints],
         peft_config=peft_config(run),  # TRL's PEFT keys (use_peft, lora_r, ...): the folder holds the adapter
         # The trainer's card hook writes our card, from the facts at each save, into output_dir and every checkpoint
         # (the run owns their README.md). A PEFT run's folder is an adapter, with PEFT's own README.
         card_writer=None if run.use_peft else card_writer,
         card_facts=facts_so_far,
     )
+    use_step_progress(trainer)  # step i/N, ETA, loss and tokens/s: tqdm on a terminal, whole lines in a log
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     if len(eval_rows):
         _final_evaluation(trainer)  # logged: the facts' final validation figures are the last evaluation's
@@ -497,13 +511,26 @@ def _final_evaluation(trainer) -> dict:
 
 
 def main(script: str | None = None, card_writer=None) -> int:
-    """The training scripts' entry point: the output folder on stdout, or one error line and exit status 2."""
+    """The training scripts' entry point: the output folder on stdout, or one error line and exit status 2. `--help`
+    answers from the light description of the options (`akshara_hf.training.help`), before torch is imported; the
+    CPU threads are chosen before it too (`akshara_hf.threads`)."""
+    from akshara_hf.progress import quiet_library_bars_off_terminal
+    from akshara_hf.threads import configure_threads
+    from akshara_hf.training.help import print_help_if_asked
+
     script = script or Path(sys.argv[0]).name
+    if print_help_if_asked(sys.argv[1:], script):
+        return 0
+    configure_threads()  # before torch is imported: OpenMP's idle threads sleep instead of spinning
+    quiet_library_bars_off_terminal()
     try:
         print(train(script=script, card_writer=card_writer))
         return 0
     except AksharaError as error:
         print(f"{script}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a file or folder the run could not read or write (as the akshara-hf commands say it)
+        print(f"{script}: error: {one_line(error, limit=2000)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: one line, the shell's 128 + SIGINT; checkpoints already saved stay
         print(f"{script}: interrupted", file=sys.stderr)

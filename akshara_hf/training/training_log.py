@@ -61,6 +61,38 @@ class RunClock(TrainerCallback, ExportableState):
         return {"args": {}, "attributes": {"seconds": self.seconds()}}
 
 
+class CheckpointSteps(TrainerCallback, ExportableState):
+    """The steps at which the Trainer saved a checkpoint (the run's facts, and its card, name them). Kept in each
+    checkpoint's `trainer_state.json`, so a resumed run lists its earlier checkpoints too."""
+
+    def __init__(self):
+        self.steps: list[int] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        saved = (state.stateful_callbacks or {}).get(type(self).__name__, {})
+        if isinstance(saved, list):
+            saved = saved[0] if saved else {}
+        earlier = saved.get("attributes", {}).get("steps", []) if state.global_step else []
+        self.steps = [int(step) for step in earlier if int(step) <= state.global_step]
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step not in self.steps:
+            self.steps.append(state.global_step)
+
+    def state(self) -> dict:
+        return {"args": {}, "attributes": {"steps": list(self.steps)}}
+
+
+def _learning_rates(optimizer) -> list[dict]:
+    """Each optimizer group's LR before the schedule's multiplier (`initial_lr`, set by the LR scheduler): the LRs the
+    run applied, width scaling and `init_lr_frac` included."""
+    rates = []
+    for index, group in enumerate(getattr(optimizer, "param_groups", None) or []):
+        if group.get("params"):
+            rates.append({"group": str(group.get("name", index)), "lr": float(group.get("initial_lr", group["lr"]))})
+    return rates
+
+
 def _hardware(torch) -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
@@ -100,8 +132,10 @@ class RunFacts:
     unembedding_lr: float | None = None
     init_lr_frac: float | None = None
     weight_decay: float | None = None
-    num_epochs: float | None = None
+    num_epochs: float | None = None  # reached: 0.4167 for a run stopped 5 steps into a 12-step epoch
     eval_every: int | None = None
+    checkpoint_steps: list[int] = field(default_factory=list)
+    learning_rates: list[dict] = field(default_factory=list)
     eval_tokens: int | None = None
     final_train_loss: float | None = None
     final_val_loss: float | None = None
@@ -156,7 +190,8 @@ def _sources_used(section, report: dict | None) -> tuple[list[str], list[str]]:
     return hub, list(dict.fromkeys(f"{kind}: {path}" for kind, path, _ in entries))
 
 
-def run_facts(trainer, run, mixture, torch, seq_len: int, mixture_folder: Path, clock: RunClock) -> RunFacts:
+def run_facts(trainer, run, mixture, torch, seq_len: int, mixture_folder: Path, clock: RunClock,
+              checkpoints: CheckpointSteps | None = None) -> RunFacts:
     """The run's facts so far, from the trainer's state, the recipe and the run's `RunClock`: the finished run's after
     `train()` (and its final evaluation, the last one logged), a snapshot at the current step while it trains (the
     trainer's card hook calls this at each checkpoint). `seq_len` is the rows' length (mid/base: `max_seq_len`; SFT:
@@ -193,9 +228,11 @@ def run_facts(trainer, run, mixture, torch, seq_len: int, mixture_folder: Path, 
         unembedding_lr=args.unembedding_lr,
         init_lr_frac=args.init_lr_frac,
         weight_decay=args.weight_decay,
-        num_epochs=args.num_train_epochs,
+        num_epochs=round(state.epoch, 4) if state.epoch is not None else None,
         eval_every=int(args.eval_steps) if args.eval_strategy == "steps" and (args.eval_steps or 0) >= 1 else None,
         eval_tokens=run.eval_tokens if args.stage != "sft" else None,
+        checkpoint_steps=list(checkpoints.steps) if checkpoints is not None else [],
+        learning_rates=_learning_rates(trainer.optimizer),
         final_train_loss=_last(history, "loss"),
         final_val_loss=final_eval.get("eval_loss"),
         final_val_bpb=final_eval.get("eval_bpb"),
