@@ -309,3 +309,13 @@ def test_an_absurd_repeat_is_refused_before_any_work(tmp_path, capsys, no_hang, 
     assert err == (f"akshara-hf build-mixture: error: {path}: data.sources[0].repeat: {repeat} copies; at most "
                    "1000 (repeat weights a source)"), err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_data_key_given_twice_is_refused(tmp_path, capsys):
+    """`validation_fraction: 0.2` then `validation_fraction: 0.5` held out the second silently."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text(f"data:\n  validation_fraction: 0.2\n  validation_fraction: 0.5\n  sources:\n"
+                    f"    - {{kind: smoltalk, path: {SMOLTALK}}}\n", encoding="utf-8")
+    assert cli(["build-mixture", str(path), str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == (f"akshara-hf build-mixture: error: {path}: not valid YAML at line 3 "
+                                               "('validation_fraction' given twice (first on line 2))")

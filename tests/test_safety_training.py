@@ -548,3 +548,15 @@ def test_an_output_dir_that_cannot_be_made_is_one_line(capsys, monkeypatch, tmp_
     code, line = run_script("sft.py", ["--config", str(TINY_SFT), "--model_name_or_path", str(converted_folder),
                                        "--output_dir", where], capsys, monkeypatch)
     assert code == 2 and line.startswith("sft.py: error: ") and fragment in line, line
+
+
+@pytest.mark.parametrize("text, flags, fragment", [
+    ("max_steps: 1\nmax_steps: 1000000\n", [], "('max_steps' given twice (first on line "),
+    ("", ["--data", "{sources: [{kind: news, path: a.jsonl, path: b.jsonl}]}"],
+     "--data: not valid YAML or JSON at line 1 ('path' given twice (first on line 1))"),
+    ("", ["--model_config", "{depth: 2, depth: 20}"], "'depth' given twice (first on line 1)"),
+], ids=["recipe", "--data", "--model_config"])
+def test_a_key_given_twice_is_refused(refused, tmp_path, text, flags, fragment):
+    """YAML keeps the last of two equal keys without a word (`max_steps: 1000000` added below a `max_steps: 1` trained
+    a million steps); recipes, --data and --model_config refuse them, naming the lines."""
+    refused(flags, fragment, recipe=recipe_with(tmp_path, TINY_SFT.read_text(encoding="utf-8") + text))

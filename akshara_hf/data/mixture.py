@@ -91,13 +91,41 @@ class DataSection:
     def from_text(cls, text: str, origin: str = "--data", base: Path | None = None) -> "DataSection":
         """A data section given as YAML or JSON text (the command line's `--data '{sources: [...]}'`)."""
         try:
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
         except yaml.YAMLError as error:
             raise AksharaError(f"{origin}: not valid YAML or JSON{yaml_where(error)}") from None
         return parse_data_section(data, origin, base)
 
 
 # --- recipe ---------------------------------------------------------------------------------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping: `safe_load` keeps the last silently, so a
+    `max_steps: 1000000` added at the end of a recipe replaced the `max_steps: 1` above it without a word."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: its keys may be overridden here
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the safe loader reports it itself
+                    continue
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"{key!r} given twice (first on line {first.line + 1})", key_node.start_mark)
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str):
+    """YAML (or JSON) text as Python data, safely (no tags that build objects) and with unique keys."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506  a SafeLoader subclass
 
 
 def yaml_where(error: Exception) -> str:
@@ -110,7 +138,7 @@ def read_recipe(recipe_path: str | os.PathLike) -> dict:
     """A recipe file as a mapping; a missing file, bad YAML or a non-mapping is a one-line `AksharaError`."""
     recipe = regular_file(recipe_path, "recipe file")  # a named pipe would block the read forever
     try:
-        document = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+        document = load_yaml(recipe.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise AksharaError(f"{recipe}: not a UTF-8 text file") from None
     except yaml.YAMLError as error:

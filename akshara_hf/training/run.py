@@ -22,7 +22,7 @@ from functools import partial
 from pathlib import Path
 
 from akshara_hf.training.adapters import AksharaPeftArguments
-from akshara_hf.data.mixture import DataSection, yaml_where
+from akshara_hf.data.mixture import DataSection, load_yaml, yaml_where
 from akshara_hf.bounds import regular_tree
 from akshara_hf.errors import AksharaError, one_line
 from akshara_hf.folders import MARKER, check_run_folder, output_marker, replace_file
@@ -62,7 +62,7 @@ class AksharaRunArguments(AksharaPeftArguments):
             self.data = DataSection.from_mapping(self.data, "data")
         if isinstance(self.model_config, str):  # YAML or JSON, as `--data` and the recipe itself
             try:
-                self.model_config = yaml.safe_load(self.model_config)
+                self.model_config = load_yaml(self.model_config)
             except yaml.YAMLError as error:
                 raise AksharaError(f"model_config: not valid YAML or JSON{yaml_where(error)}") from None
         if self.model_config is not None and not isinstance(self.model_config, dict):
