@@ -319,3 +319,24 @@ def test_a_data_key_given_twice_is_refused(tmp_path, capsys):
     assert cli(["build-mixture", str(path), str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip() == (f"akshara-hf build-mixture: error: {path}: not valid YAML at line 3 "
                                                "('validation_fraction' given twice (first on line 2))")
+
+
+def _alias_bomb(levels: int, width: int) -> str:
+    """`levels` lines, each a list of `width` aliases of the line above: width**levels values once expanded."""
+    lines = ["l0: &l0 [" + ", ".join(["lol"] * width) + "]"]
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * width) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("anchors, value", [(_alias_bomb(7, 8), "*l6"), ("", "&loop [1, *loop]")],
+                         ids=["8**7 values", "an alias inside itself"])
+def test_yaml_aliases_past_a_million_values_are_refused(tmp_path, capsys, no_hang, anchors, value):
+    """Nine lines of aliases are 9**9 values to whatever walks them: `seed: *l8` was refused with its repr in the
+    message, which filled the memory until the process was killed (8**7 here keeps the old behaviour bearable)."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text(f"{anchors}data:\n  seed: {value}\n  sources:\n    - {{kind: smoltalk, path: {SMOLTALK}}}\n",
+                    encoding="utf-8")
+    with no_hang(60):
+        assert cli(["build-mixture", str(path), str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == (f"akshara-hf build-mixture: error: {path}: not valid YAML (more than "
+                                               "1,000,000 values once its aliases are expanded)")

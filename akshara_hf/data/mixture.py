@@ -123,9 +123,27 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+MAX_YAML_VALUES = 1_000_000  # a recipe holds hundreds; aliases of aliases reach billions from a few lines
+
+
 def load_yaml(text: str):
-    """YAML (or JSON) text as Python data, safely (no tags that build objects) and with unique keys."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506  a SafeLoader subclass
+    """YAML (or JSON) text as Python data, safely (no tags that build objects), with unique keys and at most
+    `MAX_YAML_VALUES` values once aliases are expanded: nine lines of `&a [*b, *b, ...]` are 9**9 values to anything
+    that walks them (an error message's repr of one filled the memory), and an alias may even contain itself."""
+    data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506  a SafeLoader subclass
+    pending, count = [data], 0
+    while pending:  # the expanded size, counted only up to the limit (a shared value counts at each use)
+        value = pending.pop()
+        count += 1
+        if count > MAX_YAML_VALUES:
+            raise yaml.error.MarkedYAMLError(problem=f"more than {MAX_YAML_VALUES:,} values once its aliases are "
+                                             "expanded")
+        if isinstance(value, dict):
+            pending.extend(value)
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return data
 
 
 def yaml_where(error: Exception) -> str:
