@@ -300,7 +300,10 @@ def _check_weight_dtypes(folder: Path) -> None:
         weight_map = data.get("weight_map") if isinstance(data, dict) else None
         if not isinstance(weight_map, dict):
             raise AksharaError(f"{index}: no weight_map object")
-        files = [folder / name for name in sorted(set(map(str, weight_map.values())))]
+        for name in set(weight_map.values()):  # transformers joins each to the folder: `../x` reads outside it
+            if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+                raise AksharaError(f"{index}: weight_map names {name!r}, not a file of the folder")
+        files = [folder / name for name in sorted(set(weight_map.values()))]
     for path in files:
         try:
             with safe_open(str(path), framework="pt") as weights:
@@ -314,14 +317,48 @@ def _check_weight_dtypes(folder: Path) -> None:
                                    "to float without a word")
 
 
+def check_tokenizer_patterns(source: str) -> None:
+    """Every regular expression in the tokenizer.json (split pre-tokenizers, replace normalizers and decoders) is
+    nanochat's split pattern (`tokenization.tokenizer.check_split_pattern`, the rule for tokenizer.pkl too): the
+    tokenizers library runs them on every text, and a crafted one (`(a|a)*b`) made chat end in a Rust panic (a
+    BaseException no handler catches) on a prompt of 40 x "a", or backtracks for hours first."""
+    from akshara_hf.tokenization.tokenizer import check_split_pattern
+
+    path = _model_file(source, "tokenizer.json")
+    if path is None:
+        return
+    try:
+        data = read_json(path)
+    except AksharaError:  # not JSON: the tokenizer's own load reports it
+        return
+    if not isinstance(data, dict):
+        return
+    # A pattern is serialized as {"Regex": "..."} (or {"String": "..."}, matched literally); the vocabulary and
+    # merges ("model", "added_tokens") hold none.
+    pending = [value for key, value in data.items() if key not in ("model", "added_tokens")]
+    while pending:  # iterative: nesting depth is the file's choice
+        value = pending.pop()
+        if isinstance(value, dict):
+            if set(value) == {"Regex"}:
+                pattern = value["Regex"]
+                if not isinstance(pattern, str):
+                    raise AksharaError(f"{path}: a Regex that is not a string ({pattern!r})")
+                check_split_pattern(pattern, f"{path}: regex")
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+
+
 def load_tokenizer(source: str, trust_remote_code: bool = False, config=None, flag: str = TRUST_FLAG):
-    """`AutoTokenizer.from_pretrained` under the trust rule. `config`: the model's, already loaded (else AutoTokenizer
-    loads config.json again itself)."""
+    """`AutoTokenizer.from_pretrained` under the trust rule, its regular expressions checked first
+    (`check_tokenizer_patterns`). `config`: the model's, already loaded (else AutoTokenizer loads config.json again
+    itself)."""
     from transformers import AutoTokenizer
 
     if not trust_remote_code:
         check_folder_code(source, flag)
         import akshara_hf.model.modeling_akshara  # noqa: F401  the registered config: no "run custom code?" prompt
+    check_tokenizer_patterns(source)
     kwargs = {} if config is None else {"config": config}
     try:
         with _quiet_transformers():

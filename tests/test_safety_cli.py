@@ -349,7 +349,32 @@ def _fifo(name):
     return edit
 
 
+def _weights_outside(folder):
+    """The weights moved beside the folder, an index naming them through `..`: transformers joins the name to the
+    folder and read them (any safetensors file on the machine became the model)."""
+    from safetensors import safe_open
+
+    outside = folder.parent / f"outside-{folder.name}.safetensors"
+    (folder / "model.safetensors").rename(outside)
+    with safe_open(outside, "pt") as weights:
+        names = list(weights.keys())
+    (folder / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {name: f"../{outside.name}" for name in names}}))
+
+
+def _crafted_split_regex(folder):
+    """A tokenizer.json whose split regex backtracks: `chat --prompt` of 40 x "a" ended in a Rust panic
+    (pyo3's PanicException, a BaseException) with a traceback; longer inputs backtrack for hours first."""
+    data = json.loads((folder / "tokenizer.json").read_text())
+    data["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "(a|a)*b|\\s+|[^\\s]+"
+    (folder / "tokenizer.json").write_text(json.dumps(data))
+
+
 HOSTILE_FOLDERS = {
+    "weights named outside the folder": (_weights_outside, "model.safetensors.index.json: weight_map names "
+                                                           "'../outside-"),
+    "crafted tokenizer regex": (_crafted_split_regex, "tokenizer.json: regex '(a|a)*b|\\\\s+|[^\\\\s]+' is not "
+                                                      "nanochat's split pattern"),
     "int8 weights (chatted, exported silently)": (_int8_weights, "model.safetensors: lm_head.weight is I8, not a "
                                                                  "floating-point weight"),
     "generation config not JSON (defaults used)": (_generation("{bad"), "generation_config.json: not valid JSON"),
@@ -412,6 +437,23 @@ def test_chat_non_utf8_stdin_is_one_line(converted_folder):
     err = result.stderr.decode()
     assert result.returncode == 2 and err.strip() == "akshara-hf chat: error: stdin: a line is not UTF-8 text (set " \
         "the terminal to UTF-8)", err[-2000:]
+
+
+def test_chat_stdin_without_line_ends_is_one_line(converted_folder):
+    """`chat < /dev/zero` read one endless line into memory (a MemoryError traceback under a memory limit, else the
+    machine's memory); a line is refused past 1 MiB. The limit here makes the old behaviour fail fast."""
+    import resource
+
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    with open("/dev/zero", "rb") as zeros:
+        result = subprocess.run([*CHAT, str(converted_folder), "--max-new-tokens", "2"], stdin=zeros,
+                                capture_output=True, timeout=300, env=env, preexec_fn=limit_memory)
+    err = result.stderr.decode()
+    assert result.returncode == 2 and err.strip() == "akshara-hf chat: error: stdin: a line longer than 1,048,576 " \
+        "bytes (no model's context holds it)", err[-2000:]
 
 
 def test_chat_prompt_of_undecodable_bytes_is_one_line(converted_folder, capsys):

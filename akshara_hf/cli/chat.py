@@ -67,13 +67,20 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
+MAX_LINE_BYTES = 1 << 20  # far past any model's context; a line without end (`< /dev/zero`) is refused there
+
+
 def _read_line(stdin) -> str | None:
     """One line of the user's input, None at its end; AksharaError for bytes that are not UTF-8 (a terminal set to
-    another encoding: every line would be garbage to the model)."""
+    another encoding: every line would be garbage to the model) and for a line over `MAX_LINE_BYTES` (reading on
+    would fill the memory)."""
     buffer = getattr(stdin, "buffer", None)
-    raw = buffer.readline() if buffer is not None else stdin.readline()  # bytes, decoded strictly below
+    reader = buffer if buffer is not None else stdin
+    raw = reader.readline(MAX_LINE_BYTES + 1)  # bytes, decoded strictly below
     if not raw:
         return None
+    if len(raw) > MAX_LINE_BYTES:
+        raise AksharaError(f"stdin: a line longer than {MAX_LINE_BYTES:,} bytes (no model's context holds it)")
     try:
         line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     except UnicodeDecodeError:
