@@ -536,6 +536,36 @@ def test_fsdp2_on_two_processes_equals_one_process_and_resumes_exactly(tmp_path,
 
 
 @pytest.mark.slow
+def test_the_training_script_under_fsdp2_ends_with_a_model_folder(tmp_path):
+    """`training/mid_train.py` (the tiny-base recipe, 4 steps) on 2 FSDP2 processes: the run's own output (model folder
+    with Akshara's remote code that loads, the log, the checkpoint with the whole optimizer state)."""
+    from transformers import AutoModelForCausalLM
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "base"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", FSDP2_YAML, "--num_processes", "2",
+        "--mixed_precision", "no", "--main_process_port", str(port), str(REPO / "tests" / "fsdp_cpu_launch.py"),
+        str(REPO / "training" / "mid_train.py"), "--config", "tiny-base", "--max_steps", "4", "--save_steps", "4",
+        "--per_device_train_batch_size", "4", "--output_dir", str(out),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert "Accelerate set up DDP" not in done.stderr
+    assert_fsdp2_folder(out)
+    assert_fsdp2_folder(out / "checkpoint-4")
+    steps = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert max(entry.get("step", 0) for entry in steps) == 4
+    saved = torch.load(out / "checkpoint-4" / "optimizer.pt", weights_only=True)
+    model = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
+    assert len(saved["muon"]["state"]) == len(saved["muon"]["param_groups"][0]["params"]) > 0
+    assert {tuple(e["exp_avg"].shape) for e in saved["adamw"]["state"].values()} == {tuple(model.lm_head.weight.shape)}
+
+
+@pytest.mark.slow
 def test_fsdp2_yaml_on_cpu_says_it_runs_ddp(tmp_path):
     """Without a GPU, Accelerate sets up DDP for fsdp2.yaml and says nothing; the trainer says it."""
     two, stderr = _launch_two_processes(tmp_path, "--config_file", FSDP2_YAML, script=("--steps", "1"))
