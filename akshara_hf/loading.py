@@ -231,7 +231,20 @@ def load_model(source: str, trust_remote_code: bool = False, flag: str = TRUST_F
         listed = "; ".join(f"{kind}: {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''} ({len(keys)})"
                            for kind, keys in problems.items())
         raise AksharaError(f"{source}: the weights do not fit config.json ({config.model_type}): {listed}")
+    _check_finite(model, source)
     return model
+
+
+def _check_finite(model, source: str) -> None:
+    """Every weight is a finite number: with a NaN or infinite weight, training went on with NaN losses (logged as
+    0.0 by the Trainer's NaN filter) and wrote a NaN model, serving answered each request with a 500, evaluation
+    reported NaN."""
+    import torch
+
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise AksharaError(f"{source}: {name} holds NaN or infinite values (a diverged or damaged model)")
 
 
 FLOAT_HEADER_DTYPES = ("F64", "F32", "F16", "BF16")  # safetensors' names of the weight dtypes the model computes in

@@ -174,14 +174,12 @@ def chat_process(*args, timeout=120, **kwargs):
 
 
 def test_generation_failure_exits_2_with_one_line_and_no_hang(converted_folder, tmp_path):
-    """NaN weights: sampling raises inside generate's thread; was a printed traceback and a reader waiting forever."""
-    from safetensors.torch import load_file, save_file
-
-    folder = tmp_path / "nan"
+    """generate raises inside its thread (here: beam search, which refuses a streamer; NaN weights did it before they
+    were refused at load): was a printed traceback and a reader waiting forever."""
+    folder = tmp_path / "beams"
     shutil.copytree(converted_folder, folder)
-    state = load_file(folder / "model.safetensors")
-    save_file({key: tensor.fill_(float("nan")) for key, tensor in state.items()}, folder / "model.safetensors",
-              metadata={"format": "pt"})
+    config = json.loads((folder / "generation_config.json").read_text())
+    (folder / "generation_config.json").write_text(json.dumps({**config, "num_beams": 2}))
     result = chat_process(folder, "--prompt", "hi", "--temperature", "1", "--max-new-tokens", "4")
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2, result.stderr[-2000:]
@@ -349,6 +347,14 @@ def _fifo(name):
     return edit
 
 
+def _nan_weight(folder):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(folder / "model.safetensors")
+    state["lm_head.weight"][3, 5] = float("nan")
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+
+
 def _weights_outside(folder):
     """The weights moved beside the folder, an index naming them through `..`: transformers joins the name to the
     folder and read them (any safetensors file on the machine became the model)."""
@@ -371,6 +377,7 @@ def _crafted_split_regex(folder):
 
 
 HOSTILE_FOLDERS = {
+    "a NaN weight": (_nan_weight, ": lm_head.weight holds NaN or infinite values"),
     "weights named outside the folder": (_weights_outside, "model.safetensors.index.json: weight_map names "
                                                            "'../outside-"),
     "crafted tokenizer regex": (_crafted_split_regex, "tokenizer.json: regex '(a|a)*b|\\\\s+|[^\\\\s]+' is not "

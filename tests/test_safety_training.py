@@ -560,3 +560,23 @@ def test_a_key_given_twice_is_refused(refused, tmp_path, text, flags, fragment):
     """YAML keeps the last of two equal keys without a word (`max_steps: 1000000` added below a `max_steps: 1` trained
     a million steps); recipes, --data and --model_config refuse them, naming the lines."""
     refused(flags, fragment, recipe=recipe_with(tmp_path, TINY_SFT.read_text(encoding="utf-8") + text))
+
+
+def test_a_parent_model_with_nan_weights_is_refused_before_the_data(capsys, monkeypatch, tmp_path, converted_folder):
+    """NaN weights trained on: the Trainer's NaN filter logged the loss as 0.0, the NaN model was saved, and only the
+    model card's figures stopped the run at its very end."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    parent = Path(shutil.copytree(converted_folder, tmp_path / "parent"))
+    state = load_file(parent / "model.safetensors")
+    state["transformer.wte.weight"][0, 0] = float("inf")
+    save_file(state, parent / "model.safetensors", metadata={"format": "pt"})
+    out = tmp_path / "out"
+    code, line = run_script("sft.py", ["--config", str(TINY_SFT), "--model_name_or_path", str(parent),
+                                       "--output_dir", str(out)], capsys, monkeypatch)
+    assert code == 2 and line == (f"sft.py: error: {parent}: transformer.wte.weight holds NaN or infinite values (a "
+                                  "diverged or damaged model)"), line
+    assert not (out / "mixture").exists() and not (out / "model.safetensors").exists()
