@@ -130,6 +130,15 @@ def test_evaluate_bad_data_is_one_line(converted_folder, tmp_path, capsys, name,
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("option, value", [("--limit", "-1"), ("--limit", "0"), ("--batch-size", "0"),
+                                           ("--batch-size", "-1"), ("--max-new-tokens", "0")])
+def test_evaluate_counts_that_evaluate_nothing_are_one_line(converted_folder, capsys, eval_data, option, value):
+    """`--limit -1 --no-loss` printed an empty table with exit status 0; `--batch-size 0` blamed the model."""
+    code, err = run_cli(["evaluate", str(converted_folder), "--data", str(eval_data), "--no-loss", option, value],
+                        capsys)
+    assert code == 2 and err.strip() == f"akshara-hf evaluate: error: {option} {value}: must be a positive integer", err
+
+
 def test_mistyped_folder_fails_at_once_without_the_hub(tmp_path, monkeypatch, capsys, network_calls):
     """`runs/nope` with a `runs/` folder here is a typo, not the Hub repo `runs/nope` (was ~28 s of Hub retries):
     refused without a single attempt to reach the Hub."""
@@ -224,7 +233,8 @@ def test_top_k_and_top_p_reach_generate(converted_folder):
     assert config.temperature == 0.6  # the folder's own config is untouched
 
 
-@pytest.mark.parametrize("option, value", [("--temperature", "-1"), ("--top-k", "-2"), ("--top-p", "0"),
+@pytest.mark.parametrize("option, value", [("--temperature", "-1"), ("--temperature", "nan"), ("--temperature", "inf"),
+                                           ("--top-k", "-2"), ("--top-p", "0"),
                                            ("--top-p", "1.5"), ("--max-new-tokens", "0"), ("--system", "a\U000f0000"),
                                            ("--system", "  ")])
 def test_bad_sampling_options_are_one_line(converted_folder, option, value, capsys):

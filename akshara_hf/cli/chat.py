@@ -9,6 +9,7 @@ model's context (`max_position_embeddings`) loses its oldest turns, with a notic
 refused. For an OpenAI-compatible server use `akshara-hf serve` instead (see the README).
 """
 
+import math
 import sys
 from threading import Thread
 
@@ -132,8 +133,8 @@ def chat(folder: str, system: str | None = None, prompt: str | None = None, max_
     from akshara_hf.loading import load_model_and_tokenizer
 
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
-    if temperature is not None and temperature < 0:
-        raise AksharaError(f"--temperature {temperature}: must be >= 0 (0 = greedy)")
+    if temperature is not None and not (math.isfinite(temperature) and temperature >= 0):  # nan was greedy, inf random
+        raise AksharaError(f"--temperature {temperature}: must be a finite number >= 0 (0 = greedy)")
     if top_k is not None and top_k < 0:
         raise AksharaError(f"--top-k {top_k}: must be >= 0 (0 = off)")
     if top_p is not None and not 0 < top_p <= 1:
