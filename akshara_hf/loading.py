@@ -263,7 +263,9 @@ def check_folder_before_loading(folder: Path) -> None:
                                                                                          config.get("torch_dtype"))))
     _check_weight_dtypes(folder)
     if (folder / "generation_config.json").exists():
-        check_generation_config(folder / "generation_config.json")
+        vocab_size = config.get("vocab_size")
+        check_generation_config(folder / "generation_config.json",
+                                vocab_size if _is_number(vocab_size, 1, integer=True) else None)
 
 
 def _is_number(value, low: float, high: float = float("inf"), integer: bool = False) -> bool:
@@ -285,9 +287,10 @@ GENERATION_FIELDS = {
 }
 
 
-def check_generation_config(path: Path) -> None:
+def check_generation_config(path: Path, vocab_size: int | None = None) -> None:
     """A folder's generation_config.json loads as written or not at all: transformers' `from_pretrained` replaces a
-    corrupt one by defaults (a log line only), so chat would sample with settings nobody chose."""
+    corrupt one by defaults (a log line only), so chat would sample with settings nobody chose. Its token ids lie in
+    the model's `vocab_size` when given (an eos id past it never comes: replies ran to their length limit)."""
     from transformers import GenerationConfig
 
     data = read_json(path)
@@ -296,6 +299,10 @@ def check_generation_config(path: Path) -> None:
     for key, valid in GENERATION_FIELDS.items():
         if data.get(key) is not None and not valid(data[key]):
             raise AksharaError(f"{path}: {key} {data[key]!r} is not a valid value")
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        ids = data.get(key) if isinstance(data.get(key), list) else [data.get(key)]
+        if vocab_size is not None and any(index is not None and index >= vocab_size for index in ids):
+            raise AksharaError(f"{path}: {key} {data[key]!r} is not a token of this model (vocab_size {vocab_size})")
     try:
         GenerationConfig.from_dict(data)
     except Exception as error:  # GenerationConfig raises ValueError/TypeError for values it checks itself

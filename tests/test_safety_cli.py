@@ -399,6 +399,9 @@ HOSTILE_FOLDERS = {
     "generation temperature text": (_generation('{"do_sample": true, "temperature": "abc"}'),
                                     "generation_config.json: temperature 'abc' is not a valid value"),
     "generation max_new_tokens -1": (_generation('{"max_new_tokens": -1}'), "generation_config.json: max_new_tokens"),
+    "generation eos past the vocabulary (replies never stopped)": (
+        _generation('{"eos_token_id": [299, 1000000]}'),
+        "generation_config.json: eos_token_id [299, 1000000] is not a token of this model (vocab_size 300)"),
     "hidden_size 2**20": (_config(hidden_size=2**20, intermediate_size=None, head_dim=None),
                           "config.json: hidden_size 1,048,576: a model of this size needs at least"),
     "num_hidden_layers 10**7": (_config(num_hidden_layers=10**7, layer_types=None),
