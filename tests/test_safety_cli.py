@@ -139,6 +139,23 @@ def test_evaluate_counts_that_evaluate_nothing_are_one_line(converted_folder, ca
     assert code == 2 and err.strip() == f"akshara-hf evaluate: error: {option} {value}: must be a positive integer", err
 
 
+@pytest.mark.parametrize("flags, expected", [
+    (["--max-steps", "-1"], "--max-steps -1: must be a positive number of steps"),  # ran the whole demo, uncapped
+    (["--max-steps", "0"], "--max-steps 0: must be a positive number of steps"),
+    (["--vocab-size", "10"], "--vocab-size 10: must be between 265"),  # refused only after the corpus was built
+], ids=["max-steps -1", "max-steps 0", "vocab-size 10"])
+def test_demo_options_are_checked_before_any_work(tmp_path, capsys, monkeypatch, flags, expected):
+    from akshara_hf.cli import demo
+
+    def went_on(*args):
+        raise RuntimeError("the demo started its work")
+
+    monkeypatch.setattr(demo, "_train_tokenizer", went_on)
+    code, err = run_cli(["demo", "--output", str(tmp_path / "out"), *flags], capsys)
+    assert code == 2 and err.strip().startswith(f"akshara-hf demo: error: {expected}"), err
+    assert not (tmp_path / "out").exists()
+
+
 def test_mistyped_folder_fails_at_once_without_the_hub(tmp_path, monkeypatch, capsys, network_calls):
     """`runs/nope` with a `runs/` folder here is a typo, not the Hub repo `runs/nope` (was ~28 s of Hub retries):
     refused without a single attempt to reach the Hub."""

@@ -438,11 +438,16 @@ def register(subparsers) -> None:
     p.set_defaults(func=_convert_command)
 
 
+def check_vocab_size_flag(vocab_size: int, flag: str = "--vocab-size") -> None:
+    """A trainable vocabulary size, checked before any work (train-tokenizer, the demo)."""
+    if not len(SPECIAL_TOKENS) + 256 <= vocab_size <= MAX_VOCAB_SIZE:
+        raise AksharaError(f"{flag} {vocab_size}: must be between {len(SPECIAL_TOKENS) + 256} (256 bytes + "
+                           f"{len(SPECIAL_TOKENS)} special tokens) and {MAX_VOCAB_SIZE:,} (token ids are int32)")
+
+
 def _train_command(args) -> int:
     # Fail fast on a size, a missing or unsupported input, or an output we may not replace, rather than after training.
-    if not len(SPECIAL_TOKENS) + 256 <= args.vocab_size <= MAX_VOCAB_SIZE:
-        raise AksharaError(f"--vocab-size {args.vocab_size}: must be between {len(SPECIAL_TOKENS) + 256} (256 bytes + "
-                           f"{len(SPECIAL_TOKENS)} special tokens) and {MAX_VOCAB_SIZE:,} (token ids are int32)")
+    check_vocab_size_flag(args.vocab_size)
     for path in args.inputs:
         next(iter_texts([path]), None)
     check_output(args.output, "train-tokenizer", overwrite=args.overwrite, inputs=args.inputs)
