@@ -24,7 +24,7 @@ import json
 from contextlib import contextmanager
 from pathlib import Path
 
-from akshara_hf.bounds import regular_tree
+from akshara_hf.bounds import regular_file, regular_tree
 from akshara_hf.errors import AksharaError, one_line
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -45,9 +45,10 @@ def is_hub_id(argument: str) -> bool:
 
 
 def read_json(path: str | Path):
-    """A JSON file's value; AksharaError naming the file when it is missing or not JSON."""
+    """A JSON file's value; AksharaError naming the file when it is missing, not a regular file (a named pipe would
+    block the read forever: `model-card --facts FIFO` did) or not JSON."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(regular_file(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise AksharaError(f"{path}: no such file") from None
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:  # RecursionError: nested too deeply

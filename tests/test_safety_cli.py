@@ -156,6 +156,18 @@ def test_demo_options_are_checked_before_any_work(tmp_path, capsys, monkeypatch,
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("flag", ["--facts", "--eval-results"])
+def test_model_card_inputs_that_are_named_pipes_are_one_line(converted_folder, tmp_path, capsys, no_hang, flag):
+    """`model-card --facts FIFO` waited for a writer forever: every JSON input is read only as a regular file."""
+    folder = tmp_path / "model"
+    shutil.copytree(converted_folder, folder)
+    os.mkfifo(tmp_path / "pipe.json")
+    with no_hang(30):
+        code, err = run_cli(["model-card", str(folder), flag, str(tmp_path / "pipe.json")], capsys)
+    assert code == 2 and err.strip() == (f"akshara-hf model-card: error: {tmp_path / 'pipe.json'}: is a named pipe, "
+                                         "not a regular file; refusing to read it as a file"), err
+
+
 def test_mistyped_folder_fails_at_once_without_the_hub(tmp_path, monkeypatch, capsys, network_calls):
     """`runs/nope` with a `runs/` folder here is a typo, not the Hub repo `runs/nope` (was ~28 s of Hub retries):
     refused without a single attempt to reach the Hub."""
