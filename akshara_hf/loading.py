@@ -24,7 +24,7 @@ import json
 from contextlib import contextmanager
 from pathlib import Path
 
-from akshara_hf.bounds import regular_tree
+from akshara_hf.bounds import regular_file, regular_tree
 from akshara_hf.errors import AksharaError, one_line
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -45,9 +45,10 @@ def is_hub_id(argument: str) -> bool:
 
 
 def read_json(path: str | Path):
-    """A JSON file's value; AksharaError naming the file when it is missing or not JSON."""
+    """A JSON file's value; AksharaError naming the file when it is missing, not a regular file (a named pipe would
+    block the read forever: `model-card --facts FIFO` did) or not JSON."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(regular_file(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise AksharaError(f"{path}: no such file") from None
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:  # RecursionError: nested too deeply
@@ -231,7 +232,20 @@ def load_model(source: str, trust_remote_code: bool = False, flag: str = TRUST_F
         listed = "; ".join(f"{kind}: {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''} ({len(keys)})"
                            for kind, keys in problems.items())
         raise AksharaError(f"{source}: the weights do not fit config.json ({config.model_type}): {listed}")
+    _check_finite(model, source)
     return model
+
+
+def _check_finite(model, source: str) -> None:
+    """Every weight is a finite number: with a NaN or infinite weight, training went on with NaN losses (logged as
+    0.0 by the Trainer's NaN filter) and wrote a NaN model, serving answered each request with a 500, evaluation
+    reported NaN."""
+    import torch
+
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise AksharaError(f"{source}: {name} holds NaN or infinite values (a diverged or damaged model)")
 
 
 FLOAT_HEADER_DTYPES = ("F64", "F32", "F16", "BF16")  # safetensors' names of the weight dtypes the model computes in
@@ -250,7 +264,9 @@ def check_folder_before_loading(folder: Path) -> None:
                                                                                          config.get("torch_dtype"))))
     _check_weight_dtypes(folder)
     if (folder / "generation_config.json").exists():
-        check_generation_config(folder / "generation_config.json")
+        vocab_size = config.get("vocab_size")
+        check_generation_config(folder / "generation_config.json",
+                                vocab_size if _is_number(vocab_size, 1, integer=True) else None)
 
 
 def _is_number(value, low: float, high: float = float("inf"), integer: bool = False) -> bool:
@@ -272,9 +288,10 @@ GENERATION_FIELDS = {
 }
 
 
-def check_generation_config(path: Path) -> None:
+def check_generation_config(path: Path, vocab_size: int | None = None) -> None:
     """A folder's generation_config.json loads as written or not at all: transformers' `from_pretrained` replaces a
-    corrupt one by defaults (a log line only), so chat would sample with settings nobody chose."""
+    corrupt one by defaults (a log line only), so chat would sample with settings nobody chose. Its token ids lie in
+    the model's `vocab_size` when given (an eos id past it never comes: replies ran to their length limit)."""
     from transformers import GenerationConfig
 
     data = read_json(path)
@@ -283,6 +300,10 @@ def check_generation_config(path: Path) -> None:
     for key, valid in GENERATION_FIELDS.items():
         if data.get(key) is not None and not valid(data[key]):
             raise AksharaError(f"{path}: {key} {data[key]!r} is not a valid value")
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        ids = data.get(key) if isinstance(data.get(key), list) else [data.get(key)]
+        if vocab_size is not None and any(index is not None and index >= vocab_size for index in ids):
+            raise AksharaError(f"{path}: {key} {data[key]!r} is not a token of this model (vocab_size {vocab_size})")
     try:
         GenerationConfig.from_dict(data)
     except Exception as error:  # GenerationConfig raises ValueError/TypeError for values it checks itself
@@ -300,7 +321,10 @@ def _check_weight_dtypes(folder: Path) -> None:
         weight_map = data.get("weight_map") if isinstance(data, dict) else None
         if not isinstance(weight_map, dict):
             raise AksharaError(f"{index}: no weight_map object")
-        files = [folder / name for name in sorted(set(map(str, weight_map.values())))]
+        for name in set(weight_map.values()):  # transformers joins each to the folder: `../x` reads outside it
+            if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+                raise AksharaError(f"{index}: weight_map names {name!r}, not a file of the folder")
+        files = [folder / name for name in sorted(set(weight_map.values()))]
     for path in files:
         try:
             with safe_open(str(path), framework="pt") as weights:
@@ -314,14 +338,48 @@ def _check_weight_dtypes(folder: Path) -> None:
                                    "to float without a word")
 
 
+def check_tokenizer_patterns(source: str) -> None:
+    """Every regular expression in the tokenizer.json (split pre-tokenizers, replace normalizers and decoders) is
+    nanochat's split pattern (`tokenization.tokenizer.check_split_pattern`, the rule for tokenizer.pkl too): the
+    tokenizers library runs them on every text, and a crafted one (`(a|a)*b`) made chat end in a Rust panic (a
+    BaseException no handler catches) on a prompt of 40 x "a", or backtracks for hours first."""
+    from akshara_hf.tokenization.tokenizer import check_split_pattern
+
+    path = _model_file(source, "tokenizer.json")
+    if path is None:
+        return
+    try:
+        data = read_json(path)
+    except AksharaError:  # not JSON: the tokenizer's own load reports it
+        return
+    if not isinstance(data, dict):
+        return
+    # A pattern is serialized as {"Regex": "..."} (or {"String": "..."}, matched literally); the vocabulary and
+    # merges ("model", "added_tokens") hold none.
+    pending = [value for key, value in data.items() if key not in ("model", "added_tokens")]
+    while pending:  # iterative: nesting depth is the file's choice
+        value = pending.pop()
+        if isinstance(value, dict):
+            if set(value) == {"Regex"}:
+                pattern = value["Regex"]
+                if not isinstance(pattern, str):
+                    raise AksharaError(f"{path}: a Regex that is not a string ({pattern!r})")
+                check_split_pattern(pattern, f"{path}: regex")
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+
+
 def load_tokenizer(source: str, trust_remote_code: bool = False, config=None, flag: str = TRUST_FLAG):
-    """`AutoTokenizer.from_pretrained` under the trust rule. `config`: the model's, already loaded (else AutoTokenizer
-    loads config.json again itself)."""
+    """`AutoTokenizer.from_pretrained` under the trust rule, its regular expressions checked first
+    (`check_tokenizer_patterns`). `config`: the model's, already loaded (else AutoTokenizer loads config.json again
+    itself)."""
     from transformers import AutoTokenizer
 
     if not trust_remote_code:
         check_folder_code(source, flag)
         import akshara_hf.model.modeling_akshara  # noqa: F401  the registered config: no "run custom code?" prompt
+    check_tokenizer_patterns(source)
     kwargs = {} if config is None else {"config": config}
     try:
         with _quiet_transformers():

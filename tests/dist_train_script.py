@@ -3,6 +3,8 @@
 Run as `accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no
 tests/dist_train_script.py --out RESULT.json --output-dir DIR` (gloo on CPU), or with plain `python` for 1 process.
 Rank 0 writes the world size seen by the Trainer and by torch.distributed, and the logged losses and LRs.
+With `--fsdp-on-cpu` (and `accelerate launch --config_file training/accelerate_configs/fsdp2.yaml`), Accelerate sets
+up FSDP2 on the CPU processes (`fsdp_on_cpu`).
 """
 
 import argparse
@@ -53,6 +55,27 @@ def tiny_model(seed: int = 0, generation: str = "late-2025") -> AksharaForCausal
             else:
                 param.normal_(0.0, 1.0 if "wte" in name or "value_embeds" in name else param.shape[1] ** -0.5)
     return model
+
+
+def fsdp_on_cpu() -> None:
+    """Let Accelerate set up FSDP on CPU processes (gloo), for tests. Accelerate 1.16 takes the FSDP plugin only for
+    accelerator devices (`AcceleratorState` checks for MULTI_GPU, MULTI_XPU, ...) and on CPU quietly sets up DDP
+    instead. Here its backend choice reports MULTI_CPU as MULTI_GPU to that check, with the gloo process group
+    started first and the device pinned to the CPU (`ACCELERATE_TORCH_DEVICE`, which Accelerate reads); everything
+    else (`fully_shard` of the blocks, the optimizer's switch to the sharded parameters, the checkpoints) is
+    Accelerate's and the Trainer's own FSDP2 code, as on GPUs."""
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType
+
+    os.environ["ACCELERATE_TORCH_DEVICE"] = "cpu"
+    dist.init_process_group("gloo")
+    choose = PartialState._prepare_backend
+
+    def prepare_backend(self, cpu=False, sagemaker_dp=False, backend=None):
+        backend, kind = choose(self, cpu, sagemaker_dp, backend)
+        return backend, DistributedType.MULTI_GPU if kind == DistributedType.MULTI_CPU else kind
+
+    PartialState._prepare_backend = prepare_backend
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
@@ -110,11 +133,14 @@ def run(output_dir, steps: int, loss_normalization: str, per_device: int = 4, ta
     holders[dist.get_rank() if dist.is_initialized() else 0] = torch.tensor([int(p in optimizer.muon.state) for p in matrices])
     if dist.is_initialized():
         dist.all_reduce(holders)
-    if params_out and (not dist.is_initialized() or dist.get_rank() == 0):
+    if params_out:  # FSDP2's DTensors gathered whole (a collective: every rank)
         from safetensors.torch import save_file
+        from torch.distributed.tensor import DTensor
 
-        save_file({name: p.detach().contiguous() for name, p in trainer.accelerator.unwrap_model(model).named_parameters()},
-                  params_out)  # fmt: skip
+        weights = {name: (p.full_tensor() if isinstance(p, DTensor) else p).detach().contiguous()
+                   for name, p in trainer.accelerator.unwrap_model(trainer.model).named_parameters()}  # fmt: skip
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            save_file(weights, params_out)
     return {
         "world_size": args.world_size,
         "dist_world_size": dist.get_world_size() if dist.is_initialized() else 1,
@@ -123,6 +149,8 @@ def run(output_dir, steps: int, loss_normalization: str, per_device: int = 4, ta
         "lrs": [entry["lr/muon"] for entry in logs],
         "muon_states_by_rank": holders.tolist(),
         "muon_class": type(optimizer.muon).__name__,
+        "fsdp": trainer.is_fsdp_enabled,
+        "sharded": sorted({type(p).__name__ for p in optimizer.muon.param_groups[0]["params"]}),
     }
 
 
@@ -136,7 +164,10 @@ def main():
     parser.add_argument("--save-steps", type=int)
     parser.add_argument("--resume-from")
     parser.add_argument("--params-out")
+    parser.add_argument("--fsdp-on-cpu", action="store_true", help="let Accelerate set up FSDP on CPU (tests)")
     options = parser.parse_args()
+    if options.fsdp_on_cpu:
+        fsdp_on_cpu()
     result = run(options.output_dir, options.steps, options.loss_normalization, generation=options.generation,
                  save_steps=options.save_steps, resume_from=options.resume_from, params_out=options.params_out)
     if not dist.is_initialized() or dist.get_rank() == 0:

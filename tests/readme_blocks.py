@@ -229,11 +229,12 @@ class Session:
             header = f"{block.where} ({block.language}{', ' + block.needs if block.needs else ''})"
             if block.needs and missing[block.needs]:
                 self.not_run.append(f"{block.where}: {missing[block.needs]}")
-                parts.append(f"echo {shlex.quote('=== ' + header + ': not run')}")
+                parts.append(f"echo; echo {shlex.quote('=== ' + header + ': not run')}")
                 continue
             self.ran.append(block.where)
             code = substitute(block.code, block.where, free_port(), self.made)
-            parts.append(f"_readme_block={shlex.quote(block.where)}; echo {shlex.quote('=== ' + header)}")
+            # a header on a line of its own, even after output without a final newline (curl's)
+            parts.append(f"_readme_block={shlex.quote(block.where)}; echo; echo {shlex.quote('=== ' + header)}")
             if block.language == "python":
                 path = self.scratch / f"block-{index:02d}.py"
                 path.write_text(code, encoding="utf-8")
@@ -244,7 +245,7 @@ class Session:
             else:
                 vllm = block.needs == "vLLM"
                 parts.append(bash_lines(code, self.vllm_site if vllm else outer, vllm))
-        parts.append("echo '=== all blocks ran'")
+        parts.append("echo; echo '=== all blocks ran'")
         return "\n".join(parts) + "\n"
 
     def run(self, cwd: Path, env: dict, timeout: float) -> "Session":

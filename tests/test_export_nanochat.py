@@ -156,7 +156,7 @@ def _fifo(name):
 HOSTILE_FOLDERS = {
     "tokenizer.json not JSON": (_write("tokenizer.json", "{bad"), "the tokenizer does not load (JSONDecodeError"),
     "tokenizer.json empty object": (_write("tokenizer.json", "{}"), "the tokenizer does not load"),
-    "crafted split pattern": (_crafted_pattern, "tokenizer.json: pre-tokenizer split regex"),
+    "crafted split pattern": (_crafted_pattern, 'tokenizer.json: regex "(a|a)*b|'),  # refused when loaded
     "meta not JSON": (_write("nanochat_meta.json", "{bad"), "nanochat_meta.json: not valid JSON"),
     "meta not UTF-8": (_write("nanochat_meta.json", b"\xff{}"), "nanochat_meta.json: not UTF-8 text"),
     "meta a list": (_write("nanochat_meta.json", "[1]"), "nanochat_meta.json: must be a JSON object, got list"),

@@ -1,12 +1,20 @@
 """Muon split by matrix across processes (`akshara_hf.training.muon_sharding`, `MuonAdamW`): the pieces that need no
-second process. The 2-process runs (gloo) are in tests/test_trainer.py."""
+second process, and MuonAdamW on FSDP2's sharded parameters (tests/fsdp_optim_script.py, one process here, three in
+the slow test). The Trainer's 2-process runs (DDP and FSDP2, gloo) are in tests/test_trainer.py."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from akshara_hf.errors import AksharaError
 from akshara_hf.training import optim as optim_module
-from akshara_hf.training.muon_sharding import assign_owners
+from akshara_hf.training.muon_sharding import assign_owners, shard_rows
 from akshara_hf.training.optim import MuonAdamW
 from dist_train_script import tiny_model
 
@@ -58,3 +66,68 @@ def test_a_state_for_other_parameters_is_one_line():
     other = MuonAdamW.from_model(tiny_model(generation="2026"), muon="late-2025")
     with pytest.raises(AksharaError, match="MuonAdamW state: its 'muon' part does not fit this optimizer"):
         optimizer.load_state_dict(other.state_dict())
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_shard_rows_are_torch_chunks():
+    """FSDP2 and DTensor split rows as torch.chunk does (uneven, last ranks short or empty)."""
+    for rows in (1, 2, 5, 63, 64, 65, 256):
+        for world in (1, 2, 3, 4, 8):
+            chunks = [len(chunk) for chunk in torch.arange(rows).chunk(world)]
+            sizes = [stop - start for start, stop in shard_rows(rows, world)]
+            assert sizes == chunks + [0] * (world - len(chunks)), (rows, world)
+            assert shard_rows(rows, world)[0][0] == 0 and shard_rows(rows, world)[-1][1] == rows
+
+
+def fsdp_optim(tmp_path, processes: int, *options: str) -> dict:
+    """tests/fsdp_optim_script.py on `processes` gloo processes (torchrun; plain python for one): rank 0's result."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "fsdp_optim.json"
+    script = [str(REPO / "tests" / "fsdp_optim_script.py"), "--out", str(out), *options]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}:{REPO / 'tests'}"}
+    if processes == 1:
+        env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        command = [sys.executable, *script]
+    else:
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+                   "--master_addr", "127.0.0.1", "--master_port", str(port), *script]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    return json.loads(out.read_text())
+
+
+def assert_exact(result: dict, processes: int) -> None:
+    assert result["weights"] == [] and result["state"] == [] and result["saved_state"] == [], result
+    assert result["resumed"] == [] and result["adamw_state_sharded"], result
+    by_rank = result["muon_states_by_rank"]
+    assert len(by_rank) == processes and [sum(column) for column in zip(*by_rank)] == [1] * len(by_rank[0]), by_rank
+    assert all(any(row) for row in by_rank), by_rank  # every rank owns some matrices
+
+
+def test_fsdp2_sharded_parameters_step_as_whole_ones_and_other_layouts_are_refused(tmp_path):
+    """On a 1-process mesh (`fully_shard`: every weight a DTensor): MuonAdamW's steps, state dict and resume are
+    bit-identical to the same optimizer on the whole model; tensor parallelism's placements (Shard(1), Replicate)
+    and a mix of sharded and whole matrices are one line each."""
+    result = fsdp_optim(tmp_path, 1, "--generation", "2026", "--refusals")
+    assert_exact(result, 1)
+    assert result["muon_class"] == "PolarExpressMuon"
+    shard1, replicate, mixed = result["refusals"]
+    assert shard1.startswith("Muon got a matrix sharded as (Shard(dim=1),) on a 1-D mesh; it takes whole matrices")
+    assert "tensor parallelism and hybrid sharding are not supported" in shard1
+    assert replicate.startswith("Muon got a matrix sharded as (Replicate(),) on a 1-D mesh")
+    assert mixed.startswith("Muon got sharded and whole matrices together")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("generation", ["late-2025", "2026"])
+def test_fsdp2_on_three_processes_is_bit_identical_to_one(tmp_path, generation):
+    """3 gloo processes: uneven row blocks (64 rows as 22/22/20, nanochat 2026's 2-row ve_gate as 1/1/0: a rank with
+    an empty shard). Each owner steps whole matrices, so weights, the consolidated state and a resumed step equal the
+    unsharded optimizer's bit for bit; each Muon matrix's state lives on one rank only."""
+    result = fsdp_optim(tmp_path, 3, "--generation", generation)
+    assert_exact(result, 3)
+    assert result["muon_class"] == ("PolarExpressMuon" if generation == "2026" else "Muon")

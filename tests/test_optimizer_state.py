@@ -143,6 +143,34 @@ def test_trainer_warm_starts_a_fresh_run_only(tmp_path):
     assert not trainer.optimizer.adamw.state
 
 
+def test_under_fsdp_the_trainer_warm_starts_once_accelerate_has_sharded_the_model(tmp_path):
+    """Under FSDP2 the Trainer makes the optimizer before Accelerate shards the model and then switches its groups to
+    the sharded parameters, leaving behind state keyed by the old ones: the warm start waits for `create_scheduler`,
+    which the Trainer calls after that switch (the sharded loading itself is `MuonAdamW.load_state_dict`'s, tested in
+    test_muon_sharding.py)."""
+    from dist_train_script import conversations, tiny_config
+    from transformers import AutoTokenizer
+
+    from akshara_hf.training.trainer import MuonSFTTrainer
+
+    folder = convert_nanochat(checkpoint(tmp_path / "base"), tmp_path / "hf")
+    model = load_model(str(folder))
+    args = tiny_config(tmp_path / "run", schedule="sft-2026", warm_start_optimizer=True, max_steps=1)
+    rows = conversations(8).map(lambda row: {"input_ids": [i % MODEL["vocab_size"] for i in row["input_ids"]]})
+    trainer = MuonSFTTrainer(model, args, train_dataset=rows, processing_class=AutoTokenizer.from_pretrained(folder))
+    trainer.is_fsdp_enabled = True  # as Accelerate sets it up on GPUs
+    trainer.create_optimizer()
+    assert not trainer.optimizer.adamw.state and not trainer.optimizer.muon.state
+    trainer.create_scheduler(num_training_steps=1)
+    wte = dict(model.named_parameters())["transformer.wte.weight"]
+    expected = expected_by_name()["transformer.wte.weight/exp_avg"]
+    assert torch.equal(trainer.optimizer.adamw.state[wte]["exp_avg"], expected)
+    trainer.optimizer.adamw.state[wte]["exp_avg"].zero_()
+    trainer.lr_scheduler = None
+    trainer.create_scheduler(num_training_steps=1)
+    assert not trainer.optimizer.adamw.state[wte]["exp_avg"].any()  # warm-started once only
+
+
 # ---- bad input ----------------------------------------------------------------------------------------------------
 
 

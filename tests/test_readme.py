@@ -286,6 +286,10 @@ def test_a_session_carries_folder_and_variables_on_and_runs_in_order(tmp_path):
         test "$(cat from-python)" = "namaskaram $PWD"
         akshara-hf serve model --port 8000 &
         curl -s --retry 50 --retry-delay 0 --retry-connrefused http://127.0.0.1:8000/hello > answer
+        printf "output without a final newline"
+        ```
+        ```bash
+        true
         ```
     """)
     assert session.returncode == 0, session.failure()
@@ -293,7 +297,7 @@ def test_a_session_carries_folder_and_variables_on_and_runs_in_order(tmp_path):
     assert not (work / "sub" / "gpu-ran").exists() and session.not_run == [
         "doc.md:9: GPU only, not run: this machine has no GPU"]
     assert (work / "sub" / "answer").read_text() == "ok /hello"  # port 8000 became the same free port in both lines
-    assert headers(session.log) == ["doc.md:1", "doc.md:5", "doc.md:9", "doc.md:13"]
+    assert headers(session.log) == ["doc.md:1", "doc.md:5", "doc.md:9", "doc.md:13", "doc.md:19"]
 
 
 def test_a_failing_block_stops_the_session_and_is_named(tmp_path):

@@ -130,6 +130,44 @@ def test_evaluate_bad_data_is_one_line(converted_folder, tmp_path, capsys, name,
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("option, value", [("--limit", "-1"), ("--limit", "0"), ("--batch-size", "0"),
+                                           ("--batch-size", "-1"), ("--max-new-tokens", "0")])
+def test_evaluate_counts_that_evaluate_nothing_are_one_line(converted_folder, capsys, eval_data, option, value):
+    """`--limit -1 --no-loss` printed an empty table with exit status 0; `--batch-size 0` blamed the model."""
+    code, err = run_cli(["evaluate", str(converted_folder), "--data", str(eval_data), "--no-loss", option, value],
+                        capsys)
+    assert code == 2 and err.strip() == f"akshara-hf evaluate: error: {option} {value}: must be a positive integer", err
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--max-steps", "-1"], "--max-steps -1: must be a positive number of steps"),  # ran the whole demo, uncapped
+    (["--max-steps", "0"], "--max-steps 0: must be a positive number of steps"),
+    (["--vocab-size", "10"], "--vocab-size 10: must be between 265"),  # refused only after the corpus was built
+], ids=["max-steps -1", "max-steps 0", "vocab-size 10"])
+def test_demo_options_are_checked_before_any_work(tmp_path, capsys, monkeypatch, flags, expected):
+    from akshara_hf.cli import demo
+
+    def went_on(*args):
+        raise RuntimeError("the demo started its work")
+
+    monkeypatch.setattr(demo, "_train_tokenizer", went_on)
+    code, err = run_cli(["demo", "--output", str(tmp_path / "out"), *flags], capsys)
+    assert code == 2 and err.strip().startswith(f"akshara-hf demo: error: {expected}"), err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag", ["--facts", "--eval-results"])
+def test_model_card_inputs_that_are_named_pipes_are_one_line(converted_folder, tmp_path, capsys, no_hang, flag):
+    """`model-card --facts FIFO` waited for a writer forever: every JSON input is read only as a regular file."""
+    folder = tmp_path / "model"
+    shutil.copytree(converted_folder, folder)
+    os.mkfifo(tmp_path / "pipe.json")
+    with no_hang(30):
+        code, err = run_cli(["model-card", str(folder), flag, str(tmp_path / "pipe.json")], capsys)
+    assert code == 2 and err.strip() == (f"akshara-hf model-card: error: {tmp_path / 'pipe.json'}: is a named pipe, "
+                                         "not a regular file; refusing to read it as a file"), err
+
+
 def test_mistyped_folder_fails_at_once_without_the_hub(tmp_path, monkeypatch, capsys, network_calls):
     """`runs/nope` with a `runs/` folder here is a typo, not the Hub repo `runs/nope` (was ~28 s of Hub retries):
     refused without a single attempt to reach the Hub."""
@@ -174,14 +212,12 @@ def chat_process(*args, timeout=120, **kwargs):
 
 
 def test_generation_failure_exits_2_with_one_line_and_no_hang(converted_folder, tmp_path):
-    """NaN weights: sampling raises inside generate's thread; was a printed traceback and a reader waiting forever."""
-    from safetensors.torch import load_file, save_file
-
-    folder = tmp_path / "nan"
+    """generate raises inside its thread (here: beam search, which refuses a streamer; NaN weights did it before they
+    were refused at load): was a printed traceback and a reader waiting forever."""
+    folder = tmp_path / "beams"
     shutil.copytree(converted_folder, folder)
-    state = load_file(folder / "model.safetensors")
-    save_file({key: tensor.fill_(float("nan")) for key, tensor in state.items()}, folder / "model.safetensors",
-              metadata={"format": "pt"})
+    config = json.loads((folder / "generation_config.json").read_text())
+    (folder / "generation_config.json").write_text(json.dumps({**config, "num_beams": 2}))
     result = chat_process(folder, "--prompt", "hi", "--temperature", "1", "--max-new-tokens", "4")
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2, result.stderr[-2000:]
@@ -226,7 +262,8 @@ def test_top_k_and_top_p_reach_generate(converted_folder):
     assert config.temperature == 0.6  # the folder's own config is untouched
 
 
-@pytest.mark.parametrize("option, value", [("--temperature", "-1"), ("--top-k", "-2"), ("--top-p", "0"),
+@pytest.mark.parametrize("option, value", [("--temperature", "-1"), ("--temperature", "nan"), ("--temperature", "inf"),
+                                           ("--top-k", "-2"), ("--top-p", "0"),
                                            ("--top-p", "1.5"), ("--max-new-tokens", "0"), ("--system", "a\U000f0000"),
                                            ("--system", "  ")])
 def test_bad_sampling_options_are_one_line(converted_folder, option, value, capsys):
@@ -349,7 +386,41 @@ def _fifo(name):
     return edit
 
 
+def _nan_weight(folder):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(folder / "model.safetensors")
+    state["lm_head.weight"][3, 5] = float("nan")
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def _weights_outside(folder):
+    """The weights moved beside the folder, an index naming them through `..`: transformers joins the name to the
+    folder and read them (any safetensors file on the machine became the model)."""
+    from safetensors import safe_open
+
+    outside = folder.parent / f"outside-{folder.name}.safetensors"
+    (folder / "model.safetensors").rename(outside)
+    with safe_open(outside, "pt") as weights:
+        names = list(weights.keys())
+    (folder / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {name: f"../{outside.name}" for name in names}}))
+
+
+def _crafted_split_regex(folder):
+    """A tokenizer.json whose split regex backtracks: `chat --prompt` of 40 x "a" ended in a Rust panic
+    (pyo3's PanicException, a BaseException) with a traceback; longer inputs backtrack for hours first."""
+    data = json.loads((folder / "tokenizer.json").read_text())
+    data["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "(a|a)*b|\\s+|[^\\s]+"
+    (folder / "tokenizer.json").write_text(json.dumps(data))
+
+
 HOSTILE_FOLDERS = {
+    "a NaN weight": (_nan_weight, ": lm_head.weight holds NaN or infinite values"),
+    "weights named outside the folder": (_weights_outside, "model.safetensors.index.json: weight_map names "
+                                                           "'../outside-"),
+    "crafted tokenizer regex": (_crafted_split_regex, "tokenizer.json: regex '(a|a)*b|\\\\s+|[^\\\\s]+' is not "
+                                                      "nanochat's split pattern"),
     "int8 weights (chatted, exported silently)": (_int8_weights, "model.safetensors: lm_head.weight is I8, not a "
                                                                  "floating-point weight"),
     "generation config not JSON (defaults used)": (_generation("{bad"), "generation_config.json: not valid JSON"),
@@ -357,6 +428,9 @@ HOSTILE_FOLDERS = {
     "generation temperature text": (_generation('{"do_sample": true, "temperature": "abc"}'),
                                     "generation_config.json: temperature 'abc' is not a valid value"),
     "generation max_new_tokens -1": (_generation('{"max_new_tokens": -1}'), "generation_config.json: max_new_tokens"),
+    "generation eos past the vocabulary (replies never stopped)": (
+        _generation('{"eos_token_id": [299, 1000000]}'),
+        "generation_config.json: eos_token_id [299, 1000000] is not a token of this model (vocab_size 300)"),
     "hidden_size 2**20": (_config(hidden_size=2**20, intermediate_size=None, head_dim=None),
                           "config.json: hidden_size 1,048,576: a model of this size needs at least"),
     "num_hidden_layers 10**7": (_config(num_hidden_layers=10**7, layer_types=None),
@@ -414,6 +488,23 @@ def test_chat_non_utf8_stdin_is_one_line(converted_folder):
         "the terminal to UTF-8)", err[-2000:]
 
 
+def test_chat_stdin_without_line_ends_is_one_line(converted_folder):
+    """`chat < /dev/zero` read one endless line into memory (a MemoryError traceback under a memory limit, else the
+    machine's memory); a line is refused past 1 MiB. The limit here makes the old behaviour fail fast."""
+    import resource
+
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    with open("/dev/zero", "rb") as zeros:
+        result = subprocess.run([*CHAT, str(converted_folder), "--max-new-tokens", "2"], stdin=zeros,
+                                capture_output=True, timeout=300, env=env, preexec_fn=limit_memory)
+    err = result.stderr.decode()
+    assert result.returncode == 2 and err.strip() == "akshara-hf chat: error: stdin: a line longer than 1,048,576 " \
+        "bytes (no model's context holds it)", err[-2000:]
+
+
 def test_chat_prompt_of_undecodable_bytes_is_one_line(converted_folder, capsys):
     """argv bytes that are not UTF-8 reach Python as lone surrogates, which the tokenizer cannot take."""
     code, err = run_cli(["chat", str(converted_folder), "--prompt", "hi \udcff"], capsys)
@@ -427,6 +518,33 @@ def test_train_tokenizer_vocab_size_out_of_range_is_one_line(tmp_path, capsys, s
     code, err = run_cli(["train-tokenizer", str(text), "--vocab-size", size, "--output", str(tmp_path / "t")], capsys)
     assert code == 2 and err.strip().startswith(f"akshara-hf train-tokenizer: error: --vocab-size {size}: must be "
                                                 "between 265"), err
+
+
+def _parquet(path, **columns):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table(columns), path)
+
+
+TOKENIZER_INPUTS = {  # name -> (write the file, what the line says); each was a traceback, mid-training
+    "txt not UTF-8 late": ("a.txt", lambda p: p.write_bytes("తెలుగు భాష\n".encode() * 300 + b"\xff\xfe\n"),
+                           "a.txt:301: not UTF-8 text"),
+    "jsonl not UTF-8 late": ("a.jsonl", lambda p: p.write_bytes(b'{"text": "hello"}\n' * 300 + b'{"text": "\xff"}\n'),
+                             "a.jsonl:301: not UTF-8 text"),
+    "parquet text of ints": ("a.parquet", lambda p: _parquet(p, text=list(range(50))),
+                             "a.parquet: the 'text' column holds int64, not strings"),
+}
+
+
+@pytest.mark.parametrize("case", TOKENIZER_INPUTS)
+def test_train_tokenizer_bad_input_is_one_line_naming_the_line(tmp_path, capsys, case):
+    name, write, expected = TOKENIZER_INPUTS[case]
+    write(tmp_path / name)
+    code, err = run_cli(["train-tokenizer", str(tmp_path / name), "--vocab-size", "300", "--output",
+                         str(tmp_path / "t")], capsys)
+    assert code == 2 and err.strip() == f"akshara-hf train-tokenizer: error: {tmp_path / expected}", err
+    assert not (tmp_path / "t").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------------

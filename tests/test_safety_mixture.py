@@ -297,3 +297,46 @@ def test_a_named_pipe_is_refused_at_once(tmp_path, capsys, where, no_hang):
 def test_a_device_is_refused_as_a_data_file(tmp_path, no_hang):
     with no_hang(), pytest.raises(AksharaError, match="/dev/zero: is a character device, not a regular file"):
         build_mixture(recipe(tmp_path, [{"kind": "smoltalk", "path": "/dev/zero"}]), tmp_path / "out")
+
+
+@pytest.mark.parametrize("repeat", [10**9, 1001])
+def test_an_absurd_repeat_is_refused_before_any_work(tmp_path, capsys, no_hang, repeat):
+    """`repeat: 1000000000` built a billion-entry list of copies (minutes, then the memory) before one line."""
+    path = recipe(tmp_path, [{"kind": "smoltalk", "path": SMOLTALK, "repeat": repeat}])
+    with no_hang(30):
+        assert cli(["build-mixture", str(path), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"akshara-hf build-mixture: error: {path}: data.sources[0].repeat: {repeat} copies; at most "
+                   "1000 (repeat weights a source)"), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_data_key_given_twice_is_refused(tmp_path, capsys):
+    """`validation_fraction: 0.2` then `validation_fraction: 0.5` held out the second silently."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text(f"data:\n  validation_fraction: 0.2\n  validation_fraction: 0.5\n  sources:\n"
+                    f"    - {{kind: smoltalk, path: {SMOLTALK}}}\n", encoding="utf-8")
+    assert cli(["build-mixture", str(path), str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == (f"akshara-hf build-mixture: error: {path}: not valid YAML at line 3 "
+                                               "('validation_fraction' given twice (first on line 2))")
+
+
+def _alias_bomb(levels: int, width: int) -> str:
+    """`levels` lines, each a list of `width` aliases of the line above: width**levels values once expanded."""
+    lines = ["l0: &l0 [" + ", ".join(["lol"] * width) + "]"]
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * width) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("anchors, value", [(_alias_bomb(7, 8), "*l6"), ("", "&loop [1, *loop]")],
+                         ids=["8**7 values", "an alias inside itself"])
+def test_yaml_aliases_past_a_million_values_are_refused(tmp_path, capsys, no_hang, anchors, value):
+    """Nine lines of aliases are 9**9 values to whatever walks them: `seed: *l8` was refused with its repr in the
+    message, which filled the memory until the process was killed (8**7 here keeps the old behaviour bearable)."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text(f"{anchors}data:\n  seed: {value}\n  sources:\n    - {{kind: smoltalk, path: {SMOLTALK}}}\n",
+                    encoding="utf-8")
+    with no_hang(60):
+        assert cli(["build-mixture", str(path), str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == (f"akshara-hf build-mixture: error: {path}: not valid YAML (more than "
+                                               "1,000,000 values once its aliases are expanded)")

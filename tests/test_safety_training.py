@@ -524,3 +524,59 @@ def test_the_step_cap_shortens_every_run(tmp_path, monkeypatch, capsys, recipe, 
     assert args.max_steps == expected
     said = capsys.readouterr().err
     assert (f"AKSHARA_MAX_STEPS={cap}: this run stops after {cap} steps" in said) == (expected != 40 and not flags)
+
+
+def test_a_mixture_without_a_learnable_row_is_one_line(capsys, monkeypatch, tmp_path, converted_folder):
+    """Every conversation's assistant tokens beyond max_length: all rows dropped, and TRL's trainer stopped with a
+    StopIteration traceback looking at the first one."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    news = REPO / "data" / "samples" / "news" / "train.jsonl"  # every article longer than 64 tokens
+    base = ["--config", str(TINY_SFT), "--model_name_or_path", str(converted_folder), "--max_length", "64",
+            "--data", f"{{sources: [{{kind: news, path: {news}}}], validation_fraction: 0.2}}"]
+    code, line = run_script("sft.py", [*base, "--output_dir", str(tmp_path / "a")], capsys, monkeypatch)
+    assert line == ("sft.py: error: no training rows: none of the 16 training conversations has an assistant token "
+                    "within max_length 64; raise max_length"), line
+
+
+@pytest.mark.parametrize("where, fragment", [("file/out", "Not a directory"), ("/proc/akshara-run", "/proc/akshara-run")])
+def test_an_output_dir_that_cannot_be_made_is_one_line(capsys, monkeypatch, tmp_path, converted_folder, where,
+                                                       fragment):
+    """An output_dir under a file, or where nothing may be created, was an OSError traceback from mkdir."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, line = run_script("sft.py", ["--config", str(TINY_SFT), "--model_name_or_path", str(converted_folder),
+                                       "--output_dir", where], capsys, monkeypatch)
+    assert code == 2 and line.startswith("sft.py: error: ") and fragment in line, line
+
+
+@pytest.mark.parametrize("text, flags, fragment", [
+    ("max_steps: 1\nmax_steps: 1000000\n", [], "('max_steps' given twice (first on line "),
+    ("", ["--data", "{sources: [{kind: news, path: a.jsonl, path: b.jsonl}]}"],
+     "--data: not valid YAML or JSON at line 1 ('path' given twice (first on line 1))"),
+    ("", ["--model_config", "{depth: 2, depth: 20}"], "'depth' given twice (first on line 1)"),
+], ids=["recipe", "--data", "--model_config"])
+def test_a_key_given_twice_is_refused(refused, tmp_path, text, flags, fragment):
+    """YAML keeps the last of two equal keys without a word (`max_steps: 1000000` added below a `max_steps: 1` trained
+    a million steps); recipes, --data and --model_config refuse them, naming the lines."""
+    refused(flags, fragment, recipe=recipe_with(tmp_path, TINY_SFT.read_text(encoding="utf-8") + text))
+
+
+def test_a_parent_model_with_nan_weights_is_refused_before_the_data(capsys, monkeypatch, tmp_path, converted_folder):
+    """NaN weights trained on: the Trainer's NaN filter logged the loss as 0.0, the NaN model was saved, and only the
+    model card's figures stopped the run at its very end."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    parent = Path(shutil.copytree(converted_folder, tmp_path / "parent"))
+    state = load_file(parent / "model.safetensors")
+    state["transformer.wte.weight"][0, 0] = float("inf")
+    save_file(state, parent / "model.safetensors", metadata={"format": "pt"})
+    out = tmp_path / "out"
+    code, line = run_script("sft.py", ["--config", str(TINY_SFT), "--model_name_or_path", str(parent),
+                                       "--output_dir", str(out)], capsys, monkeypatch)
+    assert code == 2 and line == (f"sft.py: error: {parent}: transformer.wte.weight holds NaN or infinite values (a "
+                                  "diverged or damaged model)"), line
+    assert not (out / "mixture").exists() and not (out / "model.safetensors").exists()

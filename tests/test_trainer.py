@@ -450,42 +450,127 @@ def test_two_processes_split_the_2026_muon_and_resume_exactly(tmp_path):
         assert torch.equal(value, two_params[name]), name
 
 
+FSDP2_YAML = str(REPO / "training" / "accelerate_configs" / "fsdp2.yaml")
+
+
 @pytest.mark.parametrize(
-    "env, overrides, kind",
-    [({"ACCELERATE_USE_FSDP": "true"}, {}, "FSDP"), ({}, {"fsdp": "full_shard"}, "FSDP"),
-     ({"ACCELERATE_USE_DEEPSPEED": "true"}, {}, "DeepSpeed")],
+    "env, overrides, message",
+    [({"ACCELERATE_USE_DEEPSPEED": "true"}, {}, "^DeepSpeed is not supported with Muon: .* Use DDP or FSDP2"),
+     ({}, {"deepspeed": "{}"}, "^DeepSpeed is not supported with Muon"),
+     # accelerate launch --use_fsdp without --fsdp_version: Accelerate's default is FSDP1
+     ({"ACCELERATE_USE_FSDP": "true"}, {}, "^FSDP version 1 is not supported with Muon: FSDP1 flattens"),
+     ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "abc"}, {}, "^FSDP version abc is not supported"),
+     ({}, {"fsdp": True, "fsdp_config": {"version": 1}}, "^FSDP version 1 is not supported"),
+     # --fsdp_version 2 without a state dict type: Accelerate's FSDP2 default saves no model folder
+     ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}, {}, "^FSDP state_dict_type SHARDED_STATE_DICT is not"),
+     ({"ACCELERATE_USE_FSDP": "1", "FSDP_VERSION": "2", "FSDP_STATE_DICT_TYPE": "3"}, {}, "SHARDED_STATE_DICT is not"),
+     ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_STATE_DICT_TYPE": "LOCAL_STATE_DICT"}, {},
+      "^FSDP state_dict_type LOCAL_STATE_DICT is not supported: .* Use FULL_STATE_DICT"),
+     ({}, {"fsdp": True, "fsdp_config": {"state_dict_type": "SHARDED_STATE_DICT"}}, "SHARDED_STATE_DICT is not"),
+     # FSDP2 as fsdp2.yaml asks for it, but on one process (the Trainer's own ValueError, as one line and earlier)
+     ({}, {"fsdp": True, "fsdp_config": {"fsdp_version": 2}}, "^fsdp shards the model across processes: start"),
+     ({}, {"fsdp": "full_shard"}, "^fsdp shards the model across processes")],
 )  # fmt: skip
-def test_fsdp_and_deepspeed_are_refused_before_any_work(tmp_path, monkeypatch, env, overrides, kind):
-    """`accelerate launch --use_fsdp / --use_deepspeed` set these variables (without a GPU, Accelerate then even set
-    up DDP in FSDP's place, silently); both would hand Muon pieces of matrices."""
+def test_sharded_training_that_muon_cannot_take_is_refused_before_any_work(tmp_path, monkeypatch, env, overrides,
+                                                                           message):
+    """DeepSpeed (ZeRO flattens the matrices), FSDP1 (flat 1-D shards) and FSDP2 with a state dict type whose final
+    save writes no weights: one line each, from the config or from `accelerate launch`'s variables."""
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    with pytest.raises(AksharaError, match=f"^{kind} is not supported with Muon: .* Use DDP"):
+    with pytest.raises(AksharaError, match=message):
         tiny_config(tmp_path, **overrides)
 
 
-def test_sharded_matrices_are_refused(tmp_path):
-    """FSDP2's `fully_shard` (here on one gloo process) makes every weight a Shard(0) DTensor: MuonAdamW refuses them
-    in one line rather than orthogonalise shards."""
-    code = f"""
-import torch.distributed as dist
-from torch.distributed.fsdp import fully_shard
-from dist_train_script import tiny_model
-from akshara_hf.errors import AksharaError
-from akshara_hf.training.optim import MuonAdamW
-dist.init_process_group("gloo", init_method="file://{tmp_path / 'store'}", rank=0, world_size=1)
-model = tiny_model()
-for block in model.transformer.h:
-    fully_shard(block)
-fully_shard(model)
-try:
-    MuonAdamW.from_model(model)
-except AksharaError as error:
-    print("refused:", error)
-"""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}:{REPO / 'tests'}"}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert "refused: Muon got a sharded matrix ((Shard(dim=0),), FSDP or tensor parallelism)" in done.stdout, done.stderr[-3000:]
+def test_fsdp2_as_fsdp2_yaml_asks_is_accepted(tmp_path, monkeypatch):
+    """What `accelerate launch --config_file fsdp2.yaml` sets passes the config's checks."""
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    monkeypatch.setenv("FSDP_STATE_DICT_TYPE", "FULL_STATE_DICT")
+    assert tiny_config(tmp_path).gradient_accumulation_steps == 2
+
+
+def assert_fsdp2_folder(folder: Path) -> None:
+    """A folder saved from the FSDP2 model has the remote code of Akshara, not torch's FSDP sources."""
+    config = json.loads((folder / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_akshara.AksharaForCausalLM", config["auto_map"]
+    assert (folder / "modeling_akshara.py").is_file()
+    assert not list(folder.glob("_fsdp*.py"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("generation", ["late-2025", "2026"])
+def test_fsdp2_on_two_processes_equals_one_process_and_resumes_exactly(tmp_path, generation):
+    """FSDP2 through `accelerate launch --config_file training/accelerate_configs/fsdp2.yaml` and the Trainer, on 2
+    CPU processes (gloo; `dist_train_script.fsdp_on_cpu` lets Accelerate set FSDP up without a GPU): every weight a
+    Shard(0) DTensor, each Muon matrix stepped whole by its owner. Losses and weights after 3 steps equal one process's
+    (gradient accumulation 2 instead); the checkpoint of step 2 holds every matrix's whole state in optimizer.pt and
+    the model folder is Akshara's; 2 FSDP2 processes resuming from it end bit-identical to the uninterrupted run."""
+    from safetensors.torch import load_file
+
+    script = ("--generation", generation, "--steps", "3", "--save-steps", "2", "--fsdp-on-cpu")
+    two, _ = _launch_two_processes(tmp_path, "--config_file", FSDP2_YAML,
+                                   script=(*script, "--params-out", str(tmp_path / "two.st")))  # fmt: skip
+    assert two["fsdp"] and two["sharded"] == ["DTensor"], two  # FSDP2 really, not DDP
+    assert_split_by_matrix(two)
+    one = run(tmp_path / "one", steps=3, loss_normalization="nanochat", generation=generation,
+              params_out=str(tmp_path / "one.st"))  # fmt: skip
+    assert two["muon_class"] == one["muon_class"] == ("PolarExpressMuon" if generation == "2026" else "Muon")
+    assert len(two["losses"]) == 3 and two["losses"] == pytest.approx(one["losses"], rel=1e-6)
+    two_params, one_params = load_file(tmp_path / "two.st"), load_file(tmp_path / "one.st")
+    for name, value in one_params.items():
+        torch.testing.assert_close(two_params[name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+    checkpoint = tmp_path / "two" / "checkpoint-2"
+    assert_fsdp2_folder(checkpoint)
+    saved = torch.load(checkpoint / "optimizer.pt", weights_only=True)
+    assert len(saved["muon"]["state"]) == len(two["muon_states_by_rank"][0])  # every matrix, not rank 0's share
+    shapes = [tuple(p.shape) for p in tiny_model(generation=generation).parameters()]
+    assert {tuple(entry["exp_avg"].shape) for entry in saved["adamw"]["state"].values()} <= set(shapes)  # whole
+    resumed, _ = _launch_two_processes(tmp_path, "--config_file", FSDP2_YAML, name="resumed", script=(
+        *script, "--resume-from", str(checkpoint), "--params-out", str(tmp_path / "resumed.st")))  # fmt: skip
+    assert resumed["fsdp"]
+    assert_split_by_matrix(resumed)
+    for name, value in load_file(tmp_path / "resumed.st").items():
+        assert torch.equal(value, two_params[name]), name
+    assert_fsdp2_folder(tmp_path / "two" / "checkpoint-3")
+
+
+@pytest.mark.slow
+def test_the_training_script_under_fsdp2_ends_with_a_model_folder(tmp_path):
+    """`training/mid_train.py` (the tiny-base recipe, 4 steps) on 2 FSDP2 processes: the run's own output (model folder
+    with Akshara's remote code that loads, the log, the checkpoint with the whole optimizer state)."""
+    from transformers import AutoModelForCausalLM
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "base"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", FSDP2_YAML, "--num_processes", "2",
+        "--mixed_precision", "no", "--main_process_port", str(port), str(REPO / "tests" / "fsdp_cpu_launch.py"),
+        str(REPO / "training" / "mid_train.py"), "--config", "tiny-base", "--max_steps", "4", "--save_steps", "4",
+        "--per_device_train_batch_size", "4", "--output_dir", str(out),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert "Accelerate set up DDP" not in done.stderr
+    assert_fsdp2_folder(out)
+    assert_fsdp2_folder(out / "checkpoint-4")
+    steps = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert max(entry.get("step", 0) for entry in steps) == 4
+    saved = torch.load(out / "checkpoint-4" / "optimizer.pt", weights_only=True)
+    model = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
+    assert len(saved["muon"]["state"]) == len(saved["muon"]["param_groups"][0]["params"]) > 0
+    assert {tuple(e["exp_avg"].shape) for e in saved["adamw"]["state"].values()} == {tuple(model.lm_head.weight.shape)}
+
+
+@pytest.mark.slow
+def test_fsdp2_yaml_on_cpu_says_it_runs_ddp(tmp_path):
+    """Without a GPU, Accelerate sets up DDP for fsdp2.yaml and says nothing; the trainer says it."""
+    two, stderr = _launch_two_processes(tmp_path, "--config_file", FSDP2_YAML, script=("--steps", "1"))
+    assert not two["fsdp"] and two["sharded"] == ["Parameter"] and two["dist_world_size"] == 2
+    assert "FSDP was asked for, but Accelerate set up DDP" in stderr
 
 
 # ---- defaults: nanochat's SFT on conversations ------------------------------------------------------------------

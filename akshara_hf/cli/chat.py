@@ -9,6 +9,7 @@ model's context (`max_position_embeddings`) loses its oldest turns, with a notic
 refused. For an OpenAI-compatible server use `akshara-hf serve` instead (see the README).
 """
 
+import math
 import sys
 from threading import Thread
 
@@ -67,13 +68,20 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
+MAX_LINE_BYTES = 1 << 20  # far past any model's context; a line without end (`< /dev/zero`) is refused there
+
+
 def _read_line(stdin) -> str | None:
     """One line of the user's input, None at its end; AksharaError for bytes that are not UTF-8 (a terminal set to
-    another encoding: every line would be garbage to the model)."""
+    another encoding: every line would be garbage to the model) and for a line over `MAX_LINE_BYTES` (reading on
+    would fill the memory)."""
     buffer = getattr(stdin, "buffer", None)
-    raw = buffer.readline() if buffer is not None else stdin.readline()  # bytes, decoded strictly below
+    reader = buffer if buffer is not None else stdin
+    raw = reader.readline(MAX_LINE_BYTES + 1)  # bytes, decoded strictly below
     if not raw:
         return None
+    if len(raw) > MAX_LINE_BYTES:
+        raise AksharaError(f"stdin: a line longer than {MAX_LINE_BYTES:,} bytes (no model's context holds it)")
     try:
         line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     except UnicodeDecodeError:
@@ -125,8 +133,8 @@ def chat(folder: str, system: str | None = None, prompt: str | None = None, max_
     from akshara_hf.loading import load_model_and_tokenizer
 
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
-    if temperature is not None and temperature < 0:
-        raise AksharaError(f"--temperature {temperature}: must be >= 0 (0 = greedy)")
+    if temperature is not None and not (math.isfinite(temperature) and temperature >= 0):  # nan was greedy, inf random
+        raise AksharaError(f"--temperature {temperature}: must be a finite number >= 0 (0 = greedy)")
     if top_k is not None and top_k < 0:
         raise AksharaError(f"--top-k {top_k}: must be >= 0 (0 = off)")
     if top_p is not None and not 0 < top_p <= 1:

@@ -159,6 +159,12 @@ def _train_tokenizer(root: Path, vocab_size: int) -> Path:
 
 def run_demo(output: str | Path = "runs/demo", recipe: str | Path | None = None, vocab_size: int = 1024,
              max_steps: int | None = None, overwrite: bool = False) -> Path:
+    from akshara_hf.tokenization.tokenizer import check_vocab_size_flag
+
+    if max_steps is not None and (type(max_steps) is not int or max_steps < 1):  # -1 and 0 ran uncapped, silently
+        raise AksharaError(f"--max-steps {max_steps}: must be a positive number of steps")
+    if recipe is None:
+        check_vocab_size_flag(vocab_size)  # before the output folder or any work, not after the corpus is built
     launcher = [sys.executable]
     steps = ["--max_steps", str(max_steps)] if max_steps else []
     _quiet()

@@ -39,6 +39,9 @@ NEUTRAL_FIELDS = {"n": (1,), "logprobs": (False,), "top_logprobs": (0,), "presen
                   "modalities": (["text"],), "response_format": ({"type": "text"},)}
 MAX_BODY_BYTES = 4 << 20  # a request body larger than this is refused before it is parsed
 MAX_STOP = 4  # OpenAI's limit on stop sequences
+# transformers' StopStringCriteria precomputes a table over every vocabulary token for each character of a stop string
+# (measured ~2 us per token x character: a 1M-character stop string would take days at a 65,536-token vocabulary).
+MAX_STOP_CHARS = 32
 
 
 class RequestError(Exception):
@@ -168,6 +171,8 @@ def check_chat_request(body, *, model_id: str, tokenizer, context: int | None, d
         if not (isinstance(stops, list) and 0 < len(stops) <= MAX_STOP and all(isinstance(s, str) and s for s in stops)):
             raise RequestError(f"stop must be a non-empty string or a list of 1 to {MAX_STOP} of them", "stop",
                                "invalid_value")
+        if any(len(s) > MAX_STOP_CHARS for s in stops):
+            raise RequestError(f"stop strings are at most {MAX_STOP_CHARS} characters each", "stop", "invalid_value")
     bias = body.get("logit_bias")
     if bias is not None:
         if not isinstance(bias, dict):
@@ -283,6 +288,21 @@ def load_pinned(folder: str, device: str = "auto", dtype: str = "auto", trust_re
 # the app
 
 
+async def _read_body(request) -> bytes | None:
+    """The request body, or None as soon as it is known to exceed `MAX_BODY_BYTES`: Starlette's `request.body()` reads
+    it whole first (an endless chunked upload filled the memory), and uvicorn sets no limit of its own."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def build_app(manager, chat_handler, model_id: str, on_start=None):
     """A FastAPI app with the three routes (see the module docstring), every error in OpenAI's shape."""
     from contextlib import asynccontextmanager
@@ -337,10 +357,9 @@ def build_app(manager, chat_handler, model_id: str, on_start=None):
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
-            return refuse(f"the request body is {len(raw)} bytes; at most {MAX_BODY_BYTES}", 413,
-                          code="request_too_large")
+        raw = await _read_body(request)
+        if raw is None:
+            return refuse(f"the request body is over {MAX_BODY_BYTES} bytes", 413, code="request_too_large")
         try:
             body = json.loads(raw)
         except (ValueError, RecursionError) as error:  # not UTF-8, not JSON, nested too deeply

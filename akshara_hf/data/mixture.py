@@ -40,6 +40,9 @@ DATA_KEYS = ("seed", "on_bad_row", "validation_fraction", "sources")
 SOURCE_KEYS = ("kind", "path", "split", "config", "revision", "validation_path", "validation_split", "limit",
                "repeat")
 COMMAND = "build-mixture"
+# `repeat` copies a source's train rows (one Arrow table per copy, concatenated): a weight, not a way to multiply data
+# without end (`repeat: 1000000000` built a billion-entry list before any row was read). nanochat repeats twice.
+MAX_REPEAT = 1000
 
 
 @dataclass(frozen=True)
@@ -88,13 +91,59 @@ class DataSection:
     def from_text(cls, text: str, origin: str = "--data", base: Path | None = None) -> "DataSection":
         """A data section given as YAML or JSON text (the command line's `--data '{sources: [...]}'`)."""
         try:
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
         except yaml.YAMLError as error:
             raise AksharaError(f"{origin}: not valid YAML or JSON{yaml_where(error)}") from None
         return parse_data_section(data, origin, base)
 
 
 # --- recipe ---------------------------------------------------------------------------------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping: `safe_load` keeps the last silently, so a
+    `max_steps: 1000000` added at the end of a recipe replaced the `max_steps: 1` above it without a word."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: its keys may be overridden here
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the safe loader reports it itself
+                    continue
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"{key!r} given twice (first on line {first.line + 1})", key_node.start_mark)
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)
+
+
+MAX_YAML_VALUES = 1_000_000  # a recipe holds hundreds; aliases of aliases reach billions from a few lines
+
+
+def load_yaml(text: str):
+    """YAML (or JSON) text as Python data, safely (no tags that build objects), with unique keys and at most
+    `MAX_YAML_VALUES` values once aliases are expanded: nine lines of `&a [*b, *b, ...]` are 9**9 values to anything
+    that walks them (an error message's repr of one filled the memory), and an alias may even contain itself."""
+    data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506  a SafeLoader subclass
+    pending, count = [data], 0
+    while pending:  # the expanded size, counted only up to the limit (a shared value counts at each use)
+        value = pending.pop()
+        count += 1
+        if count > MAX_YAML_VALUES:
+            raise yaml.error.MarkedYAMLError(problem=f"more than {MAX_YAML_VALUES:,} values once its aliases are "
+                                             "expanded")
+        if isinstance(value, dict):
+            pending.extend(value)
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return data
 
 
 def yaml_where(error: Exception) -> str:
@@ -107,7 +156,7 @@ def read_recipe(recipe_path: str | os.PathLike) -> dict:
     """A recipe file as a mapping; a missing file, bad YAML or a non-mapping is a one-line `AksharaError`."""
     recipe = regular_file(recipe_path, "recipe file")  # a named pipe would block the read forever
     try:
-        document = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+        document = load_yaml(recipe.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise AksharaError(f"{recipe}: not a UTF-8 text file") from None
     except yaml.YAMLError as error:
@@ -174,6 +223,8 @@ def parse_data_section(data: Any, origin: Path | str, base: Path | None = None) 
             value = entry.get(key, default)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise AksharaError(f"{where}.{key}: must be a positive integer, got {value!r}")
+            if key == "repeat" and value > MAX_REPEAT:
+                raise AksharaError(f"{where}.repeat: {value} copies; at most {MAX_REPEAT} (repeat weights a source)")
             counts[key] = value
         sources.append(SourceSpec(
             index=index, kind=kind, path=text["path"], location=locate(text["path"]), split=text["split"],

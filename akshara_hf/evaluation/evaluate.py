@@ -250,6 +250,9 @@ def evaluate(model_path, data, split="validation", tasks=("summarization", "para
     from akshara_hf.folders import check_output, staged_output
     from akshara_hf.loading import load_model_and_tokenizer
 
+    for flag, value in (("--limit", limit), ("--batch-size", batch_size), ("--max-new-tokens", max_new_tokens)):
+        if value is not None and (type(value) is not int or value < 1):  # --limit -1 evaluated nothing, exit 0
+            raise AksharaError(f"{flag} {value}: must be a positive integer")
     if output_dir is not None:  # refused before the (long) evaluation, checked again when writing
         check_output(output_dir, "evaluate", overwrite=overwrite, inputs=[model_path, data])
 

@@ -359,8 +359,9 @@ def iter_texts(paths: Iterable[str | Path]) -> Iterator[str]:
         regular_file(path)  # a named pipe or device would block or never end
         suffix = path.suffix.lower()
         if suffix == ".txt":
-            with path.open(encoding="utf-8") as f:
-                yield from (line.rstrip("\n") for line in f if line.strip())
+            for _, line in _utf8_lines(path):
+                if line.strip():
+                    yield line.rstrip("\n")
         elif suffix == ".jsonl":
             yield from _iter_jsonl(path)
         elif suffix == ".parquet":
@@ -369,25 +370,36 @@ def iter_texts(paths: Iterable[str | Path]) -> Iterator[str]:
             raise AksharaError(f"{path}: unsupported input (use .txt, .jsonl or .parquet)")
 
 
+def _utf8_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 text file; a line that is not UTF-8 is an AksharaError naming it (a text-mode
+    `open` raises a bare UnicodeDecodeError only when the reader reaches it, mid-training)."""
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise AksharaError(f"{path}:{number}: not UTF-8 text") from None
+
+
 def _iter_jsonl(path: Path) -> Iterator[str]:
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                text = json.loads(line)["text"]
-            except (json.JSONDecodeError, KeyError, TypeError, RecursionError):  # RecursionError: nested too deeply
-                raise AksharaError(f"{path}:{number}: not a JSON object with a 'text' field") from None
-            if not isinstance(text, str):
-                raise AksharaError(f"{path}:{number}: 'text' is {type(text).__name__}, not a string")
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                raise AksharaError(f"{path}:{number}: 'text' has an unpaired surrogate (a lone \\ud800-\\udfff escape)") from None
-            yield text
+    for number, line in _utf8_lines(path):
+        if not line.strip():
+            continue
+        try:
+            text = json.loads(line)["text"]
+        except (json.JSONDecodeError, KeyError, TypeError, RecursionError):  # RecursionError: nested too deeply
+            raise AksharaError(f"{path}:{number}: not a JSON object with a 'text' field") from None
+        if not isinstance(text, str):
+            raise AksharaError(f"{path}:{number}: 'text' is {type(text).__name__}, not a string")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise AksharaError(f"{path}:{number}: 'text' has an unpaired surrogate (a lone \\ud800-\\udfff escape)") from None
+        yield text
 
 
 def _iter_parquet(path: Path) -> Iterator[str]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
@@ -396,8 +408,14 @@ def _iter_parquet(path: Path) -> Iterator[str]:
         raise AksharaError(f"{path}: not a parquet file ({error})") from None
     if "text" not in parquet.schema_arrow.names:
         raise AksharaError(f"{path}: no 'text' column (columns: {parquet.schema_arrow.names})")
-    for batch in parquet.iter_batches(columns=["text"]):
-        yield from (text for text in batch.column(0).to_pylist() if text)
+    kind = parquet.schema_arrow.field("text").type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise AksharaError(f"{path}: the 'text' column holds {kind}, not strings")
+    try:
+        for batch in parquet.iter_batches(columns=["text"]):
+            yield from (text for text in batch.column(0).to_pylist() if text)
+    except (pa.ArrowException, OSError) as error:  # a damaged row group, met only when read
+        raise AksharaError(f"{path}: not a readable parquet file ({' '.join(str(error).split())})") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -420,11 +438,16 @@ def register(subparsers) -> None:
     p.set_defaults(func=_convert_command)
 
 
+def check_vocab_size_flag(vocab_size: int, flag: str = "--vocab-size") -> None:
+    """A trainable vocabulary size, checked before any work (train-tokenizer, the demo)."""
+    if not len(SPECIAL_TOKENS) + 256 <= vocab_size <= MAX_VOCAB_SIZE:
+        raise AksharaError(f"{flag} {vocab_size}: must be between {len(SPECIAL_TOKENS) + 256} (256 bytes + "
+                           f"{len(SPECIAL_TOKENS)} special tokens) and {MAX_VOCAB_SIZE:,} (token ids are int32)")
+
+
 def _train_command(args) -> int:
     # Fail fast on a size, a missing or unsupported input, or an output we may not replace, rather than after training.
-    if not len(SPECIAL_TOKENS) + 256 <= args.vocab_size <= MAX_VOCAB_SIZE:
-        raise AksharaError(f"--vocab-size {args.vocab_size}: must be between {len(SPECIAL_TOKENS) + 256} (256 bytes + "
-                           f"{len(SPECIAL_TOKENS)} special tokens) and {MAX_VOCAB_SIZE:,} (token ids are int32)")
+    check_vocab_size_flag(args.vocab_size)
     for path in args.inputs:
         next(iter_texts([path]), None)
     check_output(args.output, "train-tokenizer", overwrite=args.overwrite, inputs=args.inputs)

@@ -10,18 +10,23 @@ them and tests can check them against nanochat's reported numbers.
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.distributed.tensor import DTensor
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from akshara_hf.errors import AksharaError
 from akshara_hf.training.muon_sharding import (
     assign_owners,
     broadcast_from_owners,
     data_parallel_rank,
+    fully_sharded_mesh,
     gather_states,
+    gather_to_owners,
     only_owned_gradients,
+    scatter_from_owners,
+    stand_ins,
 )
 from akshara_hf.training.polar_muon import PolarExpressMuon
 
@@ -172,6 +177,21 @@ def split_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter
     return groups
 
 
+@dataclass
+class _Sharding:
+    """How the Muon work is split: this rank's index among `world`, each matrix's owner, and FSDP2's mesh (None under
+    DDP, where every rank holds whole matrices)."""
+
+    rank: int
+    world: int
+    owners: list[int]
+    mesh: object = None
+
+    @property
+    def group(self):
+        return None if self.mesh is None else self.mesh.get_group()
+
+
 class MuonAdamW(torch.optim.Optimizer):
     """Muon (block matrices) and torch's `AdamW` (everything else) stepped together as one optimizer.
 
@@ -212,8 +232,17 @@ class MuonAdamW(torch.optim.Optimizer):
     `state` holds only its own matrices' Muon state, so `state_dict()` needs the collective `consolidate_state_dict()`
     on every rank first (it raises otherwise; `MuonSFTTrainer` does this when it saves) and then returns every
     matrix's state, as one process would hold it. `load_state_dict` takes such a full state (from any number of
-    processes) and keeps the matrices this rank owns. Parameters sharded themselves (FSDP2's or tensor parallelism's
-    DTensors) are refused: Muon would orthogonalise each shard, not the matrix.
+    processes) and keeps the matrices this rank owns.
+
+    FSDP2 (`fully_shard`: every weight a `Shard(0)` DTensor, each rank a block of its rows; the parameters may become
+    DTensors after this optimizer is made, as Accelerate swaps them in): Muon must see whole matrices, so each matrix's
+    owner gathers its gradient and weight from every rank, steps them with the same Muon as one process, keeps the
+    whole matrix's Muon state, and sends each rank its rows of the result (`muon_sharding.gather_to_owners` /
+    `scatter_from_owners`); the step equals one process's. AdamW steps each rank's shard (elementwise, so exact), its
+    state sharded like the parameters. `consolidate_state_dict` also gathers the AdamW state whole, so `state_dict()`
+    is the one-process state on every layout and `load_state_dict` shards it again: the same state loads on one
+    process, under DDP or under FSDP2, on any number of processes. Other placements (tensor parallelism, a 2-D mesh)
+    are refused.
 
     PEFT adapters (group "adapter", LoRA's A and B included) go to AdamW, at `adapter_lr`. torch's Muon would
     orthogonalize each factor's update on its own, which is not Muon's steepest descent on the adapted weight
@@ -238,18 +267,12 @@ class MuonAdamW(torch.optim.Optimizer):
     ):
         if muon not in MUON_VARIANTS:
             raise AksharaError(f"muon must be one of {list(MUON_VARIANTS)}, got {muon!r}")
-        for group in muon_groups:
-            for param in group["params"]:
-                param = param[1] if isinstance(param, tuple) else param
-                if isinstance(param, DTensor):
-                    raise AksharaError(
-                        f"Muon got a sharded matrix ({param.placements}, FSDP or tensor parallelism): it would "
-                        "orthogonalise each process's shard instead of the matrix. Train with DDP (one whole copy per "
-                        "process: accelerate's multi_gpu.yaml), where Muon's work is split by matrix instead"
-                    )
+        fully_sharded_mesh([param[1] if isinstance(param, tuple) else param
+                            for group in muon_groups for param in group["params"]])  # refuses TP / 2-D meshes
         self.muon_variant, self.shard_muon = muon, shard
         self._owners: tuple[int, list[int]] | None = None  # (world size, owner rank of each Muon matrix)
-        # Version of the Muon state (a step or a loaded state changes it), and the consolidated copy of that version.
+        # Version of the state (a step or a loaded state changes it), and the consolidated copy of that version:
+        # (version, Muon state, AdamW state gathered whole under FSDP2 or None).
         self._state_version, self._consolidated = 0, None
         if not muon_groups:
             self.muon = None
@@ -357,15 +380,30 @@ class MuonAdamW(torch.optim.Optimizer):
     def _muon_params(self) -> list[torch.Tensor]:
         return [param for group in self.muon.param_groups for param in group["params"]]
 
-    def _sharding(self) -> tuple[int, list[int]] | None:
-        """(this rank, owner of each Muon matrix) when the Muon work is split across processes, else None."""
-        where = data_parallel_rank() if self.shard_muon and self.muon is not None else None
-        if where is None:
+    def _sharding(self) -> _Sharding | None:
+        """How the Muon work is split across processes (FSDP2's mesh when the matrices are sharded, else the DDP
+        processes when `shard`), or None on one process."""
+        if self.muon is None:
             return None
-        rank, world = where
+        params = self._muon_params()
+        mesh = fully_sharded_mesh(params)
+        if mesh is not None:
+            rank, world = mesh.get_local_rank(), mesh.size()
+        else:
+            where = data_parallel_rank() if self.shard_muon else None
+            if where is None:
+                return None
+            rank, world = where
         if self._owners is None or self._owners[0] != world:
-            self._owners = (world, assign_owners([param.shape for param in self._muon_params()], world))
-        return rank, self._owners[1]
+            self._owners = (world, assign_owners([param.shape for param in params], world))
+        return _Sharding(rank, world, self._owners[1], mesh)
+
+    def _adamw_params(self) -> list[torch.Tensor]:
+        return [] if self.adamw is None else [p for group in self.adamw.param_groups for p in group["params"]]
+
+    def _adamw_sharded(self) -> bool:
+        """Whether the AdamW tensors are FSDP2's DTensors (then so is their state)."""
+        return any(isinstance(param, DTensor) for param in self._adamw_params())
 
     def _state_shapes(self, param: torch.Tensor) -> dict:
         if isinstance(self.muon, PolarExpressMuon):
@@ -384,26 +422,48 @@ class MuonAdamW(torch.optim.Optimizer):
         if sharding is None:
             if self.muon is not None:
                 self.muon.step()
+        elif sharding.mesh is not None:
+            self._fully_sharded_muon_step(sharding)
         else:
-            rank, owners = sharding
             params = self._muon_params()
-            with only_owned_gradients(params, owners, rank):
+            with only_owned_gradients(params, sharding.owners, sharding.rank):
                 self.muon.step()
-            handles = broadcast_from_owners(params, owners)
+            handles = broadcast_from_owners(params, sharding.owners)
         if self.adamw is not None:
             self.adamw.step()  # while the matrices travel
         for handle in handles:
             handle.wait()
         return loss
 
+    def _fully_sharded_muon_step(self, sharding: _Sharding) -> None:
+        """FSDP2: each owner steps its whole matrices (gradient and weight gathered from every rank's rows) with the
+        Muon of one process, then every rank takes its rows of the results."""
+        params = self._muon_params()
+        shapes = [param.shape for param in params]
+        where = (sharding.owners, sharding.rank, sharding.world, sharding.group)
+        grads = gather_to_owners([None if p.grad is None else p.grad.to_local() for p in params], shapes, *where)
+        locals_ = [None if p.grad is None else p.to_local() for p in params]
+        weights = gather_to_owners(locals_, shapes, *where)
+        for index, weight in weights.items():
+            weight.grad = grads[index]
+        with stand_ins(self.muon, {params[index]: weight for index, weight in weights.items()}):
+            self.muon.step()
+        scatter_from_owners(weights, locals_, shapes, *where)
+
     def consolidate_state_dict(self) -> None:
-        """Collect every Muon matrix's state from its owner (a collective: call it on every rank), for the next
-        `state_dict()`. Nothing to do on one process."""
+        """Collect every Muon matrix's state from its owner, and under FSDP2 every AdamW tensor's state whole (a
+        collective: call it on every rank), for the next `state_dict()`. Nothing to do on one process."""
         sharding = self._sharding()
+        muon = adamw = None
         if sharding is not None:
-            rank, owners = sharding
-            states = gather_states(self.muon.state, self._muon_params(), owners, rank, self._state_shapes)
-            self._consolidated = (self._state_version, states)
+            muon = gather_states(self.muon.state, self._muon_params(), sharding.owners, sharding.rank,
+                                 self._state_shapes, group=sharding.group)  # fmt: skip
+        if self._adamw_sharded():  # every rank has the same AdamW keys: the gathers pair up
+            adamw = {param: {key: value.full_tensor() if isinstance(value, DTensor) else value
+                             for key, value in sorted(self.adamw.state[param].items())}
+                     for param in self._adamw_params() if param in self.adamw.state}  # fmt: skip
+        if sharding is not None or adamw is not None:
+            self._consolidated = (self._state_version, muon, adamw)
 
     def release_consolidated_state(self) -> None:
         """Drop the copy `consolidate_state_dict` made (it holds every matrix's state on every rank)."""
@@ -411,17 +471,22 @@ class MuonAdamW(torch.optim.Optimizer):
 
     def state_dict(self) -> dict:
         parts = self._parts()
-        if self._sharding() is not None and self._state_version:  # version 0: no Muon state on any rank yet
+        split = self._sharding() is not None or self._adamw_sharded()
+        if split and self._state_version:  # version 0: no state on any rank yet
             if self._consolidated is None or self._consolidated[0] != self._state_version:
                 raise AksharaError(
-                    "MuonAdamW splits the Muon state across processes: call consolidate_state_dict() on every "
+                    "MuonAdamW splits its state across processes: call consolidate_state_dict() on every "
                     "process first (MuonSFTTrainer does when it saves a checkpoint)"
                 )
-            own, self.muon.state = self.muon.state, defaultdict(dict, self._consolidated[1])
+            whole = dict(zip(("muon", "adamw"), self._consolidated[1:]))
+            own = {key: part.state for key, part in parts.items() if part is not None and whole[key] is not None}
+            for key in own:
+                parts[key].state = defaultdict(dict, whole[key])
             try:
                 state = {key: None if part is None else part.state_dict() for key, part in parts.items()}
             finally:
-                self.muon.state = own
+                for key, value in own.items():
+                    parts[key].state = value
         else:
             state = {key: None if part is None else part.state_dict() for key, part in parts.items()}
         state["muon_variant"] = self.muon_variant
@@ -456,14 +521,21 @@ class MuonAdamW(torch.optim.Optimizer):
                     ) from None
         # torch's load_state_dict replaces the inner group dicts: share the new ones again.
         self.param_groups = self._shared_groups()
-        if state_dict["muon"] is not None and state_dict["muon"]["state"]:
+        if any(state_dict[key] is not None and state_dict[key]["state"] for key in ("muon", "adamw")):
             self._state_version += 1
         sharding = self._sharding()
         if sharding is not None:  # keep only the matrices this rank owns
-            rank, owners = sharding
-            for param, owner in zip(self._muon_params(), owners):
-                if owner != rank:
+            for param, owner in zip(self._muon_params(), sharding.owners):
+                if owner != sharding.rank:
                     self.muon.state.pop(param, None)
+        for param in self._adamw_params():  # FSDP2: this rank's rows of the whole AdamW state (no communication)
+            if isinstance(param, DTensor) and param in self.adamw.state:
+                self.adamw.state[param] = {
+                    key: distribute_tensor(value, param.device_mesh, param.placements, src_data_rank=None)
+                    if isinstance(value, torch.Tensor) and not isinstance(value, DTensor) and value.shape == param.shape
+                    else value
+                    for key, value in self.adamw.state[param].items()
+                }
 
 
 def sft_lr_multiplier(step: float, num_steps: float) -> float:

@@ -22,7 +22,7 @@ from functools import partial
 from pathlib import Path
 
 from akshara_hf.training.adapters import AksharaPeftArguments
-from akshara_hf.data.mixture import DataSection, yaml_where
+from akshara_hf.data.mixture import DataSection, load_yaml, yaml_where
 from akshara_hf.bounds import regular_tree
 from akshara_hf.errors import AksharaError, one_line
 from akshara_hf.folders import MARKER, check_run_folder, output_marker, replace_file
@@ -62,7 +62,7 @@ class AksharaRunArguments(AksharaPeftArguments):
             self.data = DataSection.from_mapping(self.data, "data")
         if isinstance(self.model_config, str):  # YAML or JSON, as `--data` and the recipe itself
             try:
-                self.model_config = yaml.safe_load(self.model_config)
+                self.model_config = load_yaml(self.model_config)
             except yaml.YAMLError as error:
                 raise AksharaError(f"model_config: not valid YAML or JSON{yaml_where(error)}") from None
         if self.model_config is not None and not isinstance(self.model_config, dict):
@@ -310,6 +310,12 @@ def _mixture(run, output_dir: Path, tokenizer):
     return build_mixture(run.data, output_dir / "mixture", tokenizer=tokenizer, overwrite=True), output_dir / "mixture"
 
 
+def _no_rows(split: str, conversations: int, max_length: int | None) -> str:
+    """Why an SFT split has no rows although the mixture has conversations (`_tokenize` drops those without targets)."""
+    return (f"no {split} rows: none of the {conversations} {split} conversations has an assistant token within "
+            f"max_length {max_length or 2048}; raise max_length")
+
+
 def _documents(conversations):
     """The base stage's plain text: each message's text as its own document."""
     from datasets import Dataset
@@ -448,12 +454,15 @@ def _train(argv: list[str] | None, script: str | None, card_writer, output: list
     mixture, mixture_folder = _mixture(run, output_dir, tokenizer)
     train_rows = _tokenize(args.stage, mixture["train"], tokenizer, run.max_seq_len, args.max_length,
                            args.assistant_only_loss)
+    if len(train_rows) == 0:  # TRL would stop with a StopIteration traceback looking at its first row
+        raise AksharaError(_no_rows("training", len(mixture["train"]), args.max_length))
     eval_rows = _tokenize(args.stage, mixture["validation"], tokenizer, run.max_seq_len, args.max_length,
                           args.assistant_only_loss)
     if run.eval_tokens is not None and args.stage != "sft":
         eval_rows = eval_rows.select(range(min(len(eval_rows), max(1, run.eval_tokens // run.max_seq_len))))
     if args.eval_strategy != "no" and len(eval_rows) == 0:
-        raise AksharaError("the validation split is empty; set validation_fraction in the data section")
+        raise AksharaError(_no_rows("validation", len(mixture["validation"]), args.max_length) if len(
+            mixture["validation"]) else "the validation split is empty; set validation_fraction in the data section")
     seq_len = run.max_seq_len if args.stage != "sft" else args.max_length or 2048
     if args.stage == "sft" and args.padding_free and not args.packing:
         # The rows are cut to max_length above; TRL refuses padding_free with a max_length (it would not enforce it).
@@ -519,6 +528,9 @@ def main(script: str | None = None, card_writer=None) -> int:
         return 0
     except AksharaError as error:
         print(f"{script}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a file or folder the run could not read or write (as the akshara-hf commands say it)
+        print(f"{script}: error: {one_line(error, limit=2000)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: one line, the shell's 128 + SIGINT; checkpoints already saved stay
         print(f"{script}: interrupted", file=sys.stderr)

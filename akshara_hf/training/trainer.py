@@ -7,6 +7,7 @@ What nanochat does differently is plugged in through the Trainer's own hooks: th
 callback, its per-micro-batch loss normalisation in `get_batch_samples`, and per-group LR logging in `log`.
 """
 
+import contextlib
 import copy
 import math
 import os
@@ -19,6 +20,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 from transformers.trainer_utils import SchedulerType
+from transformers.training_args import ParallelMode
 from transformers.utils import is_peft_available, logging
 from trl import SFTConfig, SFTTrainer
 
@@ -237,6 +239,10 @@ class AksharaSFTConfig(SFTConfig):
             raise AksharaError(f"warmup_steps must be 0: nanochat's schedules have none (got {self.warmup_steps})")
 
         super().__post_init__()
+        _check_fsdp(self)  # after TrainingArguments has read fsdp_config (a dict, or the JSON file it names)
+        if self.fsdp and self.parallel_mode != ParallelMode.DISTRIBUTED:  # the Trainer's own ValueError, earlier
+            raise AksharaError("fsdp shards the model across processes: start several (accelerate launch "
+                               "--config_file training/accelerate_configs/fsdp2.yaml ...), or leave fsdp out")
 
         if self.target_examples_per_step is not None:
             # `world_size` is only known once the devices (and the process group) are set up.
@@ -334,25 +340,62 @@ def _check_bos_bestfit(config: "AksharaSFTConfig") -> None:
                            f"{config.train_sampling_strategy!r} would reorder them (leave it out, or sequential)")
 
 
-def _sharded_training_refusal(kind: str) -> str:
-    return (
-        f"{kind} is not supported with Muon: it shards each matrix across processes, and Muon must orthogonalise "
-        "whole matrices. Use DDP (accelerate's multi_gpu.yaml; training/accelerate_configs/): each process then "
-        "orthogonalises its share of the matrices and keeps only their Muon state"
-    )
+def _asked(variable: str) -> bool:
+    return os.environ.get(variable, "false").lower() in ("1", "true", "yes")
 
 
 def _refuse_sharded_training(config: "AksharaSFTConfig") -> None:
-    """FSDP and DeepSpeed ZeRO, asked for in the config or by `accelerate launch` (its environment variables), are
-    refused before Accelerate sets them up: both hand the optimizer flattened or sharded pieces of each matrix. (Without
-    a GPU, Accelerate 1.x would even set up DDP in FSDP's place and say nothing.)"""
-    def asked(variable: str) -> bool:
-        return os.environ.get(variable, "false").lower() in ("1", "true", "yes")
+    """DeepSpeed, asked for in the config or by `accelerate launch --use_deepspeed` (its environment variable), is
+    refused before Accelerate sets it up: ZeRO hands the optimizer flattened pieces of each matrix (and DeepSpeed is not
+    a dependency of this project). FSDP is checked by `_check_fsdp`."""
+    if config.deepspeed or _asked("ACCELERATE_USE_DEEPSPEED"):
+        raise AksharaError(
+            "DeepSpeed is not supported with Muon: ZeRO flattens and splits each matrix, and Muon must orthogonalise "
+            "whole matrices. Use DDP or FSDP2 (accelerate's multi_gpu.yaml or fsdp2.yaml; training/accelerate_configs/)"
+        )
 
-    if config.fsdp or asked("ACCELERATE_USE_FSDP"):
-        raise AksharaError(_sharded_training_refusal("FSDP"))
-    if config.deepspeed or asked("ACCELERATE_USE_DEEPSPEED"):
-        raise AksharaError(_sharded_training_refusal("DeepSpeed"))
+
+_FSDP2_HINT = "training/accelerate_configs/fsdp2.yaml, or fsdp_config {version: 2, state_dict_type: FULL_STATE_DICT}"
+
+
+def _fsdp_settings(config: "AksharaSFTConfig") -> tuple[str, str] | None:
+    """(version, state dict type) of the FSDP the config (`fsdp`, `fsdp_config`) or `accelerate launch`
+    (`ACCELERATE_USE_FSDP`, `FSDP_VERSION`, `FSDP_STATE_DICT_TYPE`) asks for, with the defaults Accelerate and the
+    Trainer fill in (the config's plugin wins over the environment, as in the Trainer); None without FSDP."""
+    from torch.distributed.fsdp import StateDictType
+
+    if config.fsdp:
+        version = str(config.fsdp_config.get("version", 2))
+        kind = str(config.fsdp_config.get("state_dict_type", "FULL_STATE_DICT"))
+    elif _asked("ACCELERATE_USE_FSDP"):
+        version = os.environ.get("FSDP_VERSION", "1")
+        kind = os.environ.get("FSDP_STATE_DICT_TYPE", "FULL_STATE_DICT" if version == "1" else "SHARDED_STATE_DICT")
+    else:
+        return None
+    if kind.isdigit() and int(kind) in {member.value for member in StateDictType}:
+        kind = StateDictType(int(kind)).name  # Accelerate also takes the enum's number
+    return version, kind.upper()
+
+
+def _check_fsdp_settings(version: str, kind: str) -> None:
+    if version != "2":
+        raise AksharaError(
+            f"FSDP version {version} is not supported with Muon: FSDP1 flattens the weights into 1-D pieces, and Muon "
+            f"must orthogonalise whole matrices. Use FSDP2 ({_FSDP2_HINT})"
+        )
+    if kind != "FULL_STATE_DICT":
+        raise AksharaError(
+            f"FSDP state_dict_type {kind} is not supported: with it Trainer.save_model writes no weights, so the run "
+            f"would end without a model folder. Use FULL_STATE_DICT ({_FSDP2_HINT})"
+        )
+
+
+def _check_fsdp(config: "AksharaSFTConfig") -> None:
+    """FSDP2 trains with Muon (`MuonAdamW` gathers whole matrices to their owners); FSDP1 (flat 1-D shards) and
+    state dict types whose final save writes no weights are refused before any work."""
+    settings = _fsdp_settings(config)
+    if settings is not None:
+        _check_fsdp_settings(*settings)
 
 
 def _pretokenized_mask_rule(args: AksharaSFTConfig, dataset) -> AksharaSFTConfig:
@@ -381,6 +424,25 @@ def check_akshara_model(model: nn.Module) -> None:
             f"(model_type {model_type!r})"
         )
     split_parameters(model)
+
+
+@contextlib.contextmanager
+def _own_class(model: nn.Module):
+    """The model's own class while it is saved. FSDP2's `fully_shard` gives the model a generated subclass
+    (`FSDPAksharaForCausalLM`, defined in torch's FSDP package), and `save_pretrained` copies the source of the model
+    class's module as remote code: the folder would get torch's `_fsdp_*.py` and an `auto_map` naming
+    `_fsdp_init.FSDPAksharaForCausalLM` instead of `modeling_akshara.py` (measured, torch 2.13, transformers 5.23)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    generated = type(model)
+    if not isinstance(model, FSDPModule):
+        yield
+        return
+    model.__class__ = next(base for base in generated.__mro__ if not issubclass(base, FSDPModule))
+    try:
+        yield
+    finally:
+        model.__class__ = generated
 
 
 class MuonMomentumCallback(TrainerCallback):
@@ -432,6 +494,7 @@ class MuonSFTTrainer(SFTTrainer):
             raise AksharaError("card_writer needs card_facts: a function of the trainer giving the run's facts so far "
                                "(akshara_hf.training.training_log.run_facts bound to the run)")
         self.card_writer, self.card_facts = card_writer, card_facts
+        self._warm_start_pending = False  # FSDP2: warm-started after Accelerate shards the model (create_scheduler)
         if isinstance(model, nn.Module):
             check_akshara_model(model)
         tokenizer = kwargs.get("processing_class")
@@ -465,8 +528,17 @@ class MuonSFTTrainer(SFTTrainer):
         callbacks = [*(kwargs.pop("callbacks", None) or []), MuonMomentumCallback(args.muon_momentum_warmup_steps)]
         super().__init__(model, args, callbacks=callbacks, **kwargs)
         check_akshara_model(self.model)  # a model given by name is loaded by SFTTrainer
-        if self.is_fsdp_enabled or self.is_deepspeed_enabled:  # set up some other way than the config saw
-            raise AksharaError(_sharded_training_refusal("FSDP" if self.is_fsdp_enabled else "DeepSpeed"))
+        if self.is_deepspeed_enabled:  # set up some other way than the config saw
+            raise AksharaError("DeepSpeed is not supported with Muon (ZeRO splits the matrices): use DDP or FSDP2")
+        if self.is_fsdp_enabled:
+            plugin = self.accelerator.state.fsdp_plugin
+            kind = plugin.state_dict_type
+            _check_fsdp_settings(str(plugin.fsdp_version), getattr(kind, "name", str(kind)))
+        elif _fsdp_settings(self.args) is not None and self.args.world_size > 1:
+            logger.warning(
+                "FSDP was asked for, but Accelerate set up DDP (it sets up FSDP on GPUs only): every process holds "
+                "whole weights, and Muon's matrices are split between the processes as under DDP"
+            )
         self._progress: list[float] | None = None  # "sft-2026": data progress after each step (create_scheduler)
         self._token_bytes = torch.as_tensor(token_byte_lengths(self.processing_class)) if args.eval_bpb else None
         self._bpb_sums = torch.zeros(2, dtype=torch.float64)  # nats, bytes over the current evaluation
@@ -479,9 +551,45 @@ class MuonSFTTrainer(SFTTrainer):
             return super()._save_optimizer_and_scheduler(output_dir)
         optimizer.consolidate_state_dict()
         try:
-            super()._save_optimizer_and_scheduler(output_dir)
+            if self.is_fsdp_enabled:
+                self._save_fsdp_checkpoint(optimizer, output_dir)
+            else:
+                super()._save_optimizer_and_scheduler(output_dir)
         finally:
             optimizer.release_consolidated_state()
+
+    def _save_fsdp_checkpoint(self, optimizer: MuonAdamW, output_dir: str) -> None:
+        """Under FSDP the Trainer saves the model for resuming with Accelerate's `save_fsdp_model` (kept) and the
+        optimizer with `save_fsdp_optimizer`, i.e. torch.distributed.checkpoint's `get_optimizer_state_dict`, which
+        takes one torch optimizer's flat state (`MuonAdamW`'s nests two) and treats tensors that are not DTensors as
+        the same on every rank (the Muon state lives on each matrix's owner only). So the optimizer goes to
+        `optimizer.pt` as on one process: consolidated, whole tensors, loadable on any number of processes."""
+        from accelerate.utils import save_fsdp_model
+        from transformers.distributed.fsdp import get_fsdp_ckpt_kwargs
+        from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME
+
+        save_fsdp_model(self.accelerator.state.fsdp_plugin, self.accelerator, self.model, output_dir,
+                        **get_fsdp_ckpt_kwargs())  # fmt: skip
+        if self.args.should_save:
+            torch.save(optimizer.state_dict(), os.path.join(output_dir, OPTIMIZER_NAME))
+            torch.save(self.lr_scheduler.state_dict(), os.path.join(output_dir, SCHEDULER_NAME))
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        # Under FSDP the Trainer would read the optimizer with Accelerate's `load_fsdp_optimizer`; ours is in
+        # optimizer.pt (see `_save_fsdp_checkpoint`), read as on one process: every rank loads the whole state and
+        # keeps its share (`MuonAdamW.load_state_dict`).
+        optimizer = getattr(self.optimizer, "optimizer", self.optimizer)
+        if checkpoint is None or not self.is_fsdp_enabled or not isinstance(optimizer, MuonAdamW):
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME
+
+        paths = [os.path.join(checkpoint, name) for name in (OPTIMIZER_NAME, SCHEDULER_NAME)]
+        missing = [path for path in paths if not os.path.isfile(path)]
+        if missing:
+            raise AksharaError(f"{checkpoint}: no {os.path.basename(missing[0])} to resume the optimizer from (a "
+                               "checkpoint this trainer wrote has optimizer.pt and scheduler.pt)")
+        self.optimizer.load_state_dict(torch.load(paths[0], map_location="cpu", weights_only=True))
+        self.lr_scheduler.load_state_dict(torch.load(paths[1], weights_only=True))
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys: list[str] | None = None):
         # Bits per byte needs the per-token losses, which TRL's fused LM head computes but `compute_loss` does not
@@ -507,7 +615,8 @@ class MuonSFTTrainer(SFTTrainer):
             self._write_card(self.args.output_dir)
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        super()._save(output_dir, state_dict)
+        with _own_class(self.accelerator.unwrap_model(self.model)):
+            super()._save(output_dir, state_dict)
         # Every folder the Trainer saves (checkpoint-N, the final save_model) carries the card of its own step.
         if self.args.should_save and self._writes_own_card():
             self._write_card(self.args.output_dir if output_dir is None else output_dir, keep_facts=True)
@@ -535,19 +644,27 @@ class MuonSFTTrainer(SFTTrainer):
     def create_optimizer(self, model=None):
         fresh = self.optimizer is None
         optimizer = super().create_optimizer(model)
-        # A fresh run (not a resumed one: the Trainer loads the checkpoint's state afterwards) warm-starts here.
+        # A fresh run (not a resumed one: the Trainer loads the checkpoint's state afterwards) warm-starts here; under
+        # FSDP2 once Accelerate has sharded the model (`create_scheduler`): its switch to the sharded parameters leaves
+        # behind any state keyed by the old ones.
         if fresh and self.args.warm_start_optimizer and self.state.global_step == 0:
-            from akshara_hf.training.warm_start import warm_start_optimizer
-
-            folder = getattr(self.accelerator.unwrap_model(self.model), "name_or_path", None)
-            if not folder or not os.path.isdir(folder):
-                raise AksharaError(f"warm_start_optimizer: the model was not loaded from a local folder ({folder!r}); "
-                                   "give model_name_or_path a folder convert-nanochat wrote (or a nanochat checkpoint)")
-            count = warm_start_optimizer(self.optimizer, folder)
-            if self.is_world_process_zero():
-                print(f"warm-started the optimizer state of {count} tensors from {folder} (learning rates: this "
-                      "run's)", file=sys.stderr)
+            if self.is_fsdp_enabled:
+                self._warm_start_pending = True
+            else:
+                self._warm_start(self.optimizer)
         return optimizer
+
+    def _warm_start(self, optimizer) -> None:
+        from akshara_hf.training.warm_start import warm_start_optimizer
+
+        folder = getattr(self.accelerator.unwrap_model(self.model), "name_or_path", None)
+        if not folder or not os.path.isdir(folder):
+            raise AksharaError(f"warm_start_optimizer: the model was not loaded from a local folder ({folder!r}); "
+                               "give model_name_or_path a folder convert-nanochat wrote (or a nanochat checkpoint)")
+        count = warm_start_optimizer(getattr(optimizer, "optimizer", optimizer), folder)
+        if self.is_world_process_zero():
+            print(f"warm-started the optimizer state of {count} tensors from {folder} (learning rates: this "
+                  "run's)", file=sys.stderr)
 
     def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
         # bos_bestfit: TRL tokenizes (or takes the pre-tokenized rows), builds the labels and cuts each conversation to
@@ -571,6 +688,9 @@ class MuonSFTTrainer(SFTTrainer):
         # Written by hand: no `lr_scheduler_type` equals nanochat's multipliers at every step ("linear" computes
         # (N - s) / N, which differs from 1 - s / N in the last bit; "warmup_stable_decay" starts its decay from 1.0 at
         # an integer step, while nanochat's mid schedule is already below 1 at the first step past 80% progress).
+        if self._warm_start_pending:  # FSDP2: the optimizer now holds the sharded parameters
+            self._warm_start_pending = False
+            self._warm_start(self.optimizer)
         if self.lr_scheduler is None:
             if self.args.schedule == "sft":
                 multiplier = partial(sft_lr_multiplier, num_steps=num_training_steps)
