@@ -17,7 +17,7 @@ from nanochat_fixtures import make_nanochat_tokenizer_dir
 from akshara_hf.cli import main as cli
 from akshara_hf.conversion.convert import find_tokenizer_dir
 from akshara_hf.errors import AksharaError
-from akshara_hf.tokenization.tokenizer import load_tiktoken_encoding
+from akshara_hf.tokenization.tokenizer import SPLIT_PATTERN, load_tiktoken_encoding
 
 
 class _System:
@@ -174,9 +174,10 @@ def test_string_state_is_refused_without_fetching_a_registered_encoding(tmp_path
 
 
 @pytest.mark.parametrize("state, match", [
-    ({"name": "x", "pat_str": ".", "mergeable_ranks": {"a": 0}, "special_tokens": {}}, "bytes to int"),
-    ({"name": "x", "pat_str": ".", "mergeable_ranks": {}, "special_tokens": {"a": "0"}}, "str to int"),
-    ({"name": "x", "pat_str": "(", "mergeable_ranks": {b"a": 0}, "special_tokens": {}}, "not a valid"),
+    ({"name": "x", "pat_str": SPLIT_PATTERN, "mergeable_ranks": {"a": 0}, "special_tokens": {}}, "bytes to int"),
+    ({"name": "x", "pat_str": SPLIT_PATTERN, "mergeable_ranks": {}, "special_tokens": {"a": "0"}}, "str to int"),
+    ({"name": "x", "pat_str": SPLIT_PATTERN, "mergeable_ranks": {b"a": 2**70}, "special_tokens": {}}, "not a valid"),
+    ({"name": "x", "pat_str": "(", "mergeable_ranks": {b"a": 0}, "special_tokens": {}}, "not nanochat's split"),
     ({"name": "x"}, "state is not"),
 ])
 def test_bad_encoding_states_are_one_line_errors(tmp_path, state, match):
