@@ -11,6 +11,10 @@ from reference_nanochat import random_nanochat_state
 
 from akshara_hf.tokenization.tokenizer import save_nanochat_tokenizer, train_tokenizer
 
+# fp32 logits (|x| up to the softcap, 15) of two implementations of the same model: their sums run in a different order
+# with the thread count (1.2e-5 apart on a CI machine at 2 threads); a wrong weight or op is off by 1e-2 and more.
+FP32_LOGITS_ATOL = 5e-5
+
 TINY_NANOCHAT = {"sequence_len": 64, "vocab_size": 300, "n_layer": 2, "n_head": 4, "n_kv_head": 2, "n_embd": 64}
 # nanochat 2026: windows S S S L (S = 128 keys back, L = 256), value embeddings on layers 1 and 3, backout after layer 2.
 TINY_NANOCHAT_2026 = {**TINY_NANOCHAT, "sequence_len": 256, "n_layer": 4, "window_pattern": "SSSL"}
