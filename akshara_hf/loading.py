@@ -51,7 +51,9 @@ def read_json(path: str | Path):
         return json.loads(regular_file(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise AksharaError(f"{path}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:  # RecursionError: nested too deeply
+    except UnicodeDecodeError:
+        raise AksharaError(f"{path}: not UTF-8 text (JSON is)") from None
+    except (json.JSONDecodeError, RecursionError) as error:  # RecursionError: nested too deeply
         raise AksharaError(f"{path}: not valid JSON ({one_line(error)})") from None
 
 

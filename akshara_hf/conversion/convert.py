@@ -25,7 +25,7 @@ from akshara_hf.bounds import check_model_fits, regular_file
 from akshara_hf.errors import AksharaError
 from akshara_hf.folders import add_overwrite_flag, check_output, staged_output
 from akshara_hf.lazy import lazy_import
-from akshara_hf.loading import add_trust_flag
+from akshara_hf.loading import add_trust_flag, read_json
 from akshara_hf.progress import next_phase, with_phases
 
 torch = lazy_import("torch")  # loaded by the first converter that runs, not by `akshara-hf --help`
@@ -162,12 +162,7 @@ def check_weight_dtype(dtype, where: str) -> None:
 def read_nanochat_meta(meta_path: Path) -> dict:
     """nanochat's `meta_{step}.json`, checked: a JSON object with a `model_config` object of integer sizes (nanochat
     writes more, e.g. `user_config`; that is kept as it is)."""
-    try:
-        meta = json.loads(meta_path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError:
-        raise AksharaError(f"{meta_path}: not UTF-8 text (a nanochat meta file is JSON)") from None
-    except (json.JSONDecodeError, RecursionError) as error:
-        raise AksharaError(f"{meta_path}: not valid JSON ({error})") from None
+    meta = read_json(meta_path)
     if not isinstance(meta, dict) or not isinstance(meta.get("model_config"), dict):
         raise AksharaError(f"{meta_path}: not a nanochat meta file (a JSON object with a model_config object)")
     step = meta.get("step")
@@ -537,13 +532,7 @@ def import_native(folder: str | Path, output_dir: str | Path, overwrite: bool = 
 def read_sidecar_meta(path: Path, tensor_names: set[str]) -> dict:
     """A converted folder's `nanochat_meta.json`, checked field by field: it decides the exported file names (`step`)
     and each tensor's dtype (`akshara.dtypes`, from `WEIGHT_DTYPES` only, for tensors the model has)."""
-    regular_file(path, "nanochat meta file")
-    try:
-        meta = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError:
-        raise AksharaError(f"{path}: not UTF-8 text") from None
-    except (json.JSONDecodeError, RecursionError) as error:
-        raise AksharaError(f"{path}: not valid JSON ({error})") from None
+    meta = read_json(path)
     if not isinstance(meta, dict):
         raise AksharaError(f"{path}: must be a JSON object, got {type(meta).__name__}")
     step = meta.get("step", 0)
