@@ -28,10 +28,9 @@ from akshara_hf.training.shipped import find_recipe, recipes_dir, training_scrip
 SCRIPTS = {"base": "mid_train.py", "mid": "mid_train.py", "sft": "sft.py"}
 DEMO_PROMPT = "తెలుగు భాష గురించి ఒక వాక్యం రాయండి"
 STEPS = 6
-# Measured with `time bash scripts/demo.sh` on the 2-core development machine (see README.md).
 # Measured with bench/bench_first_hour.py (bench/README.md): the stages' step counts scale the time.
-EXPECTED = ("40 + 40 + 28 training steps, each stage showing its progress and ETA; 6.4 minutes measured on 2 cores that "
-            "other jobs kept at load average 4-7, 15 minutes with two more busy processes beside it")
+EXPECTED = ("40 + 40 + 28 training steps, each stage showing its progress and ETA; 75 s measured on a quiet 2-core "
+            "machine, 110 s beside two busy processes, 6-15 minutes on one other jobs kept at load average 4-7")
 QUIET = {"HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
          "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
 
