@@ -67,6 +67,34 @@ def regular_tree(folder: str | os.PathLike, depth: int = 2) -> Path:
     return folder
 
 
+def check_json_depth(path: str | os.PathLike, limit: int = 512) -> None:
+    """Refuse JSON or JSON Lines nested deeper than `limit`: pyarrow's reader (`load_dataset("json")`) recursed until
+    the process died (SIGSEGV) on a row nested 100,000 deep. Bracket counts are cheap; only a suspicious line, or a
+    file whose open brackets pile up across lines, is parsed to tell."""
+    import json
+
+    path, depth, deep = Path(path), 0, False
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            opens = line.count(b"[") + line.count(b"{")
+            depth += opens - line.count(b"]") - line.count(b"}")
+            deep = deep or depth > limit
+            if opens > limit:
+                try:
+                    json.loads(line)
+                except RecursionError:
+                    raise AksharaError(f"{path}: line {number}: JSON nested too deeply") from None
+                except ValueError:
+                    pass  # not JSON on its own: the reader reports it
+    if deep:
+        try:
+            json.loads(path.read_bytes())
+        except RecursionError:
+            raise AksharaError(f"{path}: JSON nested too deeply") from None
+        except ValueError:
+            pass
+
+
 # --- memory -----------------------------------------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ One rule for everything that writes:
 * Commands that write into their folder for a long time (a training run's `output_dir`, the demo) go through
   `check_run_folder`: the same refusals, except that an earlier output of the same command is written into (a run
   resumes there; the demo removes only the entries its marker lists, see `claim`), and nothing inside the folder may
-  be a symbolic link (the run would write through it).
+  be a symbolic or hard link (the run would write through it).
 * Single files (model card, loss curve, run facts, markers) are written by `replace_file`: whole or not at all, and
   never through a symbolic link.
 
@@ -123,12 +123,29 @@ def check_output(output: str | os.PathLike, command: str, *, overwrite: bool = F
     return target
 
 
-def first_symlink(folder: Path) -> Path | None:
-    """The first symbolic link inside `folder` (at any depth, links never followed), or None."""
+def _refuse_added_entries(given: str | os.PathLike, target: Path) -> None:
+    """Replacing an earlier output deletes it whole: refused when it holds anything its marker does not list (notes
+    the user put there). Markers of older versions list nothing and are replaced as before."""
+    marker = output_marker(target) if target.is_dir() else None
+    wrote = marker.get("wrote") if marker else None
+    if not isinstance(wrote, list):
+        return
+    added = sorted(p.name for p in target.iterdir() if p.name != MARKER and p.name not in wrote)
+    if added:
+        raise AksharaError(f"{given}: holds {', '.join(added[:3])}{', ...' if len(added) > 3 else ''}, which "
+                           f"{marker['command']} did not write; --overwrite would delete it (move it out first)")
+
+
+def first_link(folder: Path) -> tuple[Path, str] | None:
+    """The first symbolic link, or file with another name elsewhere (a hard link), inside `folder` (at any depth,
+    links never followed) and which it is; None when there is none."""
     for top, dirs, files in os.walk(folder):
         for name in sorted(dirs) + sorted(files):
-            if os.path.islink(os.path.join(top, name)):
-                return Path(top) / name
+            status = os.lstat(os.path.join(top, name))
+            if stat.S_ISLNK(status.st_mode):
+                return Path(top) / name, "a symbolic link"
+            if stat.S_ISREG(status.st_mode) and status.st_nlink > 1:  # `cp -al` backups: writes in place reach them
+                return Path(top) / name, "a hard link (a file with another name elsewhere)"
     return None
 
 
@@ -136,15 +153,15 @@ def check_run_folder(output: str | os.PathLike, command: str, *, inputs: Iterabl
                      may_contain: Iterable[str | os.PathLike | None] = ()) -> Path:
     """The rule for a command that writes into its folder (a training run, the demo): refused as `check_output`
     refuses, except that an earlier output of the same command is accepted (it goes on writing there), `may_contain`
-    inputs may lie inside it (a run resuming from its own checkpoint), and any symbolic link inside it is refused
-    (the command would write through it). Returns the absolute path."""
+    inputs may lie inside it (a run resuming from its own checkpoint), and any symbolic or hard link inside it is
+    refused (the command would write through it). Returns the absolute path."""
     given = Path(output)
     target = _target(given)
     _check_inputs(given, target, inputs, may_contain)
     if _earlier_output(given, target, command, "write into") is not None:
-        link = first_symlink(target)
+        link = first_link(target)
         if link is not None:
-            raise AksharaError(f"{given}: holds a symbolic link, {link}; {command} would write through it (remove "
+            raise AksharaError(f"{given}: holds {link[1]}, {link[0]}; {command} would write through it (remove "
                                "the link, or choose another folder)")
     return target
 
@@ -307,6 +324,7 @@ def staged_output(output: str | os.PathLike, command: str, *, overwrite: bool = 
     """
     inputs = list(inputs)
     target = check_output(output, command, overwrite=overwrite, inputs=inputs)
+    _refuse_added_entries(output, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_staging(target, command)
     root = Path(tempfile.mkdtemp(prefix=f".{target.name}{STAGING_INFIX}", dir=target.parent))
@@ -320,7 +338,9 @@ def staged_output(output: str | os.PathLike, command: str, *, overwrite: bool = 
         staging.scratch.mkdir()
         try:
             yield staging
-            (staging.folder / MARKER).write_text(json.dumps({"command": command, "written_by": "akshara-hf"}) + "\n")
+            wrote = sorted(p.name for p in staging.folder.iterdir())  # what --overwrite may delete later
+            (staging.folder / MARKER).write_text(json.dumps({"command": command, "written_by": "akshara-hf",
+                                                             "wrote": wrote}) + "\n")
         except Exception as error:
             full = disk_full_error(error, staging.folder, shown_as=target)
             if full is None:
@@ -329,6 +349,7 @@ def staged_output(output: str | os.PathLike, command: str, *, overwrite: bool = 
                                ) from None
         # Checked again: the destination may have changed during a long write.
         check_output(output, command, overwrite=overwrite, inputs=inputs)
+        _refuse_added_entries(output, target)
         if target.exists():
             os.replace(target, previous)  # an empty folder, or our own earlier output (checked above)
         os.replace(staging.folder, target)

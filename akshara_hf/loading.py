@@ -44,16 +44,30 @@ def is_hub_id(argument: str) -> bool:
     return not Path(argument.split("/")[0]).exists()
 
 
+class _KeyTwice(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list) -> dict:
+    """A JSON object whose keys are all different: `json` keeps the last of a key given twice without a word."""
+    data = dict(pairs)
+    if len(data) < len(pairs):
+        seen = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise _KeyTwice(f"key {twice!r} given twice")
+    return data
+
+
 def read_json(path: str | Path):
     """A JSON file's value; AksharaError naming the file when it is missing, not a regular file (a named pipe would
     block the read forever: `model-card --facts FIFO` did) or not JSON."""
     try:
-        return json.loads(regular_file(path).read_text(encoding="utf-8"))
+        return json.loads(regular_file(path).read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
     except FileNotFoundError:
         raise AksharaError(f"{path}: no such file") from None
     except UnicodeDecodeError:
         raise AksharaError(f"{path}: not UTF-8 text (JSON is)") from None
-    except (json.JSONDecodeError, RecursionError) as error:  # RecursionError: nested too deeply
+    except (json.JSONDecodeError, _KeyTwice, RecursionError) as error:  # RecursionError: nested too deeply
         raise AksharaError(f"{path}: not valid JSON ({one_line(error)})") from None
 
 
@@ -265,10 +279,10 @@ def check_folder_before_loading(folder: Path) -> None:
     check_model_fits(config, str(config_path), bytes_per_parameter=dtype_bytes(config.get("dtype",
                                                                                          config.get("torch_dtype"))))
     _check_weight_dtypes(folder)
+    vocab_size = config.get("vocab_size") if _is_number(config.get("vocab_size"), 1, integer=True) else None
+    _check_token_ids(config_path, config, vocab_size)
     if (folder / "generation_config.json").exists():
-        vocab_size = config.get("vocab_size")
-        check_generation_config(folder / "generation_config.json",
-                                vocab_size if _is_number(vocab_size, 1, integer=True) else None)
+        check_generation_config(folder / "generation_config.json", vocab_size)
 
 
 def _is_number(value, low: float, high: float = float("inf"), integer: bool = False) -> bool:
@@ -290,6 +304,17 @@ GENERATION_FIELDS = {
 }
 
 
+def _check_token_ids(path: Path, data: dict, vocab_size: int | None) -> None:
+    """bos/eos/pad ids (an id or a list of ids) are tokens of the model; transformers only warns about config.json's
+    (`eos_token_id: 1000000` chatted on, exit status 0, every reply running to its limit)."""
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        value = data.get(key)
+        ids = value if isinstance(value, list) else [value]
+        if value is not None and (not _is_token_ids(value) or
+                                  vocab_size is not None and any(index >= vocab_size for index in ids)):
+            raise AksharaError(f"{path}: {key} {value!r} is not a token of this model (vocab_size {vocab_size})")
+
+
 def check_generation_config(path: Path, vocab_size: int | None = None) -> None:
     """A folder's generation_config.json loads as written or not at all: transformers' `from_pretrained` replaces a
     corrupt one by defaults (a log line only), so chat would sample with settings nobody chose. Its token ids lie in
@@ -302,10 +327,7 @@ def check_generation_config(path: Path, vocab_size: int | None = None) -> None:
     for key, valid in GENERATION_FIELDS.items():
         if data.get(key) is not None and not valid(data[key]):
             raise AksharaError(f"{path}: {key} {data[key]!r} is not a valid value")
-    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
-        ids = data.get(key) if isinstance(data.get(key), list) else [data.get(key)]
-        if vocab_size is not None and any(index is not None and index >= vocab_size for index in ids):
-            raise AksharaError(f"{path}: {key} {data[key]!r} is not a token of this model (vocab_size {vocab_size})")
+    _check_token_ids(path, data, vocab_size)
     try:
         GenerationConfig.from_dict(data)
     except Exception as error:  # GenerationConfig raises ValueError/TypeError for values it checks itself
@@ -385,9 +407,14 @@ def load_tokenizer(source: str, trust_remote_code: bool = False, config=None, fl
     kwargs = {} if config is None else {"config": config}
     try:
         with _quiet_transformers():
-            return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
     except Exception as error:  # tokenizers raises its own exception types for a broken tokenizer.json
         raise AksharaError(f"{source}: the tokenizer does not load ({type(error).__name__}: {one_line(error)})") from None
+    vocab_size = getattr(config, "vocab_size", None)
+    if isinstance(vocab_size, int) and len(tokenizer) > vocab_size:  # another model's tokenizer: ids past the embedding
+        raise AksharaError(f"{source}: the tokenizer has {len(tokenizer):,} ids, config.json's vocab_size is "
+                           f"{vocab_size:,} (a tokenizer of another model?)")
+    return tokenizer
 
 
 def load_model_and_tokenizer(argument: str | Path, trust_remote_code: bool = False, flag: str = TRUST_FLAG, **kwargs):

@@ -431,6 +431,9 @@ HOSTILE_FOLDERS = {
     "generation eos past the vocabulary (replies never stopped)": (
         _generation('{"eos_token_id": [299, 1000000]}'),
         "generation_config.json: eos_token_id [299, 1000000] is not a token of this model (vocab_size 300)"),
+    "config eos past the vocabulary (transformers only warned)": (
+        _config(eos_token_id=10**6), "config.json: eos_token_id 1000000 is not a token of this model (vocab_size 300)"),
+    "config pad -3": (_config(pad_token_id=-3), "config.json: pad_token_id -3 is not a token of this model"),
     "hidden_size 2**20": (_config(hidden_size=2**20, intermediate_size=None, head_dim=None),
                           "config.json: hidden_size 1,048,576: a model of this size needs at least"),
     "num_hidden_layers 10**7": (_config(num_hidden_layers=10**7, layer_types=None),
@@ -518,6 +521,76 @@ def test_train_tokenizer_vocab_size_out_of_range_is_one_line(tmp_path, capsys, s
     code, err = run_cli(["train-tokenizer", str(text), "--vocab-size", size, "--output", str(tmp_path / "t")], capsys)
     assert code == 2 and err.strip().startswith(f"akshara-hf train-tokenizer: error: --vocab-size {size}: must be "
                                                 "between 265"), err
+
+
+def test_train_tokenizer_vocab_size_past_the_memory_is_one_line(tmp_path, capsys):
+    """The Rust trainer reserves ~66 bytes per entry up front: 2**31 - 1 aborted the process (`memory allocation of
+    141733920784 bytes failed`, status 134) on a machine with less memory."""
+    text = tmp_path / "text.txt"
+    text.write_text("తెలుగు\n")
+    code, err = run_cli(["train-tokenizer", str(text), "--vocab-size", str(2**31 - 1), "--output",
+                         str(tmp_path / "t")], capsys)
+    assert code == 2 and "the tokenizer trainer needs at least 132.0 GiB of memory" in err, err
+
+
+def test_evaluate_data_nested_too_deeply_is_one_line(converted_folder, tmp_path, capsys):
+    """pyarrow's JSON reader recursed until the process died (SIGSEGV, no message at all)."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"text": "a"}\n{"text": "b", "x": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    code, err = run_cli(["evaluate", str(converted_folder), "--data", str(rows), "--tasks", ""], capsys)
+    assert code == 2 and err.strip() == f"akshara-hf evaluate: error: {rows}: line 2: JSON nested too deeply", err
+    document = tmp_path / "rows.json"
+    document.write_text("[\n" * 100_000 + "]\n" * 100_000)
+    code, err = run_cli(["evaluate", str(converted_folder), "--data", str(document), "--tasks", ""], capsys)
+    assert code == 2 and err.strip() == f"akshara-hf evaluate: error: {document}: JSON nested too deeply", err
+
+
+def test_a_key_given_twice_in_config_json_is_one_line(converted_folder, tmp_path, capsys):
+    """json keeps the last of a key given twice without a word: a second softcap changed the model silently."""
+    folder = tmp_path / "model"
+    shutil.copytree(converted_folder, folder)
+    config = folder / "config.json"
+    config.write_text(config.read_text().rstrip()[:-1] + ', "final_logit_softcapping": 30.0}')
+    code, err = run_cli(["chat", str(folder), "--prompt", "hi"], capsys)
+    assert code == 2 and err.strip() == (f"akshara-hf chat: error: {config}: not valid JSON (key "
+                                         "'final_logit_softcapping' given twice)"), err
+
+
+@pytest.mark.parametrize("argv", [["chat", "m", "--max-new-tokens", "abc"], ["chat"], ["chatt"],
+                                  ["evaluate", "m", "--data", "d", "--nope"]])
+def test_a_bad_flag_is_one_line_without_the_usage_block(capsys, argv):
+    """argparse printed its usage (several lines) above the error line."""
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1 and "usage:" not in err, err
+    assert err.startswith(f"akshara-hf {argv[0]}: error: " if argv[0] != "chatt" else "akshara-hf: error: "), err
+
+
+def test_a_step_past_int64_is_one_line(converted_folder, tmp_path, capsys):
+    """`export-nanochat --step 10**30` wrote model_1000000000000000000000000000000.pt, exit status 0."""
+    code, err = run_cli(["export-nanochat", str(converted_folder), str(tmp_path / "out"), "--step", str(10**30)], capsys)
+    assert code == 2 and err.strip() == (f"akshara-hf export-nanochat: error: --step {10**30}: must be below 2**63 "
+                                         "(steps are int64 in nanochat and torch)"), err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["chat", "export-native", "export-nanochat", "evaluate"])
+def test_a_tokenizer_larger_than_the_vocabulary_is_one_line(converted_folder, tmp_path, capsys, eval_data, command):
+    """Another model's tokenizer (400 ids in a 300-id model) chatted, evaluated and exported with exit status 0."""
+    from nanochat_fixtures import corpus
+
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(corpus()), encoding="utf-8")
+    assert cli.main(["train-tokenizer", str(text), "--vocab-size", "400", "--output", str(tmp_path / "tok")]) == 0
+    folder = tmp_path / "model"
+    shutil.copytree(converted_folder, folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tmp_path / "tok" / name, folder / name)
+    capsys.readouterr()
+    code, err = run_cli([command, *map(str, COMMANDS[command](folder, tmp_path / "out", eval_data))], capsys)
+    assert code == 2 and err.strip().endswith(f"error: {folder}: the tokenizer has 400 ids, config.json's vocab_size "
+                                              "is 300 (a tokenizer of another model?)"), err
 
 
 def _parquet(path, **columns):

@@ -92,9 +92,21 @@ def test_an_earlier_output_is_replaced_only_with_overwrite(world, tmp_path, caps
     assert cli(argv(world, command, out)) == 2
     assert "pass --overwrite" in one_error(capsys, command)
     assert (out / "extra.txt").exists()
+    assert cli(argv(world, command, out, "--overwrite")) == 2  # replacing the folder would delete the user's file
+    assert "extra.txt, which" in one_error(capsys, command) and (out / "extra.txt").read_text() == "added later"
+    (out / "extra.txt").unlink()
     assert cli(argv(world, command, out, "--overwrite")) == 0
-    assert not (out / "extra.txt").exists() and set(tree(out)) == set(first)
+    assert set(tree(out)) == set(first)
     assert leftovers(tmp_path) == []
+
+
+def test_an_older_marker_without_a_list_is_replaced_as_before(world, tmp_path):
+    out = tmp_path / "out"
+    assert cli(argv(world, "export-native", out)) == 0
+    (out / MARKER).write_text(json.dumps({"command": "export-native", "written_by": "akshara-hf"}))
+    (out / "extra.txt").write_text("added later")
+    assert cli(argv(world, "export-native", out, "--overwrite")) == 0
+    assert not (out / "extra.txt").exists()
 
 
 def test_another_commands_output_is_refused_even_with_overwrite(world, capsys):
@@ -149,10 +161,11 @@ def test_a_symlink_to_a_users_folder_is_not_followed(world, tmp_path, capsys):
     (tmp_path / "link2").symlink_to(out, target_is_directory=True)
     assert cli(argv(world, "convert-nanochat", tmp_path / "link2", "--overwrite")) == 2
     assert "symbolic link" in one_error(capsys, "convert-nanochat")
-    # A symlink inside our earlier output is removed as a link; its target survives.
+    # A symlink added inside our earlier output is not ours: named, and --overwrite stops; the target survives.
     (out / "link-to-mine").symlink_to(mine, target_is_directory=True)
-    assert cli(argv(world, "convert-nanochat", out, "--overwrite")) == 0
-    assert tree(mine) == {"important.txt": b"keep"} and not (out / "link-to-mine").exists()
+    assert cli(argv(world, "convert-nanochat", out, "--overwrite")) == 2
+    assert "holds link-to-mine, which convert-nanochat did not write" in one_error(capsys, "convert-nanochat")
+    assert tree(mine) == {"important.txt": b"keep"} and (out / "link-to-mine").is_symlink()
 
 
 def test_a_symlinked_or_forged_marker_does_not_count(world, tmp_path, capsys):
@@ -309,9 +322,12 @@ def test_a_kill_between_the_renames_is_undone_by_the_next_run_never_deleted(worl
     expected = "pass --overwrite" if next_command == "convert-nanochat" else "earlier `akshara-hf convert-nanochat`"
     assert expected in one_error_of(err, next_command)
     assert not (staging / "previous").exists()
-    # The same command with --overwrite now replaces it the normal way, and the dead staging folder is cleaned.
+    # The same command with --overwrite now replaces it the normal way (once the user's file is moved out), and the
+    # dead staging folder is cleaned.
+    assert cli(argv(world, "convert-nanochat", out, "--overwrite")) == 2 and (out / "my-notes.txt").exists()
+    (out / "my-notes.txt").unlink()
     assert cli(argv(world, "convert-nanochat", out, "--overwrite")) == 0
-    assert leftovers(tmp_path) == [] and not (out / "my-notes.txt").exists()
+    assert leftovers(tmp_path) == []
 
 
 def test_a_kill_after_both_renames_finishes_the_replacement(world, tmp_path):

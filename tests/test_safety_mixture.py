@@ -135,6 +135,15 @@ def test_bad_text_rows_name_the_file_and_row(tmp_path, bad, reason):
     assert len(built["train"]) + len(built["validation"]) == 3
 
 
+def test_a_recipe_nested_too_deeply_is_one_line(tmp_path, capsys):
+    """PyYAML recurses once per level: a recipe of 100,000 `{a: ` ended in a RecursionError traceback."""
+    path = tmp_path / "deep.yaml"
+    path.write_text("data: " + "{a: " * 100_000 + "1" + "}" * 100_000 + "\n")
+    assert cli(["build-mixture", str(path), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"akshara-hf build-mixture: error: {path}: not valid YAML (nested too deeply)", err
+
+
 def test_deeply_nested_json_array_is_one_line(tmp_path):
     source = tmp_path / "identity.json"
     source.write_text(f"[{GOOD}, {DEEP}]", encoding="utf-8")

@@ -78,3 +78,11 @@ def test_a_stop_string_too_long_to_precompute_is_refused(tokenizer, stop):
 
 def test_stop_strings_of_the_allowed_length_pass(tokenizer):
     assert _check(tokenizer, stop=["ఆ" * 32, "\n\n"])["stop"] == ["ఆ" * 32, "\n\n"]
+
+
+def test_integer_logit_biases_reach_generation_as_floats(tokenizer):
+    """OpenAI's own examples give integers (`{"293": 100}`); transformers' sequence_bias takes floats only, and the
+    request was a 500 from inside generation."""
+    forwarded = _check(tokenizer, logit_bias={"5": 100, "7": -1.5})
+    assert forwarded["logit_bias"] == {"5": 100.0, "7": -1.5}
+    assert all(type(value) is float for value in forwarded["logit_bias"].values())

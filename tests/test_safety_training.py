@@ -322,6 +322,38 @@ def test_resuming_from_another_models_checkpoint_is_one_line(capsys, monkeypatch
     assert "extra is not in this run's model" in attempt("e")
 
 
+class _Planted:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("name", ["rng_state.pth", "optimizer.pt", "scheduler.pt"])
+def test_a_resume_checkpoint_pickle_calling_code_is_one_line_and_never_runs(capsys, monkeypatch, tmp_path,
+                                                                           converted_folder, name):
+    """The Trainer loads these with weights_only=True, so nothing ran, but the run ended in a traceback naming no
+    file, after the data was built."""
+    import shutil
+
+    import torch
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    checkpoint = tmp_path / "checkpoint-3"
+    checkpoint.mkdir()
+    (checkpoint / "trainer_state.json").write_text("{}")
+    shutil.copy(converted_folder / "model.safetensors", checkpoint)
+    marker = tmp_path / "ran"
+    torch.save({"x": _Planted(marker)}, checkpoint / name)
+    code, line = run_script("sft.py", ["--config", str(TINY_SFT), "--model_name_or_path", str(converted_folder),
+                                       "--max_length", "128", "--resume_from_checkpoint", str(checkpoint),
+                                       "--output_dir", str(tmp_path / "out")], capsys, monkeypatch)
+    assert code == 2 and line == (f"sft.py: error: resume_from_checkpoint {checkpoint / name}: a pickle calling "
+                                  "posix.system, which is not a tensor; refused, never run"), line
+    assert not marker.exists()
+
+
 def test_a_run_that_failed_early_can_run_again_in_its_folder(capsys, monkeypatch, tmp_path, converted_folder):
     """The output folder is marked as a training run's from the start: a run stopped before its first save (here:
     refused after the folder was made) does not leave a folder the next attempt refuses. Another command's marked
@@ -436,6 +468,23 @@ def test_output_dir_through_a_symlink_is_refused(capsys, monkeypatch, tmp_path):
     assert precious.read_text() == "keep me"
 
 
+def test_an_earlier_run_holding_a_hard_link_is_refused(capsys, monkeypatch, tmp_path):
+    """`cp -al run backup`, then training on in `run`: log.jsonl was appended to in place, and the saves truncate and
+    rewrite model.safetensors, so the backup changed with it (a hard link is the same file)."""
+    (tmp_path / "parent").mkdir()
+    run = marked_run(tmp_path / "run")
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    for name in ("log.jsonl", "checkpoint-2/model.safetensors"):
+        (backup / name).parent.mkdir(exist_ok=True)
+        (backup / name).write_text("the backup's copy")
+        (run / name).parent.mkdir(exist_ok=True)
+        os.link(backup / name, run / name)
+        refused_output(capsys, monkeypatch, ["--model_name_or_path", str(tmp_path / "parent"), "--output_dir",
+                                             str(run)], f"output_dir {run}: holds a hard link", run, backup)
+        (run / name).unlink()
+
+
 # --- bounds before work: sizes, named pipes; one error path: Ctrl-C, a full disk -----------------------------------
 
 
@@ -452,6 +501,13 @@ def test_a_model_too_big_for_this_machine_is_refused_before_any_work(refused, no
     with no_hang(60):
         line = refused(flags, fragment, script="mid_train.py", recipe=TINY_BASE, parent=False)
     assert "this machine has" in line
+
+
+def test_yaml_nested_too_deeply_is_one_line(refused, tmp_path):
+    """PyYAML's parser recurses once per level: 100,000 `[` ended in a RecursionError traceback."""
+    deep = "[" * 100_000 + "]" * 100_000
+    refused([], "not valid YAML (nested too deeply)", recipe=recipe_with(tmp_path, f"stage: sft\nx: {deep}\n"))
+    refused(["--data", "[" * 20_000 + "]" * 20_000], "--data: not valid YAML or JSON (nested too deeply)")
 
 
 def test_named_pipes_are_refused_before_any_work(refused, tmp_path, no_hang):

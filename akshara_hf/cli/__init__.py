@@ -36,8 +36,15 @@ def command_modules() -> tuple[str, ...]:
     return COMMAND_MODULES + tuple(dict.fromkeys(name for name in plugins if name not in COMMAND_MODULES))
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse's errors without the usage block above them: one line, exit status 2, as every other error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(modules: tuple[str, ...] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="akshara-hf", description="Train, publish and serve nanochat-family chat models on the Hugging Face stack."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -61,7 +68,8 @@ def _main(argv: list[str] | None, modules: tuple[str, ...] | None) -> int:
     parser = build_parser(modules)
     args, unknown = parser.parse_known_args(argv)
     if unknown and not hasattr(args, "recipe_flags"):  # only the training commands pass flags on (to the recipe)
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        parser.exit(2, f"akshara-hf {args.command}: error: unrecognized arguments: {' '.join(unknown)} (see "
+                       f"akshara-hf {args.command} --help)\n")
     if hasattr(args, "recipe_flags"):
         args.recipe_flags = unknown
     configure_threads()  # before torch is imported: OpenMP's idle threads sleep instead of spinning

@@ -197,6 +197,8 @@ def check_chat_request(body, *, model_id: str, tokenizer, context: int | None, d
     forwarded = {key: value for key, value in body.items()
                  if key not in IGNORED_FIELDS and key not in NEUTRAL_FIELDS and key != "max_completion_tokens"}
     forwarded["max_tokens"] = limits[asked_key] if asked_key else min(default_max_tokens, room or default_max_tokens)
+    if bias:  # transformers' sequence_bias takes floats only: `{"293": 100}` was a 500 from inside generation
+        forwarded["logit_bias"] = {key: float(value) for key, value in bias.items()}
     return forwarded
 
 

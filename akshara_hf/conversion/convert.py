@@ -92,11 +92,18 @@ def rename_key(key: str, to_native: bool) -> str | None:
 # nanochat checkpoints
 
 
+def check_step_size(step, where: str) -> None:
+    """A step past int64 (`--step 10**30` wrote a `model_1000000000000000000000000000000.pt` that no reader takes)."""
+    if type(step) is int and step >= 2**63:
+        raise AksharaError(f"{where} {step}: must be below 2**63 (steps are int64 in nanochat and torch)")
+
+
 def find_checkpoint(checkpoint_dir: str | Path, step: int | None = None) -> tuple[Path, Path, int]:
     """`model_{step:06d}.pt` and `meta_{step:06d}.json`: the given step, else the newest one."""
     checkpoint_dir = Path(checkpoint_dir)
     if step is not None and (type(step) is not int or step < 0):
         raise AksharaError(f"--step {step}: must be a non-negative integer (nanochat's files are model_NNNNNN.pt)")
+    check_step_size(step, "--step")
     if not checkpoint_dir.is_dir():
         raise AksharaError(f"{checkpoint_dir}: not a directory")
     steps = sorted(int(m.group(1)) for p in checkpoint_dir.glob("model_*.pt") if (m := re.fullmatch(r"model_(\d+)\.pt", p.name)))
@@ -168,6 +175,7 @@ def read_nanochat_meta(meta_path: Path) -> dict:
     step = meta.get("step")
     if step is not None and (type(step) is not int or step < 0):
         raise AksharaError(f"{meta_path}: step must be a non-negative integer, got {step!r}")
+    check_step_size(step, f"{meta_path}: step")
     from akshara_hf.model.configuration_akshara import NANOCHAT_CONFIG_KEYS
 
     for key in NANOCHAT_CONFIG_KEYS:
@@ -461,7 +469,7 @@ def native_to_akshara(native, source: str = "model"):
     return model
 
 
-def _tokenizer_of(folder, trust_remote_code: bool = False):
+def _tokenizer_of(folder, trust_remote_code: bool = False, config=None):
     """The folder's tokenizer, or None for a weights-only folder. A tokenizer saved without a chat template gets the
     package's (nanochat's layout is the only one its special tokens encode), so the converted folder chats and serves."""
     import sys
@@ -471,7 +479,7 @@ def _tokenizer_of(folder, trust_remote_code: bool = False):
 
     if not (Path(folder) / "tokenizer.json").is_file():
         return None
-    tokenizer = load_tokenizer(str(folder), trust_remote_code)
+    tokenizer = load_tokenizer(str(folder), trust_remote_code, config=config)
     if not tokenizer.chat_template:
         try:
             special_token_ids(tokenizer)
@@ -483,7 +491,7 @@ def _tokenizer_of(folder, trust_remote_code: bool = False):
 
 
 def _save_converted(model, folder, output_dir, command: str, overwrite: bool, trust_remote_code: bool = False) -> Path:
-    tokenizer = _tokenizer_of(folder, trust_remote_code)
+    tokenizer = _tokenizer_of(folder, trust_remote_code, model.config)
 
     def write(out: Path) -> None:
         model.save_pretrained(out)
@@ -538,6 +546,7 @@ def read_sidecar_meta(path: Path, tensor_names: set[str]) -> dict:
     step = meta.get("step", 0)
     if type(step) is not int or step < 0:
         raise AksharaError(f"{path}: step must be a non-negative integer, got {step!r}")
+    check_step_size(step, f"{path}: step")
     for key, kind in (("model_config", dict), ("source_checkpoint", str), ("source_tokenizer", str)):
         if key in meta and not isinstance(meta[key], kind):
             raise AksharaError(f"{path}: {key} must be a {kind.__name__}, got {meta[key]!r}")
@@ -574,6 +583,7 @@ def export_nanochat(folder: str | Path, output_dir: str | Path, step: int | None
 
     if step is not None and (type(step) is not int or step < 0):
         raise AksharaError(f"--step {step}: must be a non-negative integer (nanochat's file names are model_NNNNNN.pt)")
+    check_step_size(step, "--step")
     check_output(output_dir, "export-nanochat", overwrite=overwrite, inputs=[folder])
     folder = Path(resolve_model(folder, tokenizer=False))
     model = load_model(str(folder), trust_remote_code, dtype="auto")

@@ -130,7 +130,10 @@ def load_yaml(text: str):
     """YAML (or JSON) text as Python data, safely (no tags that build objects), with unique keys and at most
     `MAX_YAML_VALUES` values once aliases are expanded: nine lines of `&a [*b, *b, ...]` are 9**9 values to anything
     that walks them (an error message's repr of one filled the memory), and an alias may even contain itself."""
-    data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506  a SafeLoader subclass
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506  a SafeLoader subclass
+    except RecursionError:  # `[[[[...` 100,000 deep: PyYAML's parser recurses once per level
+        raise yaml.error.MarkedYAMLError(problem="nested too deeply") from None
     pending, count = [data], 0
     while pending:  # the expanded size, counted only up to the limit (a shared value counts at each use)
         value = pending.pop()

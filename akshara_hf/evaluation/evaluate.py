@@ -189,7 +189,7 @@ def eval_results_for_card(results: dict, dataset_name: str) -> list[dict]:
 
 def load_eval_data(path: str | Path, split: str):
     """A `save_to_disk` DatasetDict/Dataset folder, or a .jsonl/.json/.parquet file."""
-    from akshara_hf.bounds import regular_file, regular_tree
+    from akshara_hf.bounds import check_json_depth, regular_file, regular_tree
 
     path = Path(path)
     if not path.exists():
@@ -203,6 +203,8 @@ def load_eval_data(path: str | Path, split: str):
         raise AksharaError(f"{path}: expected a dataset folder or a .jsonl/.json/.parquet file")
     if path.is_file() and path.stat().st_size == 0:
         raise AksharaError(f"{path}: empty file")
+    if path.is_file() and kinds[path.suffix] == "json":
+        check_json_depth(path)
     with _quiet_datasets():
         return _load_eval_data(path, split, kinds)
 

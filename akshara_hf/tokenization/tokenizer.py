@@ -40,6 +40,7 @@ SPLIT_PATTERN = (
 KNOWN_SPLIT_PATTERNS = (SPLIT_PATTERN,)
 # Ids must fit int32 (`token_bytes.pt`, Arrow and torch id tensors); `tokenizers` itself overflows past 2**64.
 MAX_VOCAB_SIZE = 2**31 - 1
+TRAINER_BYTES_PER_TOKEN = 66  # what `tokenizers`' BPE trainer allocates per vocabulary entry before it starts
 
 BOS, EOS, PAD = "<|bos|>", "<|assistant_end|>", "<|assistant_end|>"
 
@@ -440,9 +441,15 @@ def register(subparsers) -> None:
 
 def check_vocab_size_flag(vocab_size: int, flag: str = "--vocab-size") -> None:
     """A trainable vocabulary size, checked before any work (train-tokenizer, the demo)."""
+    from akshara_hf.bounds import human_bytes, machine_memory
+
     if not len(SPECIAL_TOKENS) + 256 <= vocab_size <= MAX_VOCAB_SIZE:
         raise AksharaError(f"{flag} {vocab_size}: must be between {len(SPECIAL_TOKENS) + 256} (256 bytes + "
                            f"{len(SPECIAL_TOKENS)} special tokens) and {MAX_VOCAB_SIZE:,} (token ids are int32)")
+    memory, estimate = machine_memory(), vocab_size * TRAINER_BYTES_PER_TOKEN
+    if memory is not None and estimate > memory:  # the Rust trainer reserves it up front; failing, it aborts
+        raise AksharaError(f"{flag} {vocab_size:,}: the tokenizer trainer needs at least {human_bytes(estimate)} of "
+                           f"memory for it, this machine has {human_bytes(memory)}")
 
 
 def _train_command(args) -> int:

@@ -14,6 +14,7 @@ is one line and exit status 2. The output folder is an HF model folder (as is ev
 
 import json
 import os
+import re
 import sys
 
 import yaml
@@ -204,6 +205,29 @@ def _check_warm_start(run) -> None:
     elif not (source / OPTIMIZER_LAYOUT).is_file():
         raise AksharaError(f"warm_start_optimizer: {source} has no {OPTIMIZER_LAYOUT} (convert-nanochat writes it "
                            "from a nanochat 2026 checkpoint's optim_*_rank*.pt)")
+
+
+def _check_checkpoint_pickles(checkpoint: Path) -> None:
+    """The Trainer reads a checkpoint's optimizer, scheduler and RNG pickles with `weights_only=True`, so a crafted one
+    never runs, but it stopped the run with a traceback naming no file: each is read here the same way first (mapped,
+    not copied into memory), and a refused one is one line naming it."""
+    import torch
+
+    from akshara_hf.bounds import regular_file
+
+    for path in sorted(checkpoint.glob("*.pt")) + sorted(checkpoint.glob("*.pth")):
+        regular_file(path, "checkpoint file")  # a named pipe would block the read
+        try:
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as error:  # pickle.UnpicklingError for a global outside torch's allowlist; others if damaged
+            found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(error))
+            if found:
+                why = f"a pickle calling {found.group(1)}, which is not a tensor; refused, never run"
+            elif "Weights only load failed" in str(error):  # torch's advice (weights_only=False) is not ours to give
+                why = "a pickle holding more than tensors; refused, never run"
+            else:
+                why = f"not a readable checkpoint file ({type(error).__name__}: {one_line(error, limit=200)})"
+            raise AksharaError(f"resume_from_checkpoint {path}: {why}") from None
 
 
 def _check_checkpoint_shapes(model, checkpoint: Path) -> None:
@@ -438,6 +462,8 @@ def _train(argv: list[str] | None, script: str | None, card_writer, output: list
     set_seed(args.seed)  # before the model exists: a new model's weights are the recipe's seed's
     model, tokenizer = _load_model_and_tokenizer(run, output_dir, args.trust_remote_code)
     check_akshara_model(model)  # before any data is built
+    if args.resume_from_checkpoint is not None:
+        _check_checkpoint_pickles(Path(args.resume_from_checkpoint))
     if args.resume_from_checkpoint is not None and not run.use_peft:
         _check_checkpoint_shapes(model, Path(args.resume_from_checkpoint))
     # Packed rows carry one token more than their inputs: the last target (mid/base, and SFT's bos_bestfit rows).
