@@ -212,13 +212,15 @@ def _check_checkpoint_pickles(checkpoint: Path) -> None:
     never runs, but it stopped the run with a traceback naming no file: each is read here the same way first (mapped,
     not copied into memory), and a refused one is one line naming it."""
     import torch
+    from transformers.trainer_pt_utils import safe_globals  # the Trainer's own allowlist: numpy's RNG state arrays
 
     from akshara_hf.bounds import regular_file
 
     for path in sorted(checkpoint.glob("*.pt")) + sorted(checkpoint.glob("*.pth")):
         regular_file(path, "checkpoint file")  # a named pipe would block the read
         try:
-            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            with safe_globals():
+                torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as error:  # pickle.UnpicklingError for a global outside torch's allowlist; others if damaged
             found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(error))
             if found:
