@@ -204,6 +204,16 @@ MALFORMED = [
     ({"messages": [{"role": "user", "content": "<|assistant_end|> <|bos|> <|python_start|>"}]}, "messages",
      "which would become a control token"),
     ([HI], None, "must be a JSON object"),
+    # ignored fields with junk values were answered 200 (the value dropped without a word)
+    ({"messages": HI, "user": {"id": 1}}, "user", "must be a string"),
+    ({"messages": HI, "metadata": {f"k{i}": "v" for i in range(17)}}, "metadata", "at most 16 string pairs"),
+    ({"messages": HI, "metadata": {"k": "v" * 100000}}, "metadata", "values up to 512"),
+    ({"messages": HI, "metadata": ["x"]}, "metadata", "an object"),
+    ({"messages": HI, "stream": True, "stream_options": "all"}, "stream_options", "include_usage"),
+    ({"messages": HI, "stream": True, "stream_options": {"include_usage": "yes"}}, "stream_options", "true or false"),
+    ({"messages": HI, "stream_options": {"include_usage": True}}, "stream_options", "only allowed when stream is true"),
+    ({"messages": HI, "store": "no"}, "store", "true or false"),
+    ({"messages": HI, "service_tier": "gold"}, "service_tier", "one of auto"),
 ]
 
 
@@ -257,7 +267,8 @@ def test_valid_edge_requests_answer(akshara_server):
     assert status == 200 and usage["prompt_tokens"] + usage["completion_tokens"] <= 64, answer
     room = 64 - usage["prompt_tokens"]
     status, answer = _post(port, "/v1/chat/completions", {"messages": HI, "max_tokens": room, "temperature": 0,
-                                                           "user": "u1", "n": 1, "stream_options": None})
+                                                           "user": "u1", "n": 1, "stream_options": None,
+                                                           "metadata": {"k": "v"}, "store": False})
     assert status == 200, answer
     status, answer = _post(port, "/v1/chat/completions", {"messages": HI, "max_tokens": room + 1})
     assert status == 400 and answer["error"]["code"] == "context_length_exceeded"
@@ -297,6 +308,19 @@ def test_serve_refuses_bad_folders_and_options_at_start(tmp_path, capsys, monkey
     shutil.copy(converted_folder / "tokenizer.json", tmp_path / "t5")
     (tmp_path / "t5" / "config.json").write_text(json.dumps({"architectures": ["T5Model"], "model_type": "t5"}))
     cases.append(([str(tmp_path / "t5")], "t5/config.json: model_type 't5' is not a causal language model"))
+    # the prompts are rendered by the folder's template: an empty or foreign one answered 200 with junk
+    foreign = ("{{ bos_token }}{% for m in messages %}<|user_start|>{{ m.content }}<|user_end|>{% endfor %}"
+               "<|assistant_start|>")  # a system turn of its own, where nanochat folds it into the first user turn
+    templates = {"empty": ("", "no chat template (or an empty one)"),
+                 "foreign": (foreign, "renders a system and a user message as '<|bos|><|user_start|>s<|user_end|>"
+                                      "<|user_start|>x<|user_end|><|assistant_start|>', not nanochat's layout "
+                                      "'<|bos|><|user_start|>s\\n\\nx<|user_end|><|assistant_start|>'"),
+                 "raises": ("{{ raise_exception('no') }}", "the chat template does not render a system and a user")}
+    for name, (template, fragment) in templates.items():
+        shutil.copytree(converted_folder, tmp_path / name)
+        (tmp_path / name / "chat_template.jinja").write_text(template)
+        cases.append(([str(tmp_path / name)], f"{name}/chat_template.jinja: "))
+        cases.append(([str(tmp_path / name)], fragment))
     for argv, fragment in cases:
         assert main(["serve", *argv, *([] if "--port" in argv else ["--port", port])]) == 2, argv
         err = capsys.readouterr().err

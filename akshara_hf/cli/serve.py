@@ -31,9 +31,12 @@ MESSAGE_KEYS = {"role", "content", "name"}  # `name` is accepted and, as transfo
 # rendering (`add_generation_prompt`, `continue_final_message`, `tools`, `documents`) or the tokenization (`tokenize`,
 # `return_*`, `tokenizer_kwargs`, `split_special_tokens`, ...), so it is refused.
 ALLOWED_TEMPLATE_KWARGS = {"sanitize_control_tokens": bool}
-# Fields the OpenAI schema has that change nothing in the reply here: accepted, and dropped before the handler
-# (which would log a warning for each).
+# Fields the OpenAI schema has that change nothing in the reply here: accepted when they have OpenAI's type, and
+# dropped before the handler (which would log a warning for each). `stream_options.include_usage` holds anyway: the
+# last streamed chunk carries the usage.
 IGNORED_FIELDS = ("user", "metadata", "store", "service_tier", "stream_options", "parallel_tool_calls")
+SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority")
+MAX_METADATA = (16, 64, 512)  # OpenAI's limits: pairs, key characters, value characters
 # Accepted only with their neutral value (transformers' handler ignores them: any other value would be silently lost).
 NEUTRAL_FIELDS = {"n": (1,), "logprobs": (False,), "top_logprobs": (0,), "presence_penalty": (0, 0.0),
                   "modalities": (["text"],), "response_format": ({"type": "text"},)}
@@ -105,6 +108,37 @@ def _messages(body: dict) -> list[dict]:
     return messages
 
 
+def _check_ignored_fields(body: dict) -> None:
+    """The ignored fields have OpenAI's types and limits: a junk value is refused as OpenAI refuses it, not dropped."""
+    def refuse(key: str, expected: str):
+        raise RequestError(f"{key} must be {expected}, got {one_line(json.dumps(body[key]), limit=80)}", key,
+                           "invalid_type")
+
+    for key in ("user", "service_tier"):
+        if body.get(key) is not None and not isinstance(body[key], str):
+            refuse(key, "a string")
+    if body.get("service_tier") is not None and body["service_tier"] not in SERVICE_TIERS:
+        refuse("service_tier", f"one of {', '.join(SERVICE_TIERS)}")
+    for key in ("store", "parallel_tool_calls"):
+        if body.get(key) is not None and not isinstance(body[key], bool):
+            refuse(key, "true or false")
+    metadata = body.get("metadata")
+    if metadata is not None:
+        pairs, key_chars, value_chars = MAX_METADATA
+        if not (isinstance(metadata, dict) and len(metadata) <= pairs and all(
+                len(k) <= key_chars and isinstance(v, str) and len(v) <= value_chars for k, v in metadata.items())):
+            refuse("metadata", f"an object of at most {pairs} string pairs (keys up to {key_chars} characters, "
+                               f"values up to {value_chars})")
+    options = body.get("stream_options")
+    if options is not None:
+        if not (isinstance(options, dict) and set(options) <= {"include_usage", "include_obfuscation"}
+                and all(isinstance(value, bool) for value in options.values())):
+            refuse("stream_options", "an object of include_usage: true or false")
+        if body.get("stream") is not True:
+            raise RequestError("stream_options is only allowed when stream is true", "stream_options",
+                               "invalid_value")
+
+
 def _template_kwargs(body: dict) -> dict:
     kwargs = body.get("chat_template_kwargs")
     if kwargs is None:
@@ -161,6 +195,7 @@ def check_chat_request(body, *, model_id: str, tokenizer, context: int | None, d
                            "model", "model_not_found")
     if body.get("stream") is not None and not isinstance(body["stream"], bool):
         raise RequestError("stream must be true or false", "stream", "invalid_type")
+    _check_ignored_fields(body)
     _number(body, "temperature", 0, 2)
     _number(body, "top_p", 0, 1, low_open=True)
     _number(body, "frequency_penalty", -1, 2, low_open=True)  # transformers maps it to repetition_penalty 1 + value
@@ -217,10 +252,14 @@ def _model_manager_class():
             super().__init__(trust_remote_code=trust_remote_code, force_model=name, **kwargs)
 
         def _load_processor(self, model_id_and_revision: str, gguf_file: str | None = None):
-            from akshara_hf.loading import load_config, load_tokenizer
+            from akshara_hf.loading import OUR_MODEL_TYPE, load_config, load_tokenizer, source_file
+            from akshara_hf.tokenization.chat import check_chat_template
 
             config = load_config(self.source, self.trust_remote_code)  # the config's errors before the tokenizer's
-            return load_tokenizer(self.source, self.trust_remote_code, config=config)
+            tokenizer = load_tokenizer(self.source, self.trust_remote_code, config=config)
+            if config.model_type == OUR_MODEL_TYPE:  # the prompts are the folder's template's: refused at start-up
+                check_chat_template(tokenizer, source_file(self.source, "chat_template.jinja"))
+            return tokenizer
 
         def _load_model(self, model_id_and_revision: str, tqdm_class=None, progress_callback=None,
                         gguf_file: str | None = None):

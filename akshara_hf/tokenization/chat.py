@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from importlib import resources
 
-from akshara_hf.errors import AksharaError
+from akshara_hf.errors import AksharaError, one_line
 from akshara_hf.tokenization.tokenizer import SPECIAL_TOKENS, encode_ordinary
 
 PART_TYPES = ("text", "python", "python_output")
@@ -170,6 +170,30 @@ def render_for_generation(messages, tokenizer) -> list[int]:
         raise AksharaError(f"message {len(messages)}: a generation prompt must end with a user message")
     ids, _ = _render(messages, tokenizer)
     return ids + [special_token_ids(tokenizer)["<|assistant_start|>"]]
+
+
+# A system and a user turn: the probe `check_chat_template` renders with a folder's template.
+TEMPLATE_PROBE = ({"role": "system", "content": "s"}, {"role": "user", "content": "x"})
+
+
+def check_chat_template(tokenizer, where: str) -> None:
+    """A folder's chat template must render nanochat's generation prompt: `serve` and pipelines prompt with it (chat
+    and evaluate use `render_for_generation`), and an empty or foreign template prompted the model with a layout it
+    never saw, answering 200 with junk."""
+    probe = [dict(message) for message in TEMPLATE_PROBE]
+    expected = render_for_generation(probe, tokenizer)
+    if not tokenizer.chat_template:
+        raise AksharaError(f"{where}: no chat template (or an empty one); nanochat's layout needs one")
+    try:
+        rendered = list(tokenizer.apply_chat_template(probe, add_generation_prompt=True, tokenize=True,
+                                                      return_dict=True)["input_ids"])
+    except Exception as error:  # jinja2 and the tokenizer raise their own types
+        raise AksharaError(f"{where}: the chat template does not render a system and a user message "
+                           f"({type(error).__name__}: {one_line(error)})") from None
+    if rendered != expected:
+        raise AksharaError(f"{where}: the chat template renders a system and a user message as "
+                           f"{one_line(tokenizer.decode(rendered), limit=120)!r}, not nanochat's layout "
+                           f"{tokenizer.decode(expected)!r}")
 
 
 def generation_config_kwargs(tokenizer) -> dict:
