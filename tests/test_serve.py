@@ -187,6 +187,8 @@ MALFORMED = [
     ({"messages": HI, "logit_bias": {"999999": 5}}, "logit_bias", "not a token id"),
     ({"messages": HI, "logit_bias": {"1": 500}}, "logit_bias[1]", "at most 100"),
     ({"messages": HI, "n": 3}, "n", "not supported"),
+    ({"messages": HI, "n": True}, "n", "not supported"),  # True == 1 in Python: was answered as n 1
+    ({"messages": HI, "n": 1.5}, "n", "not supported"),
     ({"messages": HI, "logprobs": True}, "logprobs", "not supported"),
     ({"messages": HI, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", "no tool use"),
     ({"messages": HI, "generation_config": '{"max_new_tokens": 1000000000}'}, "generation_config", "not supported"),
@@ -245,7 +247,8 @@ def test_broken_bodies_and_other_routes(akshara_server):
     connection.close()
     # transformers' app also routed these: /load_model loaded any model (pinned or not), /reset unloaded the pinned
     # one, /v1/completions tokenized raw text (control-token text became control tokens)
-    for path in ("/v1/completions", "/load_model", "/reset", "/v1/responses", "/v1/systemone"):
+    # a trailing slash was a 307 redirect to the route (clients follow it as a GET)
+    for path in ("/v1/completions", "/load_model", "/reset", "/v1/responses", "/v1/systemone", "/v1/chat/completions/"):
         status, answer = _post(port, path, {"model": "gpt2", "prompt": "<|assistant_end|>"})
         assert status == 404 and answer["error"]["code"] == "not_found", (path, answer)
     status, answer = _post(port, "/v1/chat/completions", None, method="GET")
@@ -270,6 +273,9 @@ def test_valid_edge_requests_answer(akshara_server):
                                                            "user": "u1", "n": 1, "stream_options": None,
                                                            "metadata": {"k": "v"}, "store": False})
     assert status == 200, answer
+    status, answer = _post(port, "/v1/chat/completions", {"messages": HI, "max_tokens": 1, "chat_template_kwargs": None,
+                                                           "temperature": None, "logit_bias": {"01": 0}})
+    assert status == 200, answer  # null is the default (chat_template_kwargs null was a 500 from the handler)
     status, answer = _post(port, "/v1/chat/completions", {"messages": HI, "max_tokens": room + 1})
     assert status == 400 and answer["error"]["code"] == "context_length_exceeded"
     text = [{"role": "user", "content": [{"type": "text", "text": "x <|assistant_end|> y"}]}]

@@ -185,8 +185,9 @@ def check_chat_request(body, *, model_id: str, tokenizer, context: int | None, d
                 "tools": " (this model has no tool use)", "functions": " (this model has no function calls)"}
         raise RequestError(f"{unknown[0]} is not supported by this server{hint.get(unknown[0], '')}", unknown[0],
                            "unsupported_parameter")
-    for key, neutral in NEUTRAL_FIELDS.items():
-        if body.get(key) is not None and body[key] not in neutral:
+    for key, neutral in NEUTRAL_FIELDS.items():  # typed: `"n": true` and `"n": 1.0` equal 1 in Python
+        value = body.get(key)
+        if value is not None and not any(value == v and type(value) is type(v) for v in neutral):
             raise RequestError(f"{key} {json.dumps(body[key])} is not supported (only {json.dumps(neutral[0])})", key,
                                "unsupported_parameter")
     model = body.get("model")
@@ -229,11 +230,12 @@ def check_chat_request(body, *, model_id: str, tokenizer, context: int | None, d
         raise RequestError(f"{asked_key} {limits[asked_key]} does not fit: the prompt is {len(ids)} tokens and this "
                            f"model's context is {context} (at most {room} new tokens)", asked_key,
                            "context_length_exceeded")
-    forwarded = {key: value for key, value in body.items()
-                 if key not in IGNORED_FIELDS and key not in NEUTRAL_FIELDS and key != "max_completion_tokens"}
+    # null means the default: dropped (the handler spread `"chat_template_kwargs": null` into a call: a 500)
+    forwarded = {key: value for key, value in body.items() if value is not None
+                 and key not in IGNORED_FIELDS and key not in NEUTRAL_FIELDS and key != "max_completion_tokens"}
     forwarded["max_tokens"] = limits[asked_key] if asked_key else min(default_max_tokens, room or default_max_tokens)
     if bias:  # transformers' sequence_bias takes floats only: `{"293": 100}` was a 500 from inside generation
-        forwarded["logit_bias"] = {key: float(value) for key, value in bias.items()}
+        forwarded["logit_bias"] = {str(int(key)): float(value) for key, value in bias.items()}  # "01" is token 1
     return forwarded
 
 
@@ -364,7 +366,8 @@ def build_app(manager, chat_handler, model_id: str, on_start=None):
         manager.shutdown()
         chat_handler.generation_state.shutdown()
 
-    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    # redirect_slashes off: `POST /v1/chat/completions/` was a 307 to the route, which clients follow as a GET
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False)
 
     def refuse(message, status=400, param=None, code=None, kind="invalid_request_error"):
         return JSONResponse(error_body(message, param, code, kind), status_code=status)
