@@ -123,6 +123,11 @@ def check_output(output: str | os.PathLike, command: str, *, overwrite: bool = F
     return target
 
 
+def _entry_name(path: Path) -> str:
+    """How a marker lists an entry: folders (not links to them) with a trailing slash."""
+    return path.name + ("/" if path.is_dir() and not path.is_symlink() else "")
+
+
 def _refuse_added_entries(given: str | os.PathLike, target: Path) -> None:
     """Replacing an earlier output deletes it whole: refused when it holds anything its marker does not list (notes
     the user put there). Markers of older versions list nothing and are replaced as before."""
@@ -130,7 +135,8 @@ def _refuse_added_entries(given: str | os.PathLike, target: Path) -> None:
     wrote = marker.get("wrote") if marker else None
     if not isinstance(wrote, list):
         return
-    added = sorted(p.name for p in target.iterdir() if p.name != MARKER and p.name not in wrote)
+    # typed: a folder is listed as "NAME/"; a user's folder at a name where we wrote a file is the user's
+    added = sorted(p.name for p in target.iterdir() if p.name != MARKER and _entry_name(p) not in wrote)
     if added:
         raise AksharaError(f"{given}: holds {', '.join(added[:3])}{', ...' if len(added) > 3 else ''}, which "
                            f"{marker['command']} did not write; --overwrite would delete it (move it out first)")
@@ -233,6 +239,12 @@ def replace_file(path: str | os.PathLike, data: bytes | str) -> Path:
         os.unlink(temporary)
         raise
     return path
+
+
+# How the model card and its loss curve say akshara-hf wrote them (model_card writes them; a training run checks them
+# before it trains, since it writes both again into an earlier run's folder).
+CARD_MARKER = "<!-- written by akshara-hf model-card -->"
+PNG_SOFTWARE = "akshara-hf model-card"  # the PNG's "Software" text chunk
 
 
 def regular_file_or_absent(path: Path, what: str = "") -> bool:
@@ -338,7 +350,7 @@ def staged_output(output: str | os.PathLike, command: str, *, overwrite: bool = 
         staging.scratch.mkdir()
         try:
             yield staging
-            wrote = sorted(p.name for p in staging.folder.iterdir())  # what --overwrite may delete later
+            wrote = sorted(map(_entry_name, staging.folder.iterdir()))  # what --overwrite may delete later
             (staging.folder / MARKER).write_text(json.dumps({"command": command, "written_by": "akshara-hf",
                                                              "wrote": wrote}) + "\n")
         except Exception as error:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from akshara_hf.errors import AksharaError
-from akshara_hf.folders import regular_file_or_absent, replace_file
+from akshara_hf.folders import CARD_MARKER, regular_file_or_absent, replace_file
 from akshara_hf.loading import read_json
 
 from .architecture import architecture_from_config
@@ -26,7 +26,6 @@ from .sources import describe, hub_datasets
 CARD_FILE = "README.md"
 # Ends every card this package renders: `write_model_card` replaces a README.md only when it carries it (or when told
 # to), so a card the user wrote by hand is never overwritten silently.
-CARD_MARKER = "<!-- written by akshara-hf model-card -->"
 TEMPLATE_PATH = Path(__file__).with_name("template.md")
 
 STAGE_LABELS = {"base": "pre-training", "mid": "mid-training", "sft": "supervised fine-tuning (SFT)"}

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from akshara_hf.folders import PNG_SOFTWARE
+
 from .facts import LOG_VALUES
 
 LOSS_CURVE_FILE = "loss_curve.png"
 # The PNG's "Software" text chunk in every figure drawn here: `write_model_card` replaces a loss_curve.png without
 # --overwrite only when it carries it (a figure of the user's own is never replaced silently).
-PNG_SOFTWARE = "akshara-hf model-card"
 
 
 def drawn_here(path: Path) -> bool:

@@ -168,6 +168,19 @@ def test_a_symlink_to_a_users_folder_is_not_followed(world, tmp_path, capsys):
     assert tree(mine) == {"important.txt": b"keep"} and (out / "link-to-mine").is_symlink()
 
 
+def test_a_users_folder_at_a_name_we_wrote_as_a_file_stops_overwrite(world, tmp_path, capsys):
+    """config.json replaced by the user's folder of notes: the marker listed the name, so --overwrite deleted the
+    folder and the notes in it (exit 0)."""
+    out = tmp_path / "out"
+    assert cli(argv(world, "convert-nanochat", out)) == 0
+    (out / "config.json").unlink()
+    (out / "config.json").mkdir()
+    (out / "config.json" / "notes.txt").write_text("keep")
+    assert cli(argv(world, "convert-nanochat", out, "--overwrite")) == 2
+    assert "holds config.json, which convert-nanochat did not write" in one_error(capsys, "convert-nanochat")
+    assert tree(out / "config.json") == {"notes.txt": b"keep"}
+
+
 def test_a_symlinked_or_forged_marker_does_not_count(world, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()

@@ -485,6 +485,23 @@ def test_an_earlier_run_holding_a_hard_link_is_refused(capsys, monkeypatch, tmp_
         (run / name).unlink()
 
 
+def test_an_earlier_run_holding_a_users_card_curve_or_a_pipe_is_refused(capsys, monkeypatch, tmp_path):
+    """A re-run writes its card and loss curve again and appends to its log: a user's own README.md (or
+    loss_curve.png) there was replaced without a word (exit 0), and a named pipe at log.jsonl blocked the run."""
+    (tmp_path / "parent").mkdir()
+    base = ["--model_name_or_path", str(tmp_path / "parent")]
+    run = marked_run(tmp_path / "run", **{"README.md": "MY NOTES"})
+    refused_output(capsys, monkeypatch, [*base, "--output_dir", str(run)], "README.md: a README.md the run did not "
+                   "write", run)
+    (run / "README.md").write_text("a card\n<!-- written by akshara-hf model-card -->\n")  # ours: passes this check
+    (run / "loss_curve.png").write_bytes(b"\x89PNG\r\n\x1a\n my own figure")
+    refused_output(capsys, monkeypatch, [*base, "--output_dir", str(run)], "loss_curve.png: a loss_curve.png the run "
+                   "did not draw", run)
+    (run / "loss_curve.png").unlink()
+    os.mkfifo(run / "log.jsonl")
+    refused_output(capsys, monkeypatch, [*base, "--output_dir", str(run)], "log.jsonl: not a regular file", run)
+
+
 # --- bounds before work: sizes, named pipes; one error path: Ctrl-C, a full disk -----------------------------------
 
 

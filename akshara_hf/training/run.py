@@ -277,8 +277,26 @@ def _check_output_dir(output: Path, run, resume: str | None) -> None:
         inputs += [location for spec in run.data.sources for location in (spec.location, spec.validation_location)]
     try:
         check_run_folder(output, TRAIN_COMMAND, inputs=inputs, may_contain=[resume])
+        _check_files_written_again(output)
     except AksharaError as error:
         raise AksharaError(f"output_dir {error}") from None
+
+
+def _check_files_written_again(output: Path) -> None:
+    """An earlier run's folder is written into again: its log is appended to (a named pipe there blocked the run) and
+    its card and loss curve are rewritten, so a user's own README.md or loss_curve.png there was replaced without a
+    word. Refused before any work (the card writer refuses them too, but only when the run ends)."""
+    from akshara_hf.folders import CARD_MARKER, PNG_SOFTWARE, regular_file_or_absent
+
+    for name in ("log.jsonl", "run_facts.json"):
+        regular_file_or_absent(output / name, name)
+    readme, png = output / "README.md", output / "loss_curve.png"
+    if regular_file_or_absent(readme, "the card") and CARD_MARKER not in readme.read_text("utf-8", errors="replace"):
+        raise AksharaError(f"{readme}: a README.md the run did not write; the run writes its model card there (move "
+                           "yours out first)")
+    if regular_file_or_absent(png, "the loss curve") and b"Software\x00" + PNG_SOFTWARE.encode() not in png.read_bytes():
+        raise AksharaError(f"{png}: a loss_curve.png the run did not draw; the run draws its loss curve there (move "
+                           "yours out first)")
 
 
 # The recipe's `trust_remote_code` is TRL's SFTConfig field (default false), spelled as a recipe key or flag.

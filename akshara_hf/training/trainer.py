@@ -639,7 +639,7 @@ class MuonSFTTrainer(SFTTrainer):
         facts = facts.to_dict() if hasattr(facts, "to_dict") else dict(facts)
         os.makedirs(folder, exist_ok=True)
         config = self.accelerator.unwrap_model(self.model).config.to_dict()  # the folder may not hold config.json yet
-        self.card_writer(folder, facts=facts, overwrite=True, config=config)
+        self.card_writer(folder, facts=facts, overwrite=False, config=config)  # its own card and curve only
 
     def create_optimizer(self, model=None):
         fresh = self.optimizer is None
