@@ -276,6 +276,12 @@ def check_folder_before_loading(folder: Path) -> None:
 
     config_path = folder / "config.json"
     config = read_config_json(config_path)
+    for key in ("dtype", "torch_dtype"):  # `"dtype": "float7"` was an AttributeError from inside from_pretrained
+        value = config.get(key)
+        if value is not None and str(value).removeprefix("torch.") not in ("auto", "float32", "bfloat16", "float16",
+                                                                            "float64"):
+            raise AksharaError(f"{config_path}: {key} {value!r} is not a floating-point torch dtype (float32, "
+                               "bfloat16, float16)")
     check_model_fits(config, str(config_path), bytes_per_parameter=dtype_bytes(config.get("dtype",
                                                                                          config.get("torch_dtype"))))
     _check_weight_dtypes(folder)

@@ -434,6 +434,9 @@ HOSTILE_FOLDERS = {
     "config eos past the vocabulary (transformers only warned)": (
         _config(eos_token_id=10**6), "config.json: eos_token_id 1000000 is not a token of this model (vocab_size 300)"),
     "config pad -3": (_config(pad_token_id=-3), "config.json: pad_token_id -3 is not a token of this model"),
+    "config dtype float7 (a traceback)": (_config(dtype="float7"), "config.json: dtype 'float7' is not a "
+                                                                  "floating-point torch dtype"),
+    "config torch_dtype int8": (_config(torch_dtype="int8"), "config.json: torch_dtype 'int8' is not a floating"),
     "hidden_size 2**20": (_config(hidden_size=2**20, intermediate_size=None, head_dim=None),
                           "config.json: hidden_size 1,048,576: a model of this size needs at least"),
     "num_hidden_layers 10**7": (_config(num_hidden_layers=10**7, layer_types=None),

@@ -485,6 +485,15 @@ def test_an_earlier_run_holding_a_hard_link_is_refused(capsys, monkeypatch, tmp_
         (run / name).unlink()
 
 
+def test_resume_from_checkpoint_of_the_wrong_type_is_one_line(refused, tmp_path):
+    """`resume_from_checkpoint: true` (the Trainer's "the last checkpoint") was a TypeError from pathlib."""
+    for value, fragment in (("true", "resume_from_checkpoint true: "),
+                            ("7", "resume_from_checkpoint must be a checkpoint folder (or true: output_dir's last), "
+                                  "got 7")):
+        recipe = recipe_with(tmp_path, TINY_SFT.read_text() + f"\nresume_from_checkpoint: {value}\n")
+        refused([], fragment, recipe=recipe)
+
+
 def test_an_earlier_run_holding_a_users_card_curve_or_a_pipe_is_refused(capsys, monkeypatch, tmp_path):
     """A re-run writes its card and loss curve again and appends to its log: a user's own README.md (or
     loss_curve.png) there was replaced without a word (exit 0), and a named pipe at log.jsonl blocked the run."""

@@ -179,6 +179,17 @@ def _check_before_work(args, run) -> None:
     if args.warm_start_optimizer:
         _check_warm_start(run)
     resume = args.resume_from_checkpoint
+    if isinstance(resume, bool):  # YAML `true`: the Trainer's meaning, the last checkpoint-* in output_dir
+        from transformers.trainer_utils import get_last_checkpoint
+
+        found = get_last_checkpoint(args.output_dir) if resume and Path(args.output_dir).is_dir() else None
+        if resume and found is None:
+            raise AksharaError(f"resume_from_checkpoint true: {args.output_dir} holds no checkpoint-* folder to "
+                               "resume from")
+        resume = args.resume_from_checkpoint = found
+    elif resume is not None and not isinstance(resume, str):
+        raise AksharaError(f"resume_from_checkpoint must be a checkpoint folder (or true: output_dir's last), got "
+                           f"{resume!r}")
     if resume is not None and not (Path(resume) / "trainer_state.json").is_file():
         raise AksharaError(f"resume_from_checkpoint {resume}: not a checkpoint folder (no trainer_state.json)")
     _check_output_dir(Path(args.output_dir), run, resume)
