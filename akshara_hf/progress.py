@@ -89,11 +89,16 @@ def _line_tqdm():
             if getattr(self, "disable", True):
                 return super().close()
             if self.leave is not False and getattr(self, "_shown", None) != (self.n, self.postfix):
+                self._closing = True
                 self.display()  # the last count (and loss), once; tqdm's own close shows only bars shown before
             self.leave = False  # tqdm's close would print the same count again
             super().close()
 
         def display(self, msg=None, pos=None):
+            if msg is None and self.total and self.n >= self.total and not getattr(self, "_closing", False):
+                # the completed count waits for close: the Trainer logs the last step's loss just after the update
+                # (two "10/10" lines, the first with the previous loss, when a refresh fell on the last step)
+                return True
             text = self.__str__() if msg is None else msg
             if text:
                 self.fp.write(text.rstrip() + "\n")

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from akshara_hf.tokenization.chat import render_conversation
 from akshara_hf.cli import main as cli
 from akshara_hf.errors import AksharaError
-from akshara_hf.evaluation.evaluate import evaluate_loss, evaluate_tasks, generate_replies
+from akshara_hf.evaluation.evaluate import evaluate, evaluate_loss, evaluate_tasks, generate_replies
 from akshara_hf.data.packing import token_byte_lengths
 
 CONVERSATIONS = [
@@ -79,6 +79,8 @@ def test_tasks_score_held_out_rows_by_source(model_and_tokenizer):
     assert results["summarization"]["examples"][0]["reference"] == reference
     with pytest.raises(AksharaError, match="unknown task"):
         evaluate_tasks(model, tokenizer, rows, tasks=("translation",))
+    with pytest.raises(AksharaError, match="nothing to evaluate: --no-loss with --tasks ''"):
+        evaluate("never-loaded", "never-read", tasks=(), loss=False)
 
 
 def test_evaluate_command_writes_json_and_markdown(converted_folder, tmp_path):

@@ -102,7 +102,7 @@ def test_bad_recipes_fail_before_training(tmp_path, capsys, converted_folder):
                                  num_attention_heads=2)).save_pretrained(llama)
     AutoTokenizer.from_pretrained(converted_folder).save_pretrained(llama)
     code, err = _run(["--config", str(RECIPES / "tiny-sft.yaml"), "--output_dir", str(tmp_path / "out"),
-                      "--model_name_or_path", str(llama), "--tokenizer_name_or_path", str(llama)], capsys)
+                      "--model_name_or_path", str(llama)], capsys)
     assert code == 2 and "LlamaForCausalLM" in err
     assert not (tmp_path / "out" / "mixture").exists()  # failed before any data was built
     code, err = _run(["--config", str(RECIPES / "tiny-sft.yaml"), "--output_dir", str(tmp_path / "out"),

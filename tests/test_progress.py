@@ -38,6 +38,18 @@ def test_off_a_terminal_the_bar_is_whole_lines_with_counts_rate_and_eta(capsys):
     assert re.search(r"3/3 \[\d\d:\d\d<\d\d:\d\d, ", lines[-1])  # elapsed < remaining (ETA), then the rate
 
 
+def test_the_completed_count_is_one_line_with_the_postfix_set_after_the_last_update(capsys):
+    """The Trainer updates the bar, then logs the step's loss: a refresh on the last step printed "3/3" with the
+    previous loss, and close printed "3/3" again with the last (the demo's log showed two 10/10 lines at random)."""
+    progress_bar = bar(total=3, desc="train", unit="step", interval=0.0)
+    for step in range(3):
+        progress_bar.update(1)
+        progress_bar.set_postfix({"loss": str(step)}, refresh=False)
+    progress_bar.close()
+    done = [line for line in progress_lines(capsys.readouterr().err, "train") if " 3/3 [" in line]
+    assert len(done) == 1 and "loss=2" in done[0], done
+
+
 def test_a_short_bar_prints_one_line_when_done_and_none_when_its_block_fails(capsys):
     with progress(7, "build-mixture: sources", "source") as progress_bar:  # faster than its 10 s interval
         progress_bar.update(7)

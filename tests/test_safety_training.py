@@ -485,6 +485,12 @@ def test_an_earlier_run_holding_a_hard_link_is_refused(capsys, monkeypatch, tmp_
         (run / name).unlink()
 
 
+def test_a_tokenizer_beside_a_model_folder_is_refused_not_ignored(refused, tmp_path, converted_folder):
+    """tokenizer_name_or_path with an HF model folder trained with the folder's own tokenizer, exit 0."""
+    refused(["--model_name_or_path", str(converted_folder), "--tokenizer_name_or_path", str(converted_folder)],
+            f"tokenizer_name_or_path {converted_folder}: a model folder brings its own tokenizer", parent=False)
+
+
 def test_resume_from_checkpoint_of_the_wrong_type_is_one_line(refused, tmp_path):
     """`resume_from_checkpoint: true` (the Trainer's "the last checkpoint") was a TypeError from pathlib."""
     for value, fragment in (("true", "resume_from_checkpoint true: "),
@@ -509,6 +515,13 @@ def test_an_earlier_run_holding_a_users_card_curve_or_a_pipe_is_refused(capsys, 
     (run / "loss_curve.png").unlink()
     os.mkfifo(run / "log.jsonl")
     refused_output(capsys, monkeypatch, [*base, "--output_dir", str(run)], "log.jsonl: not a regular file", run)
+    (run / "log.jsonl").unlink()
+    # a checkpoint-0 folder the user made: transformers' rotation deleted it (exit 0)
+    (run / "checkpoint-0").mkdir()
+    (run / "checkpoint-0" / "mine.txt").write_text("keep")
+    refused_output(capsys, monkeypatch, [*base, "--output_dir", str(run), "--save_strategy", "steps", "--save_steps",
+                                         "1", "--save_total_limit", "1"], "checkpoint-0: not a checkpoint the Trainer "
+                   "wrote (no trainer_state.json); save_total_limit would delete it", run)
 
 
 # --- bounds before work: sizes, named pipes; one error path: Ctrl-C, a full disk -----------------------------------

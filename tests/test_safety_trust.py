@@ -138,7 +138,7 @@ def _card(folder):
 # command -> (argv maker, whether it reads only a tokenizer); each gets (folder, tmp_path, data)
 COMMANDS = {
     "chat": lambda f, t, d: ["chat", f, "--prompt", "hi", "--max-new-tokens", "2"],
-    "evaluate": lambda f, t, d: ["evaluate", f, "--data", d, "--tasks", "", "--no-loss"],
+    "evaluate": lambda f, t, d: ["evaluate", f, "--data", d, "--tasks", ""],
     "export-native": lambda f, t, d: ["export-native", f, t / "out"],
     "export-nanochat": lambda f, t, d: ["export-nanochat", f, t / "out"],
     "serve": lambda f, t, d: ["serve", f, "--device", "cpu", "--port", str(_free_port())],

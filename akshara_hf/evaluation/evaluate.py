@@ -261,6 +261,8 @@ def evaluate(model_path, data, split="validation", tasks=("summarization", "para
     unknown = sorted(set(tasks) - set(TASK_SOURCES))
     if unknown:
         raise AksharaError(f"--tasks: unknown task(s) {unknown}; known: {sorted(TASK_SOURCES)}")
+    if not tasks and not loss:  # exited 0 having evaluated nothing
+        raise AksharaError("nothing to evaluate: --no-loss with --tasks '' (give tasks, or drop --no-loss)")
     model, tokenizer = load_model_and_tokenizer(model_path, trust_remote_code)
     dataset = load_eval_data(data, split)
     results = {"model": str(model_path), "data": str(data), "split": split}

@@ -152,6 +152,12 @@ def _check_before_work(args, run) -> None:
         raise AksharaError("model_config needs tokenizer_name_or_path (a new model has no tokenizer of its own)")
     if run.model_name_or_path is not None and run.model_config is None:
         check_model_source(run.model_name_or_path, "model_name_or_path")
+        source = Path(run.model_name_or_path)
+        if run.tokenizer_name_or_path is not None and not (source.is_dir() and any(source.glob("model_*.pt"))):
+            # it was ignored without a word: a model folder trains with the tokenizer it was trained with
+            raise AksharaError(f"tokenizer_name_or_path {run.tokenizer_name_or_path}: a model folder brings its own "
+                               "tokenizer, so this one would be ignored (it is for a nanochat checkpoint directory "
+                               "or a new model's model_config); drop it")
     if run.tokenizer_name_or_path is not None:
         check_model_source(run.tokenizer_name_or_path, "tokenizer_name_or_path")
     elif run.model_config is not None:
@@ -192,7 +198,7 @@ def _check_before_work(args, run) -> None:
                            f"{resume!r}")
     if resume is not None and not (Path(resume) / "trainer_state.json").is_file():
         raise AksharaError(f"resume_from_checkpoint {resume}: not a checkpoint folder (no trainer_state.json)")
-    _check_output_dir(Path(args.output_dir), run, resume)
+    _check_output_dir(Path(args.output_dir), run, resume, args.save_total_limit)
 
 
 def _check_warm_start(run) -> None:
@@ -277,7 +283,7 @@ def _check_checkpoint_shapes(model, checkpoint: Path) -> None:
 TRAIN_COMMAND = "train"  # the marker's command in a training run's output_dir
 
 
-def _check_output_dir(output: Path, run, resume: str | None) -> None:
+def _check_output_dir(output: Path, run, resume: str | None, save_total_limit: int | None = None) -> None:
     """The project's output rule (`akshara_hf.folders.check_run_folder`): a run writes its weights, model card,
     log and checkpoints into `output_dir`, so never into a file, a symbolic link, a folder we did not write (file names
     prove nothing: only our marker does) or one holding a link, nor into or around what it reads (parent model,
@@ -288,12 +294,12 @@ def _check_output_dir(output: Path, run, resume: str | None) -> None:
         inputs += [location for spec in run.data.sources for location in (spec.location, spec.validation_location)]
     try:
         check_run_folder(output, TRAIN_COMMAND, inputs=inputs, may_contain=[resume])
-        _check_files_written_again(output)
+        _check_files_written_again(output, save_total_limit)
     except AksharaError as error:
         raise AksharaError(f"output_dir {error}") from None
 
 
-def _check_files_written_again(output: Path) -> None:
+def _check_files_written_again(output: Path, save_total_limit: int | None = None) -> None:
     """An earlier run's folder is written into again: its log is appended to (a named pipe there blocked the run) and
     its card and loss curve are rewritten, so a user's own README.md or loss_curve.png there was replaced without a
     word. Refused before any work (the card writer refuses them too, but only when the run ends)."""
@@ -308,6 +314,11 @@ def _check_files_written_again(output: Path) -> None:
     if regular_file_or_absent(png, "the loss curve") and b"Software\x00" + PNG_SOFTWARE.encode() not in png.read_bytes():
         raise AksharaError(f"{png}: a loss_curve.png the run did not draw; the run draws its loss curve there (move "
                            "yours out first)")
+    if save_total_limit and output.is_dir():  # the Trainer's rotation deletes the oldest checkpoint-* folders
+        for folder in sorted(output.glob("checkpoint-*")):
+            if not (folder / "trainer_state.json").is_file():
+                raise AksharaError(f"{folder}: not a checkpoint the Trainer wrote (no trainer_state.json); "
+                                   "save_total_limit would delete it (move it out first)")
 
 
 # The recipe's `trust_remote_code` is TRL's SFTConfig field (default false), spelled as a recipe key or flag.
