@@ -144,6 +144,11 @@ def check_model_source(name: str, key: str) -> None:
                            f"({one_line(error)})") from None
 
 
+def _is_nanochat_checkpoint_dir(source: str) -> bool:
+    """A nanochat checkpoint directory (model_STEP.pt files): converted first, with tokenizer_name_or_path if given."""
+    return Path(source).is_dir() and any(Path(source).glob("model_*.pt"))
+
+
 def _check_before_work(args, run) -> None:
     """Everything the recipe names, checked before a model or any data is loaded."""
     if run.model_name_or_path is None and run.model_config is None:
@@ -152,8 +157,7 @@ def _check_before_work(args, run) -> None:
         raise AksharaError("model_config needs tokenizer_name_or_path (a new model has no tokenizer of its own)")
     if run.model_name_or_path is not None and run.model_config is None:
         check_model_source(run.model_name_or_path, "model_name_or_path")
-        source = Path(run.model_name_or_path)
-        if run.tokenizer_name_or_path is not None and not (source.is_dir() and any(source.glob("model_*.pt"))):
+        if run.tokenizer_name_or_path is not None and not _is_nanochat_checkpoint_dir(run.model_name_or_path):
             # it was ignored without a word: a model folder trains with the tokenizer it was trained with
             raise AksharaError(f"tokenizer_name_or_path {run.tokenizer_name_or_path}: a model folder brings its own "
                                "tokenizer, so this one would be ignored (it is for a nanochat checkpoint directory "
@@ -332,7 +336,7 @@ def _load_model_and_tokenizer(run, output_dir: Path, trust_remote_code: bool = F
     from akshara_hf.model.modeling_akshara import AksharaForCausalLM
 
     source = run.model_name_or_path
-    if source and Path(source).is_dir() and any(Path(source).glob("model_*.pt")):
+    if source and _is_nanochat_checkpoint_dir(source):
         # The run owns output_dir/converted_base (as its mixture/): a rerun or resume there converts again.
         source = str(convert_nanochat(source, output_dir / "converted_base", run.tokenizer_name_or_path,
                                       overwrite=True))
