@@ -374,6 +374,21 @@ def test_a_run_that_failed_early_can_run_again_in_its_folder(capsys, monkeypatch
     assert code == 2 and "is an earlier `akshara-hf convert-nanochat` output, not a training run's" in line
 
 
+def test_only_the_main_process_writes_before_training(capsys, monkeypatch, tmp_path, converted_folder):
+    """Another process of a multi-process run writes nothing into output_dir before training (no marker, no
+    mixture/): it reads what the main process wrote, and where there is nothing (a main process that stopped, or
+    machines without a shared filesystem) it says so in one line."""
+    from trl import SFTConfig
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(SFTConfig, "process_index", property(lambda self: 1))
+    out = tmp_path / "out"
+    code, line = run_script("sft.py", ["--config", str(TINY_SFT), "--model_name_or_path", str(converted_folder),
+                                       "--max_length", "128", "--output_dir", str(out)], capsys, monkeypatch)
+    assert code == 2 and f"{out / 'mixture'}: not found by this process; the main process writes it" in line, line
+    assert not out.exists()
+
+
 # --- the output rule (akshara_hf.folders) for output_dir -----------------------------------------------------------
 
 

@@ -557,6 +557,8 @@ def test_the_training_script_under_fsdp2_ends_with_a_model_folder(tmp_path):
     errors = [line for line in (done.stdout + done.stderr).splitlines() if ".py: error: " in line]
     assert done.returncode == 0, (errors, (done.stdout + done.stderr)[-4000:])
     assert "Accelerate set up DDP" not in done.stderr
+    # the main process alone built output_dir/mixture (two processes building it at once failed a run at random)
+    assert done.stdout.count("# Mixture report: ") == 1, done.stdout[-2000:]
     assert_fsdp2_folder(out)
     assert_fsdp2_folder(out / "checkpoint-4")
     steps = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

@@ -329,7 +329,7 @@ def _check_files_written_again(output: Path, save_total_limit: int | None = None
 TRUST_KEY = "trust_remote_code: true (recipe key, or --trust_remote_code true)"
 
 
-def _load_model_and_tokenizer(run, output_dir: Path, trust_remote_code: bool = False):
+def _load_model_and_tokenizer(run, output_dir: Path, trust_remote_code: bool = False, writes: bool = True):
     from akshara_hf.model.configuration_akshara import AksharaConfig, nanochat_2026_fields
     from akshara_hf.conversion.convert import convert_nanochat
     from akshara_hf.loading import load_model, load_tokenizer
@@ -338,8 +338,9 @@ def _load_model_and_tokenizer(run, output_dir: Path, trust_remote_code: bool = F
     source = run.model_name_or_path
     if source and _is_nanochat_checkpoint_dir(source):
         # The run owns output_dir/converted_base (as its mixture/): a rerun or resume there converts again.
-        source = str(convert_nanochat(source, output_dir / "converted_base", run.tokenizer_name_or_path,
-                                      overwrite=True))
+        converted = output_dir / "converted_base"
+        source = str(convert_nanochat(source, converted, run.tokenizer_name_or_path, overwrite=True) if writes
+                     else written_by_the_main_process(converted))
     tokenizer_source = run.tokenizer_name_or_path if run.tokenizer_name_or_path and run.model_config else source
     tokenizer = load_tokenizer(tokenizer_source, trust_remote_code, flag=TRUST_KEY)
     if run.model_config is not None:
@@ -360,8 +361,8 @@ def _load_model_and_tokenizer(run, output_dir: Path, trust_remote_code: bool = F
     return load_model(source, trust_remote_code, TRUST_KEY), tokenizer  # config checked, weights that do not fit refused
 
 
-def _mixture(run, output_dir: Path, tokenizer):
-    """(the DatasetDict, the folder holding it and its report)."""
+def _mixture(run, output_dir: Path, tokenizer, writes: bool = True):
+    """(the DatasetDict, the folder holding it). Only the process that `writes` builds output_dir/mixture."""
     from datasets import load_from_disk
 
     from akshara_hf.data.mixture import build_mixture
@@ -376,6 +377,8 @@ def _mixture(run, output_dir: Path, tokenizer):
             raise AksharaError(f"mixture_dir {run.mixture_dir}: needs a `messages` column in train and validation "
                                f"(has {columns}); build it with `akshara-hf build-mixture`")
         return mixture, Path(run.mixture_dir)
+    if not writes:
+        return load_from_disk(str(written_by_the_main_process(output_dir / "mixture"))), output_dir / "mixture"
     # The run owns output_dir/mixture: a rerun replaces its own earlier build (never anything else).
     return build_mixture(run.data, output_dir / "mixture", tokenizer=tokenizer, overwrite=True), output_dir / "mixture"
 
@@ -500,30 +503,37 @@ def _train(argv: list[str] | None, script: str | None, card_writer, output: list
     argv = list(sys.argv[1:] if argv is None else argv)
     args, run = parse_recipe(argv, script)
     output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     output.append(output_dir)
-    if output_marker(output_dir) is None:  # ours from the start: a run that fails before its first save can rerun
-        replace_file(output_dir / MARKER, json.dumps({"command": TRAIN_COMMAND, "written_by": "akshara-hf"}) + "\n")
-
-    set_seed(args.seed)  # before the model exists: a new model's weights are the recipe's seed's
-    model, tokenizer = _load_model_and_tokenizer(run, output_dir, args.trust_remote_code)
-    check_akshara_model(model)  # before any data is built
-    if args.resume_from_checkpoint is not None:
-        _check_checkpoint_pickles(Path(args.resume_from_checkpoint))
-    if args.resume_from_checkpoint is not None and not run.use_peft:
-        _check_checkpoint_shapes(model, Path(args.resume_from_checkpoint))
-    # Packed rows carry one token more than their inputs: the last target (mid/base, and SFT's bos_bestfit rows).
-    extra = int(args.stage != "sft" or (args.packing and args.packing_strategy == "bos_bestfit"))
-    row_length = (run.max_seq_len if args.stage != "sft" else args.max_length or 2048) + extra
-    positions = model.config.rotary_cache_factor * model.config.max_position_embeddings
-    if row_length > positions:
-        key = "max_seq_len" if args.stage != "sft" else "max_length"
-        raise AksharaError(f"{key} {row_length - extra}: rows of {row_length} tokens exceed the "
-                           f"model's {positions} positions (rotary_cache_factor x max_position_embeddings)")
-    model.generation_config = GenerationConfig(**generation_config_kwargs(tokenizer))
-    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
-        setattr(model.config, key, getattr(model.generation_config, key))
-    mixture, mixture_folder = _mixture(run, output_dir, tokenizer)
+    # What the run writes before training (its marker, converted_base/, mixture/) the main process alone writes, once
+    # every process has checked everything (one process checking output_dir, or building mixture/, while another
+    # wrote there was a race: a 2-process run failed at random); the others then read what it wrote.
+    writes = args.process_index == 0
+    _wait_for_every_process(args)
+    with args.main_process_first(local=False, desc="the run's marker, converted base and mixture"):
+        if writes:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            if output_marker(output_dir) is None:  # ours from the start: a run failing before its first save reruns
+                replace_file(output_dir / MARKER,
+                             json.dumps({"command": TRAIN_COMMAND, "written_by": "akshara-hf"}) + "\n")
+        set_seed(args.seed)  # before the model exists: a new model's weights are the recipe's seed's
+        model, tokenizer = _load_model_and_tokenizer(run, output_dir, args.trust_remote_code, writes)
+        check_akshara_model(model)  # before any data is built
+        if args.resume_from_checkpoint is not None:
+            _check_checkpoint_pickles(Path(args.resume_from_checkpoint))
+        if args.resume_from_checkpoint is not None and not run.use_peft:
+            _check_checkpoint_shapes(model, Path(args.resume_from_checkpoint))
+        # Packed rows carry one token more than their inputs: the last target (mid/base, and SFT's bos_bestfit rows).
+        extra = int(args.stage != "sft" or (args.packing and args.packing_strategy == "bos_bestfit"))
+        row_length = (run.max_seq_len if args.stage != "sft" else args.max_length or 2048) + extra
+        positions = model.config.rotary_cache_factor * model.config.max_position_embeddings
+        if row_length > positions:
+            key = "max_seq_len" if args.stage != "sft" else "max_length"
+            raise AksharaError(f"{key} {row_length - extra}: rows of {row_length} tokens exceed the "
+                               f"model's {positions} positions (rotary_cache_factor x max_position_embeddings)")
+        model.generation_config = GenerationConfig(**generation_config_kwargs(tokenizer))
+        for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            setattr(model.config, key, getattr(model.generation_config, key))
+        mixture, mixture_folder = _mixture(run, output_dir, tokenizer, writes)
     train_rows = _tokenize(args.stage, mixture["train"], tokenizer, run.max_seq_len, args.max_length,
                            args.assistant_only_loss)
     if len(train_rows) == 0:  # TRL would stop with a StopIteration traceback looking at its first row
@@ -570,6 +580,22 @@ def _train(argv: list[str] | None, script: str | None, card_writer, output: list
         print(f"LoRA adapter saved in {output_dir} (base: {model.name_or_path}); merge it with "
               "AutoPeftModelForCausalLM.from_pretrained(FOLDER).merge_and_unload()", file=sys.stderr)
     return output_dir
+
+
+def _wait_for_every_process(args) -> None:
+    if args.world_size > 1:  # the process group the TrainingArguments set up (as their main_process_first does)
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def written_by_the_main_process(path: Path) -> Path:
+    """What the main process wrote for the run (converted_base/, mixture/), as another process finds it; a run on
+    several machines needs output_dir on a filesystem they share."""
+    if not path.is_dir():
+        raise AksharaError(f"{path}: not found by this process; the main process writes it (did it stop with an "
+                           "error?), so a run on several machines needs output_dir on a filesystem they share")
+    return path
 
 
 def _final_evaluation(trainer) -> dict:
