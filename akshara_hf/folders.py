@@ -203,6 +203,32 @@ def remove_claimed(root: Path) -> list[str]:
                   if p.name != MARKER)
 
 
+def _tree(folder: Path) -> list[str]:
+    """Every entry under `folder` as a relative path, folders with a trailing slash (links never followed)."""
+    return sorted(str(path.relative_to(folder)) + ("/" if path.is_dir() and not path.is_symlink() else "")
+                  for path in folder.rglob("*"))
+
+
+def record_saved(root: Path, folder: Path) -> None:
+    """List in `root`'s marker everything now in `folder` (a checkpoint-N the Trainer just saved), and forget the
+    listed folders that are gone (rotated away): what a later run may delete there is only what was listed."""
+    marker = output_marker(root) or {}
+    saved = marker.get("saved") if isinstance(marker.get("saved"), dict) else {}
+    saved = {name: entries for name, entries in saved.items() if (root / name).is_dir()}
+    saved[folder.name] = _tree(folder)
+    replace_file(root / MARKER, json.dumps({**marker, "saved": saved}) + "\n")
+
+
+def unlisted_entries(root: Path, folder: Path) -> list[str] | None:
+    """What `folder` (a checkpoint-N inside `root`) holds beyond what `root`'s marker listed when it was saved; None
+    when it was never listed (saved by an older akshara-hf, or not by a run)."""
+    saved = (output_marker(root) or {}).get("saved")
+    listed = saved.get(folder.name) if isinstance(saved, dict) else None
+    if not isinstance(listed, list):
+        return None
+    return [entry for entry in _tree(folder) if entry not in listed]
+
+
 def _is_temporary(name: str) -> bool:
     """A `replace_file` temporary of a marker (another process of the same run writing it now)."""
     return name.startswith(f".{MARKER}.") and name.endswith(TEMPORARY_SUFFIX)

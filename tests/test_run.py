@@ -186,6 +186,43 @@ def test_run_facts_after_a_resume_count_the_whole_run(readme_runs, straight_sft,
     assert steps == [2, 4]  # the last evaluation is the Trainer's own at step 4, not repeated
 
 
+def test_rotation_never_deletes_what_the_run_did_not_save(readme_runs, straight_sft, tmp_path, monkeypatch, capsys):
+    """The run's marker lists what each checkpoint-N held once saved. Run again in that folder with save_total_limit
+    (the Trainer's rotation deletes old checkpoint folders whole), it goes on as before; with a user's file in a
+    checkpoint folder (rotation deleted it, exit 0), or a user's README.md where the run writes a checkpoint's card,
+    it is refused before any work and nothing is touched."""
+    import shutil
+
+    from akshara_hf.training.run import main
+    from model_card import write_model_card
+
+    root, _ = readme_runs
+    monkeypatch.chdir(root)
+    run = tmp_path / "run"
+    shutil.copytree(straight_sft, run)
+    saved = json.loads((run / ".akshara-hf.json").read_text())["saved"]
+    assert sorted(saved) == ["checkpoint-2", "checkpoint-4"]
+    assert {"trainer_state.json", "optimizer.pt", "model.safetensors", "README.md"} <= set(saved["checkpoint-2"])
+    resumed = [*SFT_CHECKPOINTS, "--output_dir", str(run), "--resume_from_checkpoint", str(run / "checkpoint-2")]
+    assert train(resumed, script="sft.py", card_writer=write_model_card) == run  # its own checkpoints: no refusal
+    (run / "checkpoint-2" / "notes.txt").write_text("mine")
+    (run / "checkpoint-2" / "eval").mkdir()
+    monkeypatch.setattr(sys, "argv", ["sft.py", *resumed])
+    capsys.readouterr()
+    assert main(script="sft.py") == 2
+    line = capsys.readouterr().err.strip()
+    assert line == (f"sft.py: error: output_dir {run / 'checkpoint-2'}: holds eval/, notes.txt, which the run did not "
+                    "save there; save_total_limit would delete it with the checkpoint (move it out first)")
+    assert (run / "checkpoint-2" / "notes.txt").read_text() == "mine"
+    shutil.rmtree(run / "checkpoint-2" / "eval")
+    (run / "checkpoint-2" / "notes.txt").unlink()
+    (run / "checkpoint-4" / "README.md").write_text("my notes on step 4")
+    monkeypatch.setattr(sys, "argv", ["sft.py", *resumed, "--save_total_limit", "5"])
+    assert main(script="sft.py") == 2
+    assert "checkpoint-4/README.md: a README.md the run did not write" in capsys.readouterr().err
+    assert (run / "checkpoint-4" / "README.md").read_text() == "my notes on step 4"
+
+
 def test_each_checkpoint_and_the_final_folder_carry_our_card_of_their_step(straight_sft):
     """The trainer's card hook: checkpoint-N/README.md is the card of step N (marked in progress, its own figures),
     the output folder's the finished run's (final step, final evaluation)."""

@@ -306,23 +306,37 @@ def _check_output_dir(output: Path, run, resume: str | None, save_total_limit: i
 def _check_files_written_again(output: Path, save_total_limit: int | None = None) -> None:
     """An earlier run's folder is written into again: its log is appended to (a named pipe there blocked the run) and
     its card and loss curve are rewritten, so a user's own README.md or loss_curve.png there was replaced without a
-    word. Refused before any work (the card writer refuses them too, but only when the run ends)."""
-    from akshara_hf.folders import CARD_MARKER, PNG_SOFTWARE, regular_file_or_absent
+    word (in a checkpoint-N saved again, the run stopped at that save). With `save_total_limit` the Trainer's
+    rotation deletes the oldest checkpoint-* folders whole: one holding anything the run did not save there (what its
+    marker listed) is the user's too. All refused before any work."""
+    from akshara_hf.folders import regular_file_or_absent, unlisted_entries
 
     for name in ("log.jsonl", "run_facts.json"):
         regular_file_or_absent(output / name, name)
-    readme, png = output / "README.md", output / "loss_curve.png"
+    checkpoints = sorted(output.glob("checkpoint-*")) if output.is_dir() else []
+    for folder in [output, *checkpoints]:
+        _check_card_files(folder)
+    for folder in checkpoints if save_total_limit else ():
+        unlisted = unlisted_entries(output, folder)
+        if unlisted is None and not (folder / "trainer_state.json").is_file():
+            raise AksharaError(f"{folder}: not a checkpoint the Trainer wrote (no trainer_state.json); "
+                               "save_total_limit would delete it (move it out first)")
+        if unlisted:
+            raise AksharaError(f"{folder}: holds {', '.join(unlisted[:3])}{', ...' if len(unlisted) > 3 else ''}, "
+                               "which the run did not save there; save_total_limit would delete it with the "
+                               "checkpoint (move it out first)")
+
+
+def _check_card_files(folder: Path) -> None:
+    from akshara_hf.folders import CARD_MARKER, PNG_SOFTWARE, regular_file_or_absent
+
+    readme, png = folder / "README.md", folder / "loss_curve.png"
     if regular_file_or_absent(readme, "the card") and CARD_MARKER not in readme.read_text("utf-8", errors="replace"):
         raise AksharaError(f"{readme}: a README.md the run did not write; the run writes its model card there (move "
                            "yours out first)")
     if regular_file_or_absent(png, "the loss curve") and b"Software\x00" + PNG_SOFTWARE.encode() not in png.read_bytes():
         raise AksharaError(f"{png}: a loss_curve.png the run did not draw; the run draws its loss curve there (move "
                            "yours out first)")
-    if save_total_limit and output.is_dir():  # the Trainer's rotation deletes the oldest checkpoint-* folders
-        for folder in sorted(output.glob("checkpoint-*")):
-            if not (folder / "trainer_state.json").is_file():
-                raise AksharaError(f"{folder}: not a checkpoint the Trainer wrote (no trainer_state.json); "
-                                   "save_total_limit would delete it (move it out first)")
 
 
 # The recipe's `trust_remote_code` is TRL's SFTConfig field (default false), spelled as a recipe key or flag.
@@ -498,7 +512,7 @@ def _train(argv: list[str] | None, script: str | None, card_writer, output: list
     from akshara_hf.training.adapters import peft_config
     from akshara_hf.tokenization.chat import generation_config_kwargs
     from akshara_hf.training.trainer import MuonSFTTrainer, check_akshara_model
-    from akshara_hf.training.training_log import CheckpointSteps, JsonlLogCallback, RunClock, run_facts
+    from akshara_hf.training.training_log import CheckpointSteps, JsonlLogCallback, RunClock, SavedEntries, run_facts
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args, run = parse_recipe(argv, script)
@@ -563,7 +577,7 @@ def _train(argv: list[str] | None, script: str | None, card_writer, output: list
         train_dataset=train_rows,
         eval_dataset=eval_rows if len(eval_rows) else None,
         processing_class=tokenizer,
-        callbacks=[JsonlLogCallback(output_dir / "log.jsonl"), clock, checkpoints],
+        callbacks=[JsonlLogCallback(output_dir / "log.jsonl"), clock, checkpoints, SavedEntries()],
         peft_config=peft_config(run),  # TRL's PEFT keys (use_peft, lora_r, ...): the folder holds the adapter
         # The trainer's card hook writes our card, from the facts at each save, into output_dir and every checkpoint
         # (the run owns their README.md). A PEFT run's folder is an adapter, with PEFT's own README.

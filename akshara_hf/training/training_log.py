@@ -11,7 +11,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from akshara_hf.folders import replace_file
+from akshara_hf.folders import record_saved, replace_file
 from akshara_hf.training.flops import flops_per_token
 
 
@@ -81,6 +81,20 @@ class CheckpointSteps(TrainerCallback, ExportableState):
 
     def state(self) -> dict:
         return {"args": {}, "attributes": {"steps": list(self.steps)}}
+
+
+class SavedEntries(TrainerCallback):
+    """Lists in the run's marker what each checkpoint-N holds once saved (`folders.record_saved`): a later run with
+    `save_total_limit` refuses a checkpoint folder holding anything else, which rotation would delete with it."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if args.world_size > 1:  # every process has written its part (its shards, its rng_state_N.pth)
+            import torch.distributed as dist
+
+            dist.barrier()
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and folder.is_dir():
+            record_saved(Path(args.output_dir), folder)
 
 
 def _learning_rates(optimizer) -> list[dict]:
