@@ -271,6 +271,30 @@ def replace_file(path: str | os.PathLike, data: bytes | str) -> Path:
 # before it trains, since it writes both again into an earlier run's folder).
 CARD_MARKER = "<!-- written by akshara-hf model-card -->"
 PNG_SOFTWARE = "akshara-hf model-card"  # the PNG's "Software" text chunk
+CARD_FILES = {"README.md": "model card", "loss_curve.png": "loss curve"}
+
+
+def drawn_here(path: Path) -> bool:
+    """Whether the PNG at `path` is a loss curve model_card drew (its text chunk says so)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.text.get("Software") == PNG_SOFTWARE
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):  # not a PNG, or a damaged one
+        return False
+
+
+def foreign_card_files(folder: Path) -> list[Path]:
+    """The README.md and loss_curve.png in `folder` that model_card did not write (a link or a named pipe there is
+    refused: never written through, never read)."""
+    readme, png = folder / "README.md", folder / "loss_curve.png"
+    foreign = []
+    if regular_file_or_absent(readme, "the card") and CARD_MARKER not in readme.read_text("utf-8", errors="replace"):
+        foreign.append(readme)
+    if regular_file_or_absent(png, "the loss curve") and not drawn_here(png):
+        foreign.append(png)
+    return foreign
 
 
 def regular_file_or_absent(path: Path, what: str = "") -> bool:

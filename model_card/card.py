@@ -10,20 +10,24 @@ through `eval_results`.
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any
 
 from akshara_hf.errors import AksharaError
-from akshara_hf.folders import CARD_MARKER, regular_file_or_absent, replace_file
+from akshara_hf.folders import foreign_card_files, replace_file
 from akshara_hf.loading import read_json
 
 from .architecture import architecture_from_config
 from .facts import RUN_FACTS_FILE, load_run_facts, validate_run_facts
 from .nanochat_meta import NANOCHAT_META_FILE, facts_from_nanochat_meta
-from .plot import LOSS_CURVE_FILE, drawn_here, plot_loss_curve
+from .plot import LOSS_CURVE_FILE, plot_loss_curve
 from .sources import describe, hub_datasets
 
 CARD_FILE = "README.md"
+# The Hub's license ids: lowercase letters, digits, dots, dashes and pluses (apache-2.0, cc-by-nc-sa-4.0, lgpl-lr).
+LICENSE_ID = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}")
 # Ends every card this package renders: `write_model_card` replaces a README.md only when it carries it (or when told
 # to), so a card the user wrote by hand is never overwritten silently.
 TEMPLATE_PATH = Path(__file__).with_name("template.md")
@@ -41,9 +45,10 @@ SUMMARY_PROMPT = "ఈ వ్యాసం యొక్క సారాంశం �
 
 def folder_facts(folder: Path) -> dict:
     """The facts a folder carries: the trainer's run_facts.json, else a converted checkpoint's nanochat_meta.json."""
-    if (folder / RUN_FACTS_FILE).is_file():
+    # whatever stands there is read (a named pipe is refused): it was passed over, the card written without its facts
+    if os.path.lexists(folder / RUN_FACTS_FILE):
         return load_run_facts(folder / RUN_FACTS_FILE)
-    if (folder / NANOCHAT_META_FILE).is_file():
+    if os.path.lexists(folder / NANOCHAT_META_FILE):
         return facts_from_nanochat_meta(read_json(folder / NANOCHAT_META_FILE), run_name=folder.resolve().name)
     raise AksharaError(f"{folder}: neither {RUN_FACTS_FILE} nor {NANOCHAT_META_FILE}; pass the run facts explicitly")
 
@@ -332,8 +337,9 @@ def render_model_card(facts: dict, architecture: dict, model_id: str, license: s
     """The `ModelCard` for checked facts and a config's architecture (nothing is written)."""
     from huggingface_hub import ModelCard
 
-    if not isinstance(license, str) or not license.strip():
-        raise AksharaError(f"license: must be a non-empty Hub license id, got {license!r}")
+    if not isinstance(license, str) or not LICENSE_ID.fullmatch(license):
+        raise AksharaError(f"license: must be a Hub license id (as apache-2.0, mit, cc-by-4.0 or other), got "
+                           f"{license!r}")
     parent = facts["base_model"]
     base_model = parent if parent and is_hub_id(parent) else None
     if base_model:
@@ -382,13 +388,11 @@ def write_model_card(folder: str | Path, facts: dict | None = None, repo_id: str
     folder = Path(folder)
     if not folder.is_dir():
         raise AksharaError(f"{folder}: not a directory")
-    path, png = folder / CARD_FILE, folder / LOSS_CURVE_FILE
+    path = folder / CARD_FILE
     # Both files checked before either is written; a link is never written through, --overwrite or not.
-    if regular_file_or_absent(path, "the card") and not overwrite \
-            and CARD_MARKER not in path.read_text(encoding="utf-8", errors="replace"):
-        raise AksharaError(f"{path}: exists and was not written by akshara-hf model-card; pass --overwrite to replace it")
-    if regular_file_or_absent(png, "the loss curve") and not overwrite and not drawn_here(png):
-        raise AksharaError(f"{png}: exists and was not written by akshara-hf model-card; pass --overwrite to "
+    foreign = foreign_card_files(folder)
+    if foreign and not overwrite:
+        raise AksharaError(f"{foreign[0]}: exists and was not written by akshara-hf model-card; pass --overwrite to "
                            "replace it")
     facts = folder_facts(folder) if facts is None else validate_run_facts(facts, "facts")
     if eval_results is not None:

@@ -13,17 +13,6 @@ LOSS_CURVE_FILE = "loss_curve.png"
 # --overwrite only when it carries it (a figure of the user's own is never replaced silently).
 
 
-def drawn_here(path: Path) -> bool:
-    """Whether the PNG at `path` is a loss curve this module drew (its text chunk says so)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return image.text.get("Software") == PNG_SOFTWARE
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):  # not a PNG, or a damaged one
-        return False
-
-
 def plot_loss_curve(log_history: list[dict], path: Path, title: str) -> Path | None:
     """loss_curve.png from the run's log (train/val loss, bpb on a second axis, LR multiplier below); None when
     the log has no loss at all. Drawn on an Agg canvas without pyplot, so no global backend state changes; written

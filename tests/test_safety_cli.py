@@ -168,6 +168,27 @@ def test_model_card_inputs_that_are_named_pipes_are_one_line(converted_folder, t
                                          "not a regular file; refusing to read it as a file"), err
 
 
+def test_model_card_facts_in_the_folder_that_are_a_named_pipe_or_a_bad_license_are_one_line(converted_folder, tmp_path,
+                                                                                             capsys, no_hang):
+    """A named pipe at the folder's run_facts.json was passed over (the card written from nanochat_meta.json, without
+    the run's facts), and `--license` took any text into the card's metadata, which the Hub refuses on upload."""
+    folder = tmp_path / "model"
+    shutil.copytree(converted_folder, folder)
+    os.mkfifo(folder / "run_facts.json")
+    with no_hang(30):
+        code, err = run_cli(["model-card", str(folder)], capsys)
+    assert code == 2 and err.strip() == (f"akshara-hf model-card: error: {folder / 'run_facts.json'}: is a named pipe, "
+                                         "not a regular file; refusing to read it as a file"), err
+    (folder / "run_facts.json").unlink()
+    for license in ("MIT License", "mit\nevil: 1", "", "-x"):
+        code, err = run_cli(["model-card", str(folder), f"--license={license}"], capsys)
+        assert code == 2 and err.strip() == ("akshara-hf model-card: error: license: must be a Hub license id (as "
+                                             f"apache-2.0, mit, cc-by-4.0 or other), got {license!r}"), err
+    assert not (folder / "README.md").exists() or "MIT License" not in (folder / "README.md").read_text()
+    code, err = run_cli(["model-card", str(folder), "--license", "cc-by-nc-sa-4.0"], capsys)
+    assert code == 0, err
+
+
 def test_mistyped_folder_fails_at_once_without_the_hub(tmp_path, monkeypatch, capsys, network_calls):
     """`runs/nope` with a `runs/` folder here is a typo, not the Hub repo `runs/nope` (was ~28 s of Hub retries):
     refused without a single attempt to reach the Hub."""

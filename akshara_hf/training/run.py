@@ -309,13 +309,14 @@ def _check_files_written_again(output: Path, save_total_limit: int | None = None
     word (in a checkpoint-N saved again, the run stopped at that save). With `save_total_limit` the Trainer's
     rotation deletes the oldest checkpoint-* folders whole: one holding anything the run did not save there (what its
     marker listed) is the user's too. All refused before any work."""
-    from akshara_hf.folders import regular_file_or_absent, unlisted_entries
+    from akshara_hf.folders import CARD_FILES, foreign_card_files, regular_file_or_absent, unlisted_entries
 
     for name in ("log.jsonl", "run_facts.json"):
         regular_file_or_absent(output / name, name)
     checkpoints = sorted(output.glob("checkpoint-*")) if output.is_dir() else []
-    for folder in [output, *checkpoints]:
-        _check_card_files(folder)
+    for path in (foreign for folder in [output, *checkpoints] for foreign in foreign_card_files(folder)):
+        raise AksharaError(f"{path}: a {path.name} the run did not write; the run writes its {CARD_FILES[path.name]} "
+                           "there (move yours out first)")
     for folder in checkpoints if save_total_limit else ():
         unlisted = unlisted_entries(output, folder)
         if unlisted is None and not (folder / "trainer_state.json").is_file():
@@ -325,18 +326,6 @@ def _check_files_written_again(output: Path, save_total_limit: int | None = None
             raise AksharaError(f"{folder}: holds {', '.join(unlisted[:3])}{', ...' if len(unlisted) > 3 else ''}, "
                                "which the run did not save there; save_total_limit would delete it with the "
                                "checkpoint (move it out first)")
-
-
-def _check_card_files(folder: Path) -> None:
-    from akshara_hf.folders import CARD_MARKER, PNG_SOFTWARE, regular_file_or_absent
-
-    readme, png = folder / "README.md", folder / "loss_curve.png"
-    if regular_file_or_absent(readme, "the card") and CARD_MARKER not in readme.read_text("utf-8", errors="replace"):
-        raise AksharaError(f"{readme}: a README.md the run did not write; the run writes its model card there (move "
-                           "yours out first)")
-    if regular_file_or_absent(png, "the loss curve") and b"Software\x00" + PNG_SOFTWARE.encode() not in png.read_bytes():
-        raise AksharaError(f"{png}: a loss_curve.png the run did not draw; the run draws its loss curve there (move "
-                           "yours out first)")
 
 
 # The recipe's `trust_remote_code` is TRL's SFTConfig field (default false), spelled as a recipe key or flag.
