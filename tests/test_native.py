@@ -92,3 +92,20 @@ def test_export_of_a_folder_without_chat_template_gets_nanochats(converted_folde
     assert tokenizer.chat_template == load_chat_template()
     ids = tokenizer.apply_chat_template([{"role": "user", "content": "నమస్తే"}], add_generation_prompt=True)["input_ids"]
     assert ids[-1] == tokenizer.convert_tokens_to_ids("<|assistant_start|>")
+
+
+@pytest.mark.parametrize("template, fragment", [
+    ("{{ messages[0]['content'] }}", "the chat template renders a system and a user message as"),
+    ("{% for m in messages %}{{ m.nope() }}{% endfor %}", "the chat template does not render a system and a user"),
+])
+def test_export_of_a_folder_with_a_broken_chat_template_is_refused(converted_folder, tmp_path, template, fragment):
+    """A broken or foreign template was copied into the native folder without a word (its pipelines prompted the
+    model with a layout it never saw)."""
+    import shutil
+
+    source = tmp_path / "broken-template"
+    shutil.copytree(converted_folder, source)
+    (source / "chat_template.jinja").write_text(template)
+    with pytest.raises(AksharaError, match=fragment):
+        export_native(source, tmp_path / "native")
+    assert not (tmp_path / "native").exists()

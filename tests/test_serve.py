@@ -216,6 +216,7 @@ MALFORMED = [
     ({"messages": HI, "stream_options": {"include_usage": True}}, "stream_options", "only allowed when stream is true"),
     ({"messages": HI, "store": "no"}, "store", "true or false"),
     ({"messages": HI, "service_tier": "gold"}, "service_tier", "one of auto"),
+    ({"messages": [{"role": "user", "content": "hi", "name": 123}]}, "messages[0].name", "must be a string, got 123"),
 ]
 
 
@@ -232,7 +233,9 @@ def test_malformed_requests_are_4xx_in_openai_shape(akshara_server, body, param,
 def test_broken_bodies_and_other_routes(akshara_server):
     client, model, _ = akshara_server
     port = _port(client)
-    for raw in (b"{not json", b"\xff\xfe", b"[" * 100000 + b"]" * 100000):
+    # UTF-16 with its byte-order mark: json.loads decoded it (JSON between systems is UTF-8, RFC 8259)
+    utf16 = json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode("utf-16")
+    for raw in (b"{not json", b"\xff\xfe", b"[" * 100000 + b"]" * 100000, utf16):
         status, answer = _post(port, "/v1/chat/completions", raw)
         assert status == 400 and "not JSON" in answer["error"]["message"], answer
     # Refused on the declared length, before the body is read: sent whole, the client could be reset mid-upload

@@ -95,6 +95,9 @@ def _messages(body: dict) -> list[dict]:
         if role not in ROLES:
             raise RequestError(f"{where}.role must be one of {', '.join(ROLES)}, got {json.dumps(role)}",
                                f"{where}.role", "invalid_value")
+        if "name" in message and not isinstance(message["name"], str):
+            raise RequestError(f"{where}.name must be a string, got {json.dumps(message['name'])}", f"{where}.name",
+                               "invalid_type")
         content = message.get("content")
         if isinstance(content, list):
             for part_index, part in enumerate(content):
@@ -404,8 +407,8 @@ def build_app(manager, chat_handler, model_id: str, on_start=None):
         raw = await _read_body(request)
         if raw is None:
             return refuse(f"the request body is over {MAX_BODY_BYTES} bytes", 413, code="request_too_large")
-        try:
-            body = json.loads(raw)
+        try:  # UTF-8 only (RFC 8259 section 8.1): json.loads would also guess UTF-16 and UTF-32 from the bytes
+            body = json.loads(raw.decode("utf-8"))
         except (ValueError, RecursionError) as error:  # not UTF-8, not JSON, nested too deeply
             return refuse(f"the request body is not JSON ({one_line(error)})", code="invalid_json")
         try:

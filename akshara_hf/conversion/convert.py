@@ -469,13 +469,13 @@ def native_to_akshara(native, source: str = "model"):
     return model
 
 
-def _tokenizer_of(folder, trust_remote_code: bool = False, config=None):
+def _tokenizer_of(folder, trust_remote_code: bool = False, config=None, command: str = ""):
     """The folder's tokenizer, or None for a weights-only folder. A tokenizer saved without a chat template gets the
     package's (nanochat's layout is the only one its special tokens encode), so the converted folder chats and serves."""
     import sys
 
     from akshara_hf.loading import load_tokenizer
-    from akshara_hf.tokenization.chat import load_chat_template, special_token_ids
+    from akshara_hf.tokenization.chat import check_chat_template, load_chat_template, special_token_ids
 
     if not (Path(folder) / "tokenizer.json").is_file():
         return None
@@ -487,11 +487,13 @@ def _tokenizer_of(folder, trust_remote_code: bool = False, config=None):
             raise AksharaError(f"{folder}: no chat template, and {error}") from None
         tokenizer.chat_template = load_chat_template()
         print(f"{folder}: the tokenizer has no chat template; the output gets nanochat's", file=sys.stderr)
+    elif command == "export-native":  # an Akshara folder's own template (a broken one was copied on without a word)
+        check_chat_template(tokenizer, str(folder))
     return tokenizer
 
 
 def _save_converted(model, folder, output_dir, command: str, overwrite: bool, trust_remote_code: bool = False) -> Path:
-    tokenizer = _tokenizer_of(folder, trust_remote_code, model.config)
+    tokenizer = _tokenizer_of(folder, trust_remote_code, model.config, command)
 
     def write(out: Path) -> None:
         model.save_pretrained(out)
