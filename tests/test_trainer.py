@@ -561,6 +561,10 @@ def test_the_training_script_under_fsdp2_ends_with_a_model_folder(tmp_path):
     assert done.stdout.count("# Mixture report: ") == 1, done.stdout[-2000:]
     assert_fsdp2_folder(out)
     assert_fsdp2_folder(out / "checkpoint-4")
+    from akshara_hf.folders import unlisted_entries
+
+    # listed once every rank had written its part (a later run with save_total_limit refuses anything unlisted)
+    assert unlisted_entries(out, out / "checkpoint-4") == [], json.loads((out / ".akshara-hf.json").read_text())
     steps = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert max(entry.get("step", 0) for entry in steps) == 4
     saved = torch.load(out / "checkpoint-4" / "optimizer.pt", weights_only=True)
