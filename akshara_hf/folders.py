@@ -209,13 +209,15 @@ def _tree(folder: Path) -> list[str]:
                   for path in folder.rglob("*"))
 
 
-def record_saved(root: Path, folder: Path) -> None:
-    """List in `root`'s marker everything now in `folder` (a checkpoint-N the Trainer just saved), and forget the
-    listed folders that are gone (rotated away): what a later run may delete there is only what was listed."""
+def record_saved(root: Path, folder: Path, not_ours: Iterable[str] = ()) -> None:
+    """List in `root`'s marker everything now in `folder` (a checkpoint-N the Trainer just saved) but `not_ours`
+    (what stood there unlisted before the run: a user's), and forget the listed folders that are gone (rotated
+    away): what a later run may delete there is only what was listed."""
     marker = output_marker(root) or {}
     saved = marker.get("saved") if isinstance(marker.get("saved"), dict) else {}
     saved = {name: entries for name, entries in saved.items() if (root / name).is_dir()}
-    saved[folder.name] = _tree(folder)
+    not_ours = set(not_ours)
+    saved[folder.name] = [entry for entry in _tree(folder) if entry not in not_ours]
     replace_file(root / MARKER, json.dumps({**marker, "saved": saved}) + "\n")
 
 
@@ -224,6 +226,8 @@ def unlisted_entries(root: Path, folder: Path) -> list[str] | None:
     when it was never listed (saved by an older akshara-hf, or not by a run)."""
     saved = (output_marker(root) or {}).get("saved")
     listed = saved.get(folder.name) if isinstance(saved, dict) else None
+    if isinstance(saved, dict) and not isinstance(listed, list):
+        return _tree(folder) or ["."]  # the marker lists the run's checkpoints, not this one: nothing in it is the run's
     if not isinstance(listed, list):
         return None
     return [entry for entry in _tree(folder) if entry not in listed]

@@ -221,6 +221,31 @@ def test_rotation_never_deletes_what_the_run_did_not_save(readme_runs, straight_
     assert main(script="sft.py") == 2
     assert "checkpoint-4/README.md: a README.md the run did not write" in capsys.readouterr().err
     assert (run / "checkpoint-4" / "README.md").read_text() == "my notes on step 4"
+    (run / "checkpoint-4" / "README.md").unlink()
+
+    def refused(*args) -> str:
+        monkeypatch.setattr(sys, "argv", ["sft.py", *args])
+        capsys.readouterr()
+        assert main(script="sft.py") == 2
+        return capsys.readouterr().err.strip()
+
+    # A user's notes in a checkpoint the run saves again stay the user's: not listed as saved by the run
+    at = resumed.index("--save_total_limit")
+    recipe = tmp_path / "no-limit.yaml"  # tiny-sft.yaml's own save_total_limit left out
+    recipe.write_text("".join(line for line in (root / "training/recipes/tiny-sft.yaml").read_text().splitlines(True)
+                              if not line.startswith("save_total_limit:")))
+    unlimited = [str(recipe) if arg == "training/recipes/tiny-sft.yaml" else arg for arg in resumed[:at] + resumed[at + 2:]]
+    (run / "checkpoint-4" / "notes.txt").write_text("mine")
+    assert train(unlimited, script="sft.py", card_writer=write_model_card) == run
+    assert "notes.txt" not in json.loads((run / ".akshara-hf.json").read_text())["saved"]["checkpoint-4"]
+    assert "checkpoint-4: holds notes.txt, which the run did not save there" in refused(*resumed)
+    (run / "checkpoint-4" / "notes.txt").unlink()
+    # A user's copy of a checkpoint (rotation matches checkpoint-2.bak too) and a file at a checkpoint's name
+    shutil.copytree(run / "checkpoint-2", run / "checkpoint-2.bak")
+    assert "checkpoint-2.bak: holds " in refused(*resumed) and (run / "checkpoint-2.bak" / "optimizer.pt").is_file()
+    shutil.rmtree(run / "checkpoint-2.bak")
+    (run / "checkpoint-6").write_text("mine")
+    assert "checkpoint-6: not a folder; the Trainer saves its checkpoint folders" in refused(*unlimited)
 
 
 def test_each_checkpoint_and_the_final_folder_carry_our_card_of_their_step(straight_sft):

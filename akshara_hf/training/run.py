@@ -298,9 +298,21 @@ def _check_output_dir(output: Path, run, resume: str | None, save_total_limit: i
         inputs += [location for spec in run.data.sources for location in (spec.location, spec.validation_location)]
     try:
         check_run_folder(output, TRAIN_COMMAND, inputs=inputs, may_contain=[resume])
+        _check_can_be_made(output)
         _check_files_written_again(output, save_total_limit)
     except AksharaError as error:
         raise AksharaError(f"output_dir {error}") from None
+
+
+def _check_can_be_made(output: Path) -> None:
+    """Checked by every process (only the main one makes the folder: the others' errors were about its absence)."""
+    ancestor = output.absolute()
+    while not os.path.lexists(ancestor):
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise AksharaError(f"{output}: cannot be made: {ancestor} is not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise AksharaError(f"{output}: cannot be made or written: {ancestor} is not writable")
 
 
 def _check_files_written_again(output: Path, save_total_limit: int | None = None) -> None:
@@ -314,6 +326,10 @@ def _check_files_written_again(output: Path, save_total_limit: int | None = None
     for name in ("log.jsonl", "run_facts.json"):
         regular_file_or_absent(output / name, name)
     checkpoints = sorted(output.glob("checkpoint-*")) if output.is_dir() else []
+    for path in checkpoints:
+        if not path.is_dir() or path.is_symlink():  # the Trainer saves checkpoint-N folders: it stopped at that save
+            raise AksharaError(f"{path}: not a folder; the Trainer saves its checkpoint folders at these names (move "
+                               "it out first)")
     for path in (foreign for folder in [output, *checkpoints] for foreign in foreign_card_files(folder)):
         raise AksharaError(f"{path}: a {path.name} the run did not write; the run writes its {CARD_FILES[path.name]} "
                            "there (move yours out first)")

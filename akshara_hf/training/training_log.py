@@ -11,7 +11,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from akshara_hf.folders import record_saved, replace_file
+from akshara_hf.folders import record_saved, replace_file, unlisted_entries
 from akshara_hf.training.flops import flops_per_token
 
 
@@ -87,6 +87,15 @@ class SavedEntries(TrainerCallback):
     """Lists in the run's marker what each checkpoint-N holds once saved (`folders.record_saved`): a later run with
     `save_total_limit` refuses a checkpoint folder holding anything else, which rotation would delete with it."""
 
+    def __init__(self):
+        self.not_ours: dict[str, list[str]] = {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        root = Path(args.output_dir)
+        if state.is_world_process_zero and root.is_dir():  # a user's entries stay unlisted when their step is saved
+            self.not_ours = {folder.name: unlisted_entries(root, folder) or []
+                             for folder in root.glob("checkpoint-*") if folder.is_dir()}
+
     def on_save(self, args, state, control, **kwargs):
         if args.world_size > 1:  # every process has written its part (its shards, its rng_state_N.pth)
             import torch.distributed as dist
@@ -94,7 +103,7 @@ class SavedEntries(TrainerCallback):
             dist.barrier()
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if state.is_world_process_zero and folder.is_dir():
-            record_saved(Path(args.output_dir), folder)
+            record_saved(Path(args.output_dir), folder, self.not_ours.get(folder.name, ()))
 
 
 def _learning_rates(optimizer) -> list[dict]:
