@@ -321,10 +321,11 @@ def test_serve_refuses_bad_folders_and_options_at_start(tmp_path, capsys, monkey
     foreign = ("{{ bos_token }}{% for m in messages %}<|user_start|>{{ m.content }}<|user_end|>{% endfor %}"
                "<|assistant_start|>")  # a system turn of its own, where nanochat folds it into the first user turn
     templates = {"empty": ("", "no chat template (or an empty one)"),
-                 "foreign": (foreign, "renders a system and a user message as '<|bos|><|user_start|>s<|user_end|>"
-                                      "<|user_start|>x<|user_end|><|assistant_start|>', not nanochat's layout "
+                 "foreign": (foreign, "renders a conversation (system user + generation prompt) as "
+                                      "'<|bos|><|user_start|>s<|user_end|><|user_start|>x<|user_end|><|assistant_start|>', "
+                                      "not nanochat's layout "
                                       "'<|bos|><|user_start|>s\\n\\nx<|user_end|><|assistant_start|>'"),
-                 "raises": ("{{ raise_exception('no') }}", "the chat template does not render a system and a user")}
+                 "raises": ("{{ raise_exception('no') }}", "the chat template does not render a conversation (system")}
     for name, (template, fragment) in templates.items():
         shutil.copytree(converted_folder, tmp_path / name)
         (tmp_path / name / "chat_template.jinja").write_text(template)

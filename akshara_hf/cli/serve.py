@@ -1,19 +1,21 @@
 """`akshara-hf serve FOLDER`: one model folder behind transformers' OpenAI-compatible chat server, requests checked.
 
 The serving is transformers' (`transformers serve`'s `ModelManager`, `ChatCompletionHandler`, `generate`, streaming,
-the folder's chat template and `generation_config`); three things are ours:
+the chat template and the folder's `generation_config`); three things are ours:
 
 * **Loading.** `PinnedModelManager` is transformers' `ModelManager` with its two loading hooks going through
   `akshara_hf.loading`: the trust rule (no Python from the folder without `--trust-remote-code`), the folder checked
   before anything loads, one line for a broken one (transformers' own path resolves the class with
-  `getattr(transformers, config.architectures[0])`, which cannot find `AksharaForCausalLM`, and prints its load report).
+  `getattr(transformers, config.architectures[0])`, which cannot find `AksharaForCausalLM`, and prints its load
+  report). An Akshara folder's chat template must render nanochat's layout (`check_chat_template`, bounded in time
+  and memory); prompts are then rendered with the package's own template, the same layout in bounded time.
 * **The app.** `transformers serve`'s app also routes `/load_model` (loads any model, pinned or not), `/reset` (unloads
   the pinned one), `/v1/completions` (a raw prompt, where control-token text becomes control tokens), `/v1/responses`
   and others, and `GET /v1/models` scans the whole Hub cache. `build_app` routes only `GET /health`, `GET /v1/models`
   (the pinned model) and `POST /v1/chat/completions`; everything else is a 404.
 * **Validation.** `check_chat_request` refuses a malformed request with a 4xx in OpenAI's error shape before
   anything generates (transformers' handler would raise deep inside and answer 500 with a traceback in the log); it
-  renders the prompt with the folder's chat template as the handler will, so the template's own refusals (control-
+  renders the prompt with the chat template as the handler will, so the template's own refusals (control-
   token text in a message, roles out of order) and the context length are checked too. Only `chat_template_kwargs`
   that cannot change the template or the tokenization pass (`ALLOWED_TEMPLATE_KWARGS`).
 """
@@ -258,12 +260,16 @@ def _model_manager_class():
 
         def _load_processor(self, model_id_and_revision: str, gguf_file: str | None = None):
             from akshara_hf.loading import OUR_MODEL_TYPE, load_config, load_tokenizer, source_file
-            from akshara_hf.tokenization.chat import check_chat_template
+            from akshara_hf.tokenization.chat import check_chat_template, load_chat_template
 
             config = load_config(self.source, self.trust_remote_code)  # the config's errors before the tokenizer's
             tokenizer = load_tokenizer(self.source, self.trust_remote_code, config=config)
-            if config.model_type == OUR_MODEL_TYPE:  # the prompts are the folder's template's: refused at start-up
+            if config.model_type == OUR_MODEL_TYPE:
+                # A foreign or broken template is refused at start-up; one that renders nanochat's layout on the probes
+                # is then replaced by the package's, which renders the same layout on every request in bounded time
+                # (a folder's template could still loop, or diverge, on inputs no probe has).
                 check_chat_template(tokenizer, source_file(self.source, "chat_template.jinja"))
+                tokenizer.chat_template = load_chat_template()
             return tokenizer
 
         def _load_model(self, model_id_and_revision: str, tqdm_class=None, progress_callback=None,

@@ -489,6 +489,7 @@ def _tokenizer_of(folder, trust_remote_code: bool = False, config=None, command:
         print(f"{folder}: the tokenizer has no chat template; the output gets nanochat's", file=sys.stderr)
     elif command == "export-native":  # an Akshara folder's own template (a broken one was copied on without a word)
         check_chat_template(tokenizer, str(folder))
+        tokenizer.chat_template = load_chat_template()  # the same layout on the probes; on every input, ours
     return tokenizer
 
 

@@ -172,28 +172,102 @@ def render_for_generation(messages, tokenizer) -> list[int]:
     return ids + [special_token_ids(tokenizer)["<|assistant_start|>"]]
 
 
-# A system and a user turn: the probe `check_chat_template` renders with a folder's template.
-TEMPLATE_PROBE = ({"role": "system", "content": "s"}, {"role": "user", "content": "x"})
+# The conversations `check_chat_template` renders with a folder's template, each as (messages, generation prompt):
+# a system turn folded into the first user turn, a lone user turn, a multi-turn prompt whose assistant turn has python
+# and output parts (text parts never adjacent: the template joins those before encoding), and a whole conversation.
+TEMPLATE_PROBES = (
+    ([{"role": "system", "content": "s"}, {"role": "user", "content": "x"}], True),
+    ([{"role": "user", "content": "x"}], True),
+    ([{"role": "system", "content": "s"}, {"role": "user", "content": "a"},
+      {"role": "assistant", "content": [{"type": "text", "text": "b"}, {"type": "python", "text": "1+1"},
+                                        {"type": "python_output", "text": "2"}, {"type": "text", "text": "c"}]},
+      {"role": "user", "content": "d"}], True),
+    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"},
+      {"role": "assistant", "content": "d"}], False),
+)
+PROBE_SECONDS = 20  # a template renders the probes in milliseconds; the child's start-up (transformers' import) ~1-3 s
+PROBE_MEMORY = 2 << 30  # bytes of address space the child may add for rendering
+PROBE_CHARACTERS = 1 << 16  # the probes render to ~100 characters in nanochat's layout
+
+# Renders the probes with transformers' own Jinja environment in a child process: a template is data, but a sandboxed
+# one can still loop for hours (`range(100000)` nested) or ask for gigabytes (`'x' * 10**10`), in C where no signal
+# reaches it. The child is bounded in time (`timeout`) and, after its imports, in address space (RLIMIT_AS).
+_PROBE_CHILD = """
+import json, sys
+from transformers.utils.chat_template_utils import render_jinja_template
+job = json.load(sys.stdin)
+try:
+    import os, resource
+    used = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    resource.setrlimit(resource.RLIMIT_AS, (used + job["memory"], used + job["memory"]))
+except (ImportError, OSError, ValueError):  # not Linux: the time bound still holds
+    pass
+answers = []
+for messages, generation_prompt in job["probes"]:
+    try:
+        text = render_jinja_template(conversations=[messages], chat_template=job["template"],
+                                     add_generation_prompt=generation_prompt, **job["special"])[0][0]
+        answers.append({"text": text[: job["characters"] + 1]})
+    except BaseException as error:  # the template's raise_exception, jinja2's errors, MemoryError
+        answers.append({"error": ": ".join(filter(None, (type(error).__name__, str(error)[:1000])))})
+json.dump(answers, sys.stdout)
+"""
+
+
+def _render_probes(tokenizer, where: str) -> list[dict]:
+    """Each probe rendered by the tokenizer's template to a string ({"text"}) or refused ({"error"}). The package's
+    own template renders here; any other one in a bounded child process (see `_PROBE_CHILD`)."""
+    import json
+    import subprocess
+    import sys
+
+    probes = [([dict(message) for message in messages], prompt) for messages, prompt in TEMPLATE_PROBES]
+    if tokenizer.chat_template == load_chat_template():  # ours: known to render in bounded time
+        answers = []
+        for messages, prompt in probes:
+            try:
+                answers.append({"text": tokenizer.apply_chat_template(messages, add_generation_prompt=prompt,
+                                                                      tokenize=False)})
+            except Exception as error:  # the tokenizer's special tokens may not be nanochat's
+                answers.append({"error": f"{type(error).__name__}: {error}"})
+        return answers
+    job = {"template": tokenizer.chat_template, "probes": probes, "memory": PROBE_MEMORY,
+           "characters": PROBE_CHARACTERS, "special": tokenizer.special_tokens_map}
+    try:
+        child = subprocess.run([sys.executable, "-c", _PROBE_CHILD], input=json.dumps(job, default=str),
+                               capture_output=True, text=True, timeout=PROBE_SECONDS)
+    except subprocess.TimeoutExpired:
+        raise AksharaError(f"{where}: the chat template did not render {len(probes)} short conversations in "
+                           f"{PROBE_SECONDS} s (nanochat's renders them in milliseconds)") from None
+    try:
+        answers = json.loads(child.stdout)
+        if not isinstance(answers, list) or len(answers) != len(probes):
+            raise ValueError
+    except ValueError:
+        last = child.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise AksharaError(f"{where}: the chat template could not be rendered (exit {child.returncode}: "
+                           f"{one_line(last[0])})") from None
+    return answers
 
 
 def check_chat_template(tokenizer, where: str) -> None:
-    """A folder's chat template must render nanochat's generation prompt: `serve` and pipelines prompt with it (chat
-    and evaluate use `render_for_generation`), and an empty or foreign template prompted the model with a layout it
-    never saw, answering 200 with junk."""
-    probe = [dict(message) for message in TEMPLATE_PROBE]
-    expected = render_for_generation(probe, tokenizer)
+    """A folder's chat template must render nanochat's layout: `serve` checks requests with it, and pipelines prompt
+    with it (chat and evaluate use `render_for_generation`); an empty or foreign template prompted the model with a
+    layout it never saw, answering 200 with junk. Each of `TEMPLATE_PROBES` must give `render_conversation`'s ids."""
     if not tokenizer.chat_template:
         raise AksharaError(f"{where}: no chat template (or an empty one); nanochat's layout needs one")
-    try:
-        rendered = list(tokenizer.apply_chat_template(probe, add_generation_prompt=True, tokenize=True,
-                                                      return_dict=True)["input_ids"])
-    except Exception as error:  # jinja2 and the tokenizer raise their own types
-        raise AksharaError(f"{where}: the chat template does not render a system and a user message "
-                           f"({type(error).__name__}: {one_line(error)})") from None
-    if rendered != expected:
-        raise AksharaError(f"{where}: the chat template renders a system and a user message as "
-                           f"{one_line(tokenizer.decode(rendered), limit=120)!r}, not nanochat's layout "
-                           f"{tokenizer.decode(expected)!r}")
+    for (messages, prompt), answer in zip(TEMPLATE_PROBES, _render_probes(tokenizer, where)):
+        shown = " ".join(message["role"] for message in messages) + (" + generation prompt" if prompt else "")
+        if "error" in answer:
+            raise AksharaError(f"{where}: the chat template does not render a conversation ({shown}): "
+                               f"{one_line(answer['error'])}")
+        expected = render_for_generation(messages, tokenizer) if prompt else render_conversation(messages, tokenizer)[0]
+        text = answer["text"]
+        rendered = None if len(text) > PROBE_CHARACTERS else tokenizer(text, add_special_tokens=False)["input_ids"]
+        if rendered != expected:
+            got = text[:PROBE_CHARACTERS] if rendered is None else tokenizer.decode(rendered)
+            raise AksharaError(f"{where}: the chat template renders a conversation ({shown}) as "
+                               f"{one_line(got, limit=120)!r}, not nanochat's layout {tokenizer.decode(expected)!r}")
 
 
 def generation_config_kwargs(tokenizer) -> dict:
