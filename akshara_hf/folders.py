@@ -222,8 +222,9 @@ def record_saved(root: Path, folder: Path, not_ours: Iterable[str] = ()) -> None
 
 
 def unlisted_entries(root: Path, folder: Path) -> list[str] | None:
-    """What `folder` (a checkpoint-N inside `root`) holds beyond what `root`'s marker listed when it was saved; None
-    when it was never listed (saved by an older akshara-hf, or not by a run)."""
+    """What `folder` (a checkpoint-N inside `root`) holds beyond what `root`'s marker listed when it was saved: all of
+    it when the marker lists the run's checkpoints but not this one (a user's `checkpoint-1.bak` copy); None when the
+    marker lists no checkpoints (an older akshara-hf's run, or not a run's folder)."""
     saved = (output_marker(root) or {}).get("saved")
     listed = saved.get(folder.name) if isinstance(saved, dict) else None
     if isinstance(saved, dict) and not isinstance(listed, list):
@@ -275,7 +276,8 @@ def replace_file(path: str | os.PathLike, data: bytes | str) -> Path:
 # before it trains, since it writes both again into an earlier run's folder).
 CARD_MARKER = "<!-- written by akshara-hf model-card -->"
 PNG_SOFTWARE = "akshara-hf model-card"  # the PNG's "Software" text chunk
-CARD_FILES = {"README.md": "model card", "loss_curve.png": "loss curve"}
+CARD_FILE, LOSS_CURVE_FILE = "README.md", "loss_curve.png"
+CARD_FILES = {CARD_FILE: "model card", LOSS_CURVE_FILE: "loss curve"}
 
 
 def drawn_here(path: Path) -> bool:
@@ -292,7 +294,7 @@ def drawn_here(path: Path) -> bool:
 def foreign_card_files(folder: Path) -> list[Path]:
     """The README.md and loss_curve.png in `folder` that model_card did not write (a link or a named pipe there is
     refused: never written through, never read)."""
-    readme, png = folder / "README.md", folder / "loss_curve.png"
+    readme, png = folder / CARD_FILE, folder / LOSS_CURVE_FILE
     foreign = []
     if regular_file_or_absent(readme, "the card") and CARD_MARKER not in readme.read_text("utf-8", errors="replace"):
         foreign.append(readme)

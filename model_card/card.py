@@ -16,16 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from akshara_hf.errors import AksharaError
-from akshara_hf.folders import foreign_card_files, replace_file
+from akshara_hf.folders import CARD_FILE, LOSS_CURVE_FILE, foreign_card_files, replace_file
 from akshara_hf.loading import read_json
 
 from .architecture import architecture_from_config
 from .facts import RUN_FACTS_FILE, load_run_facts, validate_run_facts
 from .nanochat_meta import NANOCHAT_META_FILE, facts_from_nanochat_meta
-from .plot import LOSS_CURVE_FILE, plot_loss_curve
+from .plot import plot_loss_curve
 from .sources import describe, hub_datasets
 
-CARD_FILE = "README.md"
 # The Hub's license ids: lowercase letters, digits, dots, dashes and pluses (apache-2.0, cc-by-nc-sa-4.0, lgpl-lr).
 LICENSE_ID = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}")
 # Ends every card this package renders: `write_model_card` replaces a README.md only when it carries it (or when told

@@ -8,9 +8,6 @@ from akshara_hf.folders import PNG_SOFTWARE
 
 from .facts import LOG_VALUES
 
-LOSS_CURVE_FILE = "loss_curve.png"
-# The PNG's "Software" text chunk in every figure drawn here: `write_model_card` replaces a loss_curve.png without
-# --overwrite only when it carries it (a figure of the user's own is never replaced silently).
 
 
 def plot_loss_curve(log_history: list[dict], path: Path, title: str) -> Path | None:
@@ -61,5 +58,7 @@ def plot_loss_curve(log_history: list[dict], path: Path, title: str) -> Path | N
         ax.set_xlabel("step")
     fig.tight_layout()
     png = io.BytesIO()
+    # the "Software" text chunk: a loss_curve.png is replaced without --overwrite only when it carries it (a figure of
+    # the user's own is never replaced silently)
     fig.savefig(png, format="png", metadata={"Software": PNG_SOFTWARE})
     return replace_file(path, png.getvalue())

@@ -517,7 +517,8 @@ def _train(argv: list[str] | None, script: str | None, card_writer, output: list
     from akshara_hf.training.adapters import peft_config
     from akshara_hf.tokenization.chat import generation_config_kwargs
     from akshara_hf.training.trainer import MuonSFTTrainer, check_akshara_model
-    from akshara_hf.training.training_log import CheckpointSteps, JsonlLogCallback, RunClock, SavedEntries, run_facts
+    from akshara_hf.training.training_log import (CheckpointSteps, JsonlLogCallback, RunClock, SavedEntries, run_facts,
+                                                  wait_for_every_process)
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args, run = parse_recipe(argv, script)
@@ -527,7 +528,7 @@ def _train(argv: list[str] | None, script: str | None, card_writer, output: list
     # every process has checked everything (one process checking output_dir, or building mixture/, while another
     # wrote there was a race: a 2-process run failed at random); the others then read what it wrote.
     writes = args.process_index == 0
-    _wait_for_every_process(args)
+    wait_for_every_process(args)
     with args.main_process_first(local=False, desc="the run's marker, converted base and mixture"):
         if writes:
             output_dir.mkdir(parents=True, exist_ok=True)
@@ -599,13 +600,6 @@ def _train(argv: list[str] | None, script: str | None, card_writer, output: list
         print(f"LoRA adapter saved in {output_dir} (base: {model.name_or_path}); merge it with "
               "AutoPeftModelForCausalLM.from_pretrained(FOLDER).merge_and_unload()", file=sys.stderr)
     return output_dir
-
-
-def _wait_for_every_process(args) -> None:
-    if args.world_size > 1:  # the process group the TrainingArguments set up (as their main_process_first does)
-        import torch.distributed as dist
-
-        dist.barrier()
 
 
 def written_by_the_main_process(path: Path) -> Path:

@@ -15,6 +15,18 @@ from akshara_hf.folders import record_saved, replace_file, unlisted_entries
 from akshara_hf.training.flops import flops_per_token
 
 
+def wait_for_every_process(args) -> None:
+    """A barrier over the run's processes: accelerate's `wait_for_everyone` on the state the TrainingArguments set up
+    (torch's barrier where they set none, as their `main_process_first` does); nothing for a single process."""
+    if args.world_size > 1:
+        if args.distributed_state is not None:
+            args.distributed_state.wait_for_everyone()
+        else:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
 class JsonlLogCallback(TrainerCallback):
     """Appends every log (loss, lrm, per-group LR, eval loss/bpb) as one JSON line, flushed at once, on the main
     process: an interrupted run keeps everything logged so far (trainer_state.json only exists at checkpoints)."""
@@ -97,10 +109,7 @@ class SavedEntries(TrainerCallback):
                              for folder in root.glob("checkpoint-*") if folder.is_dir()}
 
     def on_save(self, args, state, control, **kwargs):
-        if args.world_size > 1:  # every process has written its part (its shards, its rng_state_N.pth)
-            import torch.distributed as dist
-
-            dist.barrier()
+        wait_for_every_process(args)  # every process has written its part (its shards, its rng_state_N.pth)
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if state.is_world_process_zero and folder.is_dir():
             record_saved(Path(args.output_dir), folder, self.not_ours.get(folder.name, ()))
