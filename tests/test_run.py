@@ -318,3 +318,24 @@ def test_resuming_into_the_runs_own_output_dir_keeps_working(readme_runs, straig
     full, after = (json.loads((o / "run_facts.json").read_text()) for o in (straight_sft, resumed))
     assert after["num_steps"] == full["num_steps"] == 4 and after["tokens_seen"] == full["tokens_seen"]
     assert (own / "checkpoint-4" / "model.safetensors").is_file()
+
+
+def test_the_trained_folder_gets_the_layout_it_was_trained_in(readme_runs, tmp_path, monkeypatch):
+    """The run renders its data in nanochat's layout; a parent tokenizer's foreign template was saved on into the
+    trained folder (its pipelines then prompted the model in a layout it was never trained on)."""
+    import shutil
+
+    from akshara_hf.tokenization.chat import load_chat_template
+
+    root, folders = readme_runs
+    monkeypatch.chdir(root)
+    parent = tmp_path / "parent"
+    shutil.copytree(folders[-1], parent, ignore=shutil.ignore_patterns("checkpoint-*", "mixture", "converted_base"))
+    (parent / ".akshara-hf.json").unlink()
+    foreign = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+    (parent / "chat_template.jinja").write_text(foreign)
+    out = train(["--config", "training/recipes/tiny-sft.yaml", *TINY, "--max_steps", "1", "--model_name_or_path",
+                 str(parent), "--mixture_dir", "runs/tiny-sft/mixture", "--output_dir", str(tmp_path / "child")],
+                script="sft.py")
+    assert (parent / "chat_template.jinja").read_text() == foreign
+    assert (out / "chat_template.jinja").read_text() == load_chat_template()

@@ -353,6 +353,7 @@ def _load_model_and_tokenizer(run, output_dir: Path, trust_remote_code: bool = F
     from akshara_hf.conversion.convert import convert_nanochat
     from akshara_hf.loading import load_model, load_tokenizer
     from akshara_hf.model.modeling_akshara import AksharaForCausalLM
+    from akshara_hf.tokenization.chat import load_chat_template
 
     source = run.model_name_or_path
     if source and _is_nanochat_checkpoint_dir(source):
@@ -362,6 +363,9 @@ def _load_model_and_tokenizer(run, output_dir: Path, trust_remote_code: bool = F
                      else written_by_the_main_process(converted))
     tokenizer_source = run.tokenizer_name_or_path if run.tokenizer_name_or_path and run.model_config else source
     tokenizer = load_tokenizer(tokenizer_source, trust_remote_code, flag=TRUST_KEY)
+    # The run renders its data in nanochat's layout (`render_conversation`), so the folder it writes gets that layout's
+    # template, whatever the parent's tokenizer held (a foreign one was saved on and prompted the trained model wrongly).
+    tokenizer.chat_template = load_chat_template()
     if run.model_config is not None:
         spec = dict(run.model_config)
         spec.setdefault("vocab_size", len(tokenizer))
