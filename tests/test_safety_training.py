@@ -186,6 +186,10 @@ def test_bad_model_config(refused, tmp_path):
             parent=False)
     refused([], "model_config needs tokenizer_name_or_path", script="mid_train.py", parent=False,
             recipe=recipe_with(tmp_path, TINY_BASE.read_text().replace("tokenizer_name_or_path:", "#")))
+    # a parent and a new model at once: the new one trained, the parent's weights unused, the card naming the parent
+    refused(["--model_config", "{depth: 2}"], "model_name_or_path", "and model_config both given",
+            "--model_config null")
+    refused([], "and model_config both given", script="mid_train.py", recipe=TINY_BASE)
 
 
 def test_bad_data_section_on_the_command_line(refused):
@@ -630,7 +634,8 @@ def test_the_step_cap_shortens_every_run(tmp_path, monkeypatch, capsys, recipe, 
     monkeypatch.setenv("AKSHARA_MAX_STEPS", cap)
     (tmp_path / "parent").mkdir()
     script = "sft.py" if recipe == TINY_SFT else "mid_train.py"
-    args, _ = parse_recipe(["--config", str(recipe), "--model_name_or_path", "parent", *flags], script)
+    parent = ["--model_name_or_path", "parent"] if recipe == TINY_SFT else []  # tiny-base builds a new model
+    args, _ = parse_recipe(["--config", str(recipe), *parent, *flags], script)
     assert args.max_steps == expected
     said = capsys.readouterr().err
     assert (f"AKSHARA_MAX_STEPS={cap}: this run stops after {cap} steps" in said) == (expected != 40 and not flags)

@@ -153,9 +153,16 @@ def _check_before_work(args, run) -> None:
     """Everything the recipe names, checked before a model or any data is loaded."""
     if run.model_name_or_path is None and run.model_config is None:
         raise AksharaError("the recipe needs model_name_or_path, or model_config with tokenizer_name_or_path")
-    if run.model_config is not None and run.tokenizer_name_or_path is None and run.model_name_or_path is None:
+    if run.model_config is not None and run.model_name_or_path is not None:
+        # model_config built a new model and model_name_or_path only lent it a tokenizer and the card's base_model:
+        # the parent's weights went unused without a word
+        raise AksharaError(f"model_name_or_path {run.model_name_or_path} and model_config both given: model_config "
+                           "builds a new model, so the parent's weights would go unused; give one (a new model's "
+                           "tokenizer: tokenizer_name_or_path; on the command line, --model_config null drops a "
+                           "recipe's)")
+    if run.model_config is not None and run.tokenizer_name_or_path is None:
         raise AksharaError("model_config needs tokenizer_name_or_path (a new model has no tokenizer of its own)")
-    if run.model_name_or_path is not None and run.model_config is None:
+    if run.model_name_or_path is not None:
         check_model_source(run.model_name_or_path, "model_name_or_path")
         if run.tokenizer_name_or_path is not None and not _is_nanochat_checkpoint_dir(run.model_name_or_path):
             # it was ignored without a word: a model folder trains with the tokenizer it was trained with
@@ -164,8 +171,6 @@ def _check_before_work(args, run) -> None:
                                "or a new model's model_config); drop it")
     if run.tokenizer_name_or_path is not None:
         check_model_source(run.tokenizer_name_or_path, "tokenizer_name_or_path")
-    elif run.model_config is not None:
-        check_model_source(run.model_name_or_path, "model_name_or_path")
     if run.mixture_dir is not None:
         folder = Path(run.mixture_dir)
         if folder.is_dir():
@@ -361,7 +366,7 @@ def _load_model_and_tokenizer(run, output_dir: Path, trust_remote_code: bool = F
         converted = output_dir / "converted_base"
         source = str(convert_nanochat(source, converted, run.tokenizer_name_or_path, overwrite=True) if writes
                      else written_by_the_main_process(converted))
-    tokenizer_source = run.tokenizer_name_or_path if run.tokenizer_name_or_path and run.model_config else source
+    tokenizer_source = run.tokenizer_name_or_path if run.model_config else source
     tokenizer = load_tokenizer(tokenizer_source, trust_remote_code, flag=TRUST_KEY)
     # The run renders its data in nanochat's layout (`render_conversation`), so the folder it writes gets that layout's
     # template, whatever the parent's tokenizer held (a foreign one was saved on and prompted the trained model wrongly).
