@@ -528,3 +528,14 @@ def test_saved_folder_loads_with_remote_code_where_package_is_missing(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     got = eval(result.stdout.strip().splitlines()[-1])
     assert max(abs(x - y) for x, y in zip(got, expected)) < 1e-6
+
+
+def test_the_cache_under_its_new_name_is_used():
+    """transformers 5.24+ `generate` passes the cache as `cache=`: ignored, each decoding step saw only its own token."""
+    model, _ = tiny_akshara()
+    idx = torch.randint(0, 300, (1, 12), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        full = model(idx).logits
+        out = model(idx[:, :8], use_cache=True)
+        step = model(idx[:, 8:9], cache=out.past_key_values, use_cache=True)
+    assert (step.logits[:, -1] - full[:, 8]).abs().max().item() < 1e-5

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 from transformers import AutoTokenizer
 
-from akshara_hf.cli.serve import MAX_BODY_BYTES, RequestError, build_app, check_chat_request
+from akshara_hf.cli.serve import MAX_BODY_BYTES, RequestError, build_app, check_chat_request, check_serving_api
+from akshara_hf.errors import AksharaError
 
 MIB = 1 << 20
 
@@ -86,3 +87,26 @@ def test_integer_logit_biases_reach_generation_as_floats(tokenizer):
     forwarded = _check(tokenizer, logit_bias={"5": 100, "7": -1.5})
     assert forwarded["logit_bias"] == {"5": 100.0, "7": -1.5}
     assert all(type(value) is float for value in forwarded["logit_bias"].values())
+
+
+@pytest.mark.parametrize("version", ["5.25.0", "5.25.0.dev0", "5.26.1", "6.0.0"])
+def test_a_transformers_with_other_serving_code_is_refused_in_one_line(version):
+    """transformers 5.25 rewrote the ModelManager this server subclasses: start-up was a TypeError traceback."""
+    with pytest.raises(AksharaError, match=rf"^transformers {version}: its serving code changed in 5\.25 .*<5\.25'$"):
+        check_serving_api(version)
+
+
+@pytest.mark.parametrize("version", ["5.16.1", "5.23.0", "5.24.9"])
+def test_the_serving_code_it_is_written_against_passes(version):
+    check_serving_api(version)
+
+
+def test_serve_refuses_before_loading_anything(monkeypatch, tmp_path, capsys):
+    import transformers
+
+    from akshara_hf.cli import main
+
+    monkeypatch.setattr(transformers, "__version__", "5.25.0")
+    assert main(["serve", str(tmp_path / "no-such-folder"), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("akshara-hf serve: error: transformers 5.25.0: its serving code")

@@ -42,6 +42,10 @@ MAX_METADATA = (16, 64, 512)  # OpenAI's limits: pairs, key characters, value ch
 # Accepted only with their neutral value (transformers' handler ignores them: any other value would be silently lost).
 NEUTRAL_FIELDS = {"n": (1,), "logprobs": (False,), "top_logprobs": (0,), "presence_penalty": (0, 0.0),
                   "modalities": (["text"],), "response_format": ({"type": "text"},)}
+# transformers 5.25 rewrote its serving code (ModelManager takes a ModelLoader, no trust_remote_code or device): this
+# server subclasses the earlier API, so the serve extra caps transformers below it and `serve` says so before loading
+# (5.25.0 was a TypeError traceback at start-up).
+SERVING_API_BELOW = "5.25"
 MAX_BODY_BYTES = 4 << 20  # a request body larger than this is refused before it is parsed
 MAX_STOP = 4  # OpenAI's limit on stop sequences
 # transformers' StopStringCriteria precomputes a table over every vocabulary token for each character of a stop string
@@ -313,6 +317,20 @@ def _check_port(host: str, port: int) -> None:
             raise AksharaError(f"--host {host} --port {port}: cannot listen there ({one_line(error)})") from None
 
 
+def check_serving_api(version: str | None = None) -> None:
+    """Refuse, in one line, a transformers whose serving code is not the one this server is written against."""
+    from packaging.version import Version
+
+    if version is None:
+        import transformers
+
+        version = transformers.__version__
+    if Version(version).release >= Version(SERVING_API_BELOW).release:
+        raise AksharaError(f"transformers {version}: its serving code changed in {SERVING_API_BELOW} and this server "
+                           f"is written against the earlier one; install a release below it: "
+                           f"pip install 'transformers[serving]<{SERVING_API_BELOW}'")
+
+
 def load_pinned(folder: str, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False):
     """transformers' ModelManager holding FOLDER (checked and loaded by `akshara_hf.loading`); AksharaError if not."""
     from transformers import AutoModelForCausalLM
@@ -320,6 +338,7 @@ def load_pinned(folder: str, device: str = "auto", dtype: str = "auto", trust_re
 
     from akshara_hf.loading import load_config, resolve_model, source_file
 
+    check_serving_api()
     _check_options(device, dtype)
     source = resolve_model(folder)
     config = load_config(source, trust_remote_code)
@@ -438,6 +457,7 @@ def build_app(manager, chat_handler, model_id: str, on_start=None):
 def serve(folder: str, host: str = "127.0.0.1", port: int = 8000, device: str = "auto", dtype: str = "auto",
           trust_remote_code: bool = False, compile: bool = False, log_level: str = "warning") -> None:
     """Check FOLDER and the address, load, and serve until interrupted."""
+    check_serving_api()  # before importing its serving modules, which 5.25 renamed
     import uvicorn
     from transformers.cli.serving.chat_completion import ChatCompletionHandler
     from transformers.cli.serving.utils import GenerationState

@@ -517,6 +517,11 @@ class AksharaModel(AksharaPreTrainedModel):
             raise ValueError("this model has value embeddings (nanochat 2026), which are looked up from input_ids")
         if inputs_embeds is None:
             inputs_embeds = self.wte(input_ids)
+        # transformers 5.24+ `generate` passes the cache as `cache` (its new name for `past_key_values`): read as
+        # the old name, decoding steps ran without the prompt's keys and values (wrong tokens, no error)
+        cache = kwargs.pop("cache", None)
+        if past_key_values is None:
+            past_key_values = cache
         if use_cache and past_key_values is None:
             past_key_values = AksharaCache(config=self.config)
         if position_ids is None:
